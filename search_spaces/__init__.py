@@ -1,0 +1,13 @@
+"""Search spaces as data: genes, architectures, encodings and analytic cost models. Imports no torch."""
+
+from __future__ import annotations
+
+from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space
+from search_spaces.layers import LayerSpec, make_divisible
+from search_spaces.nb201 import NB201_OPS, NB201Arch, NB201IndexMap, NB201Space
+from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
+
+__all__ = [
+    "SPACES", "Gene", "InvalidArchError", "SearchSpace", "as_generator", "create_space", "LayerSpec",
+    "make_divisible", "NB201_OPS", "NB201Arch", "NB201IndexMap", "NB201Space", "MBv3Arch", "OFAMobileNetV3Space",
+]
