@@ -1,0 +1,216 @@
+"""Elastic operators: each wraps one full-size module and computes a slice of it (Once-for-All's dynamic ops).
+
+An op's active configuration (output channels, kernel size) is set by its supernet's ``set_arch`` through
+``set_active``; ``forward`` reads it and never changes it. Input channels are taken from the input tensor.
+Each op exports its active slice as a plain module and owns the weight surgery of channel re-sorting.
+
+Kernel elasticity follows OFA: a smaller kernel is the centre crop of the next larger one, optionally passed
+through a learnable per-layer transform matrix (identity-initialised), e.g. K5 = M(7->5) . centre5(W7).
+The ops only take slices (views) of their parameters, so gradients flow to the shared weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticSE", "ElasticLinear", "sub_kernel",
+]
+
+
+class ElasticConv2d(nn.Module):
+    """Dense conv whose active output channels are a prefix of the full conv's; inputs sliced to ``x.size(1)``."""
+
+    def __init__(self, in_c: int, out_c: int, kernel: int = 1, stride: int = 1, bias: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_c, out_c, kernel, stride, kernel // 2, bias=bias)
+        self.active_out = out_c
+
+    def set_active(self, out_c: int) -> None:
+        if not 0 < out_c <= self.conv.out_channels:
+            raise ValueError(f"active out channels {out_c} not in [1, {self.conv.out_channels}]")
+        self.active_out = out_c
+
+    def active_weight(self, in_c: int) -> torch.Tensor:
+        return self.conv.weight[: self.active_out, :in_c]
+
+    def active_bias(self) -> torch.Tensor | None:
+        return None if self.conv.bias is None else self.conv.bias[: self.active_out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.active_weight(x.size(1))
+        return F.conv2d(x, w, self.active_bias(), self.conv.stride, self.conv.padding)
+
+    def export(self, in_c: int) -> nn.Conv2d:
+        c = self.conv
+        out = nn.Conv2d(in_c, self.active_out, c.kernel_size, c.stride, c.padding, bias=c.bias is not None)
+        with torch.no_grad():
+            out.weight.copy_(self.active_weight(in_c))
+            if c.bias is not None:
+                out.bias.copy_(self.active_bias())
+        return out
+
+    @torch.no_grad()
+    def permute_out(self, perm: torch.Tensor) -> None:
+        self.conv.weight.copy_(self.conv.weight[perm])
+        if self.conv.bias is not None:
+            self.conv.bias.copy_(self.conv.bias[perm])
+
+    @torch.no_grad()
+    def permute_in(self, perm: torch.Tensor) -> None:
+        self.conv.weight.copy_(self.conv.weight[:, perm])
+
+
+def sub_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Centre ``kernel x kernel`` crop of a square kernel."""
+    start = (weight.size(-1) - kernel) // 2
+    return weight[..., start : start + kernel, start : start + kernel]
+
+
+class ElasticDepthwiseConv2d(nn.Module):
+    """Depthwise conv with elastic channels and kernel size (centre crop + optional OFA transform matrices)."""
+
+    def __init__(self, channels: int, kernels: Sequence[int], stride: int = 1, transform: bool = True) -> None:
+        super().__init__()
+        self.kernels = tuple(sorted(kernels))
+        k = self.kernels[-1]
+        self.conv = nn.Conv2d(channels, channels, k, stride, k // 2, groups=channels, bias=False)
+        self.transform = transform
+        # One matrix per adjacent kernel pair, shared across channels (OFA's "7to5_matrix", "5to3_matrix").
+        self.matrices = nn.ParameterDict(
+            {f"{big}to{small}": nn.Parameter(torch.eye(small * small))
+             for big, small in zip(self.kernels[::-1], self.kernels[-2::-1])}
+            if transform else {}
+        )
+        self.active_kernel = k
+        self.active_channels = channels
+
+    def set_active(self, channels: int, kernel: int) -> None:
+        if kernel not in self.kernels:
+            raise ValueError(f"kernel {kernel} not allowed; choose one of {list(self.kernels)}")
+        if not 0 < channels <= self.conv.out_channels:
+            raise ValueError(f"active channels {channels} not in [1, {self.conv.out_channels}]")
+        self.active_channels, self.active_kernel = channels, kernel
+
+    def active_weight(self) -> torch.Tensor:
+        w = self.conv.weight[: self.active_channels]
+        for big, small in zip(self.kernels[::-1], self.kernels[-2::-1]):
+            if big <= self.active_kernel:
+                break
+            w = sub_kernel(w, small)
+            if self.transform:
+                shape = w.shape
+                w = (w.reshape(-1, small * small) @ self.matrices[f"{big}to{small}"]).reshape(shape)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.active_kernel
+        return F.conv2d(x, self.active_weight(), None, self.conv.stride, k // 2, groups=x.size(1))
+
+    def export(self) -> nn.Conv2d:
+        k, c = self.active_kernel, self.active_channels
+        out = nn.Conv2d(c, c, k, self.conv.stride, k // 2, groups=c, bias=False)
+        with torch.no_grad():
+            out.weight.copy_(self.active_weight())
+        return out
+
+    @torch.no_grad()
+    def permute_out(self, perm: torch.Tensor) -> None:
+        self.conv.weight.copy_(self.conv.weight[perm])
+
+
+class ElasticBatchNorm2d(nn.Module):
+    """BatchNorm over a channel prefix; running statistics of the prefix are shared by all widths."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn, c = self.bn, x.size(1)
+        if c == bn.num_features:
+            return bn(x)
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        else:
+            factor = 0.0
+        use_batch = bn.training or bn.running_mean is None
+        rm = bn.running_mean[:c] if bn.running_mean is not None else None
+        rv = bn.running_var[:c] if bn.running_var is not None else None
+        return F.batch_norm(x, rm, rv, bn.weight[:c], bn.bias[:c], use_batch, factor, bn.eps)
+
+    def export(self, channels: int) -> nn.BatchNorm2d:
+        out = nn.BatchNorm2d(channels, eps=self.bn.eps, momentum=self.bn.momentum)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(out, name).copy_(getattr(self.bn, name)[:channels])
+            out.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+        return out
+
+    @torch.no_grad()
+    def permute_out(self, perm: torch.Tensor) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(self.bn, name)
+            t.copy_(t[perm])
+
+
+class ElasticSE(nn.Module):
+    """Squeeze-excite over a channel prefix; hidden width ``hidden_fn(channels)`` is a prefix of the full one."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.reduce = ElasticConv2d(channels, hidden, bias=True)
+        self.expand = ElasticConv2d(hidden, channels, bias=True)
+
+    def set_active(self, channels: int, hidden: int) -> None:
+        self.reduce.set_active(hidden)
+        self.expand.set_active(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+
+    def hidden_importance(self) -> torch.Tensor:
+        """L1 norm of each hidden unit's outgoing weights."""
+        return self.expand.conv.weight.abs().sum(dim=(0, 2, 3))
+
+    @torch.no_grad()
+    def permute_channels(self, perm: torch.Tensor) -> None:
+        self.reduce.permute_in(perm)
+        self.expand.permute_out(perm)
+
+    @torch.no_grad()
+    def permute_hidden(self, perm: torch.Tensor) -> None:
+        self.reduce.permute_out(perm)
+        self.expand.permute_in(perm)
+
+
+class ElasticLinear(nn.Module):
+    """Linear layer with elastic input and output features (prefix slices)."""
+
+    def __init__(self, in_f: int, out_f: int, bias: bool = True) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_f, out_f, bias=bias)
+        self.active_out = out_f
+
+    def set_active(self, out_f: int) -> None:
+        if not 0 < out_f <= self.linear.out_features:
+            raise ValueError(f"active out features {out_f} not in [1, {self.linear.out_features}]")
+        self.active_out = out_f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = None if self.linear.bias is None else self.linear.bias[: self.active_out]
+        return F.linear(x, self.linear.weight[: self.active_out, : x.size(-1)], b)
+
+    def export(self, in_f: int) -> nn.Linear:
+        out = nn.Linear(in_f, self.active_out, bias=self.linear.bias is not None)
+        with torch.no_grad():
+            out.weight.copy_(self.linear.weight[: self.active_out, :in_f])
+            if out.bias is not None:
+                out.bias.copy_(self.linear.bias[: self.active_out])
+        return out
