@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from search_spaces import (
-    SPACES, InvalidArchError, MBv3Arch, NB201Arch, NB201IndexMap, create_space,
+    SPACES,
+    InvalidArchError,
+    MBv3Arch,
+    NB201Arch,
+    NB201IndexMap,
+    create_space,
 )
 from search_spaces.registry import UnknownNameError
 

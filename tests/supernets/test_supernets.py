@@ -10,7 +10,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces import create_space
 from supernets import (
-    SubnetFormatError, bn_recalibration, create_supernet, load_subnet, recalibrate_bn, recalibrated, save_subnet,
+    SubnetFormatError,
+    bn_recalibration,
+    create_supernet,
+    load_subnet,
+    recalibrate_bn,
+    recalibrated,
+    save_subnet,
 )
 
 CASES = [("ofa_mbv3", "ofa_mbv3_tiny"), ("nb201", "nb201_tiny")]
