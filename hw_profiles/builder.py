@@ -1,0 +1,166 @@
+"""The latency lookup-table builder: measure every layer a space can produce on this machine, resumably.
+
+OFA never published how its tables were generated (issues #16 and #37 ask); this follows nn-Meter's profiling
+protocol instead: each operator signature is built in isolation (``build_layer``, injected by the caller, e.g.
+``supernets.static.build_layer``; this package never imports supernets), run with fixed threads, warmed up, then
+timed ``repeats`` times interleaved with the other layers of its chunk (:func:`~hw_profiles.backends.time_interleaved`).
+Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
+every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hw_profiles.backends import TimingBackend, create_backend, time_interleaved
+from hw_profiles.pricing import space_layer_specs
+from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
+from search_spaces.base import SearchSpace, create_space
+from search_spaces.layers import LayerSpec
+
+__all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
+           "cpu_name"]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How layers are timed: runtime (``BACKENDS`` name), threads, batch, warm-up and timed runs, chunk size."""
+
+    runtime: str = "torch"
+    threads: int = 1
+    batch: int = 1
+    warmup: int = 10
+    repeats: int = 30
+    chunk: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch", "repeats", "chunk"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"MeasureConfig.warmup must be an int >= 0, got {self.warmup!r}")
+
+    def method(self) -> str:
+        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
+                f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
+                "wall clock (perf_counter_ns); value = median")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """Where the profile went, which keys this run measured, and how many were already there."""
+
+    path: Path
+    measured: tuple[str, ...]
+    skipped: int
+    total: int
+    profile: HardwareProfile = field(repr=False)
+
+
+def input_shape(spec: LayerSpec, batch: int = 1) -> tuple[int, ...]:
+    """Input tensor shape of a layer built alone (the classifier takes flattened features)."""
+    if spec.op == "classifier":
+        return (batch, spec.in_c)
+    return (batch, spec.in_c, spec.in_hw, spec.in_hw)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
+                    repeats: int, seed: int = 0) -> np.ndarray:
+    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved."""
+    with backend.session():
+        runners = [backend.prepare(m, shape) for m, shape in modules]
+        return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed)
+
+
+def _entry(times: np.ndarray) -> Entry:
+    return Entry(mean=float(times.mean()), std=float(times.std(ddof=1)) if len(times) > 1 else 0.0,
+                 count=int(len(times)), median=float(np.median(times)))
+
+
+def _start(out: Path, meta: ProfileMeta) -> HardwareProfile:
+    if not out.exists():
+        return HardwareProfile(meta)
+    old = HardwareProfile.load(out)
+    for name in ("runtime", "runtime_version", "threads", "batch", "units", "method"):
+        if getattr(old.meta, name) != getattr(meta, name):
+            raise ProfileFormatError(
+                f"{out} was measured with {name}={getattr(old.meta, name)!r}, this run uses "
+                f"{getattr(meta, name)!r}; resume only with the same settings or write to another path"
+            )
+    return old
+
+
+def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[[LayerSpec], Any],
+                  config: MeasureConfig | None = None, backend: TimingBackend | None = None, name: str = "local_cpu",
+                  resolutions: Sequence[int] | None = None, specs: Sequence[LayerSpec] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """Measure every layer of ``space`` (or the given ``specs``) missing from the profile at ``out``.
+
+    ``backend`` overrides ``config.runtime`` (tests inject a fake one). Returns what was measured; the file at
+    ``out`` holds every entry measured so far even if this call is interrupted.
+    """
+    config = config or MeasureConfig()
+    backend = backend or create_backend(config.runtime, threads=config.threads)
+    out = Path(out)
+    meta = ProfileMeta(name=name, device=cpu_name(), soc=None, runtime=backend.name, runtime_version=backend.version,
+                       threads=backend.threads, batch=config.batch, units="ms", method=config.method(),
+                       created=datetime.datetime.now().isoformat(timespec="seconds"), space=space.name,
+                       host=platform.node() or None)
+    profile = _start(out, meta)
+    wanted = {s.key(): s for s in (specs if specs is not None else space_layer_specs(space, resolutions))}
+    todo = [s for k, s in wanted.items() if k not in profile.entries]
+    measured: list[str] = []
+    for start in range(0, len(todo), config.chunk):
+        chunk = todo[start:start + config.chunk]
+        modules = [(build_layer(s), input_shape(s, config.batch)) for s in chunk]
+        times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats,
+                                seed=config.seed + start)
+        profile = profile.with_entries({s.key(): _entry(t) for s, t in zip(chunk, times)})
+        profile.save(out)
+        measured += [s.key() for s in chunk]
+        if progress is not None:
+            progress(len(measured), len(todo))
+    if not out.exists():
+        profile.save(out)
+    return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)
+
+
+def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mapping[str, Any] | None = None,
+                      out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
+                      progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """``python -m nas.profile``: build the profile described by a ``conf/hw`` entry for a named space.
+
+    ``hw`` holds ``name``, ``kwargs`` (``path``: where the profile lives) and ``build`` (a :class:`MeasureConfig`
+    plus ``resolutions``); profiles without ``build`` (e.g. ``snapdragon855``, ``macs``) cannot be measured here.
+    """
+    name, build = hw.get("name"), hw.get("build")
+    if not build:
+        raise ValueError(f"hardware profile {name!r} has no 'build' section: it cannot be measured on this machine; "
+                         "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
+    build = dict(build)
+    resolutions = build.pop("resolutions", None)
+    target = out if out is not None else (hw.get("kwargs") or {}).get("path")
+    if target is None:
+        raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
+    return build_profile(create_space(space, **dict(space_kwargs or {})), target, build_layer=build_layer,
+                         config=MeasureConfig(**build), name=str(name),
+                         resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)
