@@ -6,8 +6,10 @@ from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_g
 from search_spaces.layers import LayerSpec, make_divisible
 from search_spaces.nb201 import NB201_OPS, NB201Arch, NB201IndexMap, NB201Space
 from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
+from search_spaces.vit import ViTArch, ViTSpace
 
 __all__ = [
     "SPACES", "Gene", "InvalidArchError", "SearchSpace", "as_generator", "create_space", "LayerSpec",
     "make_divisible", "NB201_OPS", "NB201Arch", "NB201IndexMap", "NB201Space", "MBv3Arch", "OFAMobileNetV3Space",
+    "ViTArch", "ViTSpace",
 ]

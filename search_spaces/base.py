@@ -202,8 +202,11 @@ class SearchSpace(abc.ABC):
 
     def spec(self) -> dict[str, Any]:
         """Registered name and constructor fields: ``create_space(**spec)`` recreates the space."""
-        fields = dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
-        return {"name": self.name, **{k: v for k, v in fields.items() if k != "name"}}
+        if not dataclasses.is_dataclass(self):
+            return {"name": self.name}
+        # Only constructor fields: derived ``init=False`` fields (cached genes) are not arguments.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "name"}
+        return {"name": self.name, **fields}
 
 
 SPACES: Registry[SearchSpace] = Registry("search space")

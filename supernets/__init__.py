@@ -8,10 +8,12 @@ from supernets.export import LoadedSubnet, SubnetFormatError, export_onnx, load_
 from supernets.nb201 import NB201Supernet
 from supernets.ofa_mbv3 import OFAMobileNetV3Supernet
 from supernets.static import STATIC_BUILDERS, build_from_config, build_layer, build_network
+from supernets.static_vit import StaticViT
+from supernets.vit import ViTSupernet
 
 __all__ = [
     "SUPERNETS", "Exported", "Supernet", "create_supernet", "supernet_from_spec", "bn_recalibration",
     "recalibrate_bn", "recalibrated", "LoadedSubnet", "SubnetFormatError", "export_onnx", "load_subnet",
     "save_subnet", "NB201Supernet", "OFAMobileNetV3Supernet", "STATIC_BUILDERS", "build_from_config",
-    "build_layer", "build_network",
+    "build_layer", "build_network", "StaticViT", "ViTSupernet",
 ]
