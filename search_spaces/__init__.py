@@ -6,6 +6,7 @@ from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_g
 from search_spaces.layers import LayerSpec, make_divisible
 from search_spaces.nb201 import NB201_OPS, NB201Arch, NB201IndexMap, NB201Space
 from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
+from search_spaces.ofa_mbv3_variants import ofa_mbv3_fmnist  # noqa: F401  (registers ofa_mbv3_fmnist)
 from search_spaces.vit import ViTArch, ViTSpace
 
 __all__ = [

@@ -1,0 +1,24 @@
+"""``python -m nas.train [sampler=progressive] [search_space=ofa_mbv3_tiny] [trainer.epochs=3] [resume=true]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from nas.train.run import run_train
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="train")
+def main(cfg: DictConfig) -> None:
+    result = run_train(cfg)
+    last = result.evals[-2:] if result.evals else []
+    summary = ", ".join(f"{r['subnet']} {r['top1']:.2f}%" for r in last)
+    print(f"trained in {result.seconds:.0f}s -> {result.out_dir}" + (f" ({summary})" if summary else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Build a training run from a resolved hydra config (``conf/train.yaml``) and execute it.
+
+The config groups mirror the registries: ``search_space`` (``SPACES``), ``supernet`` (``SUPERNETS``), ``data``
+(``DATA``), ``sampler`` (``SAMPLERS``) and ``trainer`` (:class:`~nas.train.trainer.TrainConfig` fields). A plain
+sampler runs one :class:`~nas.train.trainer.Trainer`; a phased recipe runs :func:`~nas.train.phases.train_phased`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nas.data import DataModule, create_data
+from nas.train.checkpoint import CheckpointError
+from nas.train.phases import PhasedResult, phase_dirs, train_phased
+from nas.train.samplers.base import PhasedSampler, create_sampler
+from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
+from search_spaces import SearchSpace, create_space
+from supernets import Supernet, create_supernet
+
+__all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    if node is None:
+        return {}
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node)
+
+
+def build_space(cfg: Mapping[str, Any]) -> SearchSpace:
+    return create_space(cfg["name"], **_plain(cfg.get("kwargs")))
+
+
+def build_supernet(cfg: Mapping[str, Any], space: SearchSpace) -> Supernet:
+    return create_supernet(cfg["name"], space, **_plain(cfg.get("kwargs")))
+
+
+def build_data(cfg: Mapping[str, Any]) -> DataModule:
+    return create_data(cfg["name"], **_plain(cfg.get("kwargs")))
+
+
+def check_compatible(space: SearchSpace, data: DataModule) -> None:
+    """The data's channels and classes must match what the space's networks take and predict."""
+    want = (getattr(space, "in_chans", data.in_chans), getattr(space, "n_classes", data.n_classes))
+    if want != (data.in_chans, data.n_classes):
+        raise ValueError(f"data {data.name!r} has {data.in_chans} channel(s) and {data.n_classes} classes, but space "
+                         f"{space.name!r} expects in_chans={want[0]}, n_classes={want[1]}; pick a matching "
+                         f"search_space or override its kwargs")
+
+
+def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
+    """Library entry of ``python -m nas.train``."""
+    tcfg = TrainConfig(**_plain(cfg["trainer"]))
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    space = build_space(cfg["search_space"])
+    data = build_data(cfg["data"])
+    check_compatible(space, data)
+    out_dir, resume = Path(cfg["out_dir"]), bool(cfg.get("resume", False))
+    sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **_plain(cfg["sampler"].get("kwargs")))
+
+    def make_model() -> Supernet:
+        torch.manual_seed(tcfg.seed)
+        return build_supernet(cfg["supernet"], space)
+
+    existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
+                                         if isinstance(sampler, PhasedSampler) else [])
+    if not resume and any(p.exists() for p in existing):
+        raise CheckpointError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
+                              f"another out_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(_plain(cfg)), out_dir / "config.yaml")
+    if isinstance(sampler, PhasedSampler):
+        return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume)
+    return Trainer(make_model(), data, sampler, tcfg, out_dir).fit(resume=resume)
