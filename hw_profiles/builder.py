@@ -4,29 +4,38 @@ OFA never published how its tables were generated (issues #16 and #37 ask); this
 protocol instead: each operator signature is built in isolation (``build_layer``, injected by the caller, e.g.
 ``supernets.static.build_layer``; this package never imports supernets), run with fixed threads, warmed up, then
 timed ``repeats`` times interleaved with the other layers of its chunk (:func:`~hw_profiles.backends.time_interleaved`).
+
+Two corrections make the per-layer sum predict whole networks. (1) *Cache context*: a layer run back to back keeps
+its weights, code and branch history hot and runs markedly faster than inside a network, so every round of a chunk
+also runs a random network of the space (``build_network``, injected; its times are discarded) and each layer is
+timed in the state a network leaves the machine in. (2) *Per-call overhead*: runtimes such as ONNX Runtime charge a
+fixed cost per ``run`` call that a network pays once but isolated layers pay each; it is timed on a trivial graph in
+the same rounds, subtracted from every layer, and stored once as ``meta.network_overhead``.
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
-
 from __future__ import annotations
 
 import datetime
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hw_profiles.backends import TimingBackend, create_backend, time_interleaved
-from hw_profiles.pricing import space_layer_specs
+from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
+from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
 from search_spaces.base import SearchSpace, create_space
 from search_spaces.layers import LayerSpec
 
 __all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
            "cpu_name"]
+
+
+_CLOCK_TEXT = {"wall": "wall clock (perf_counter_ns)", "cpu": "CPU time of the calling thread (thread_time_ns)"}
 
 
 @dataclass(frozen=True)
@@ -40,18 +49,29 @@ class MeasureConfig:
     repeats: int = 30
     chunk: int = 16
     seed: int = 0
+    clock: str = "wall"
+    context: bool = True
+    calibration_nets: int = 10
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ValueError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
         for name in ("threads", "batch", "repeats", "chunk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"MeasureConfig.warmup must be an int >= 0, got {self.warmup!r}")
+        for name in ("warmup", "calibration_nets"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
 
     def method(self) -> str:
         return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
                 f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
-                "wall clock (perf_counter_ns); value = median")
+                f"{_CLOCK_TEXT[self.clock]}; value = median"
+                + ("; a random network of the space runs in every round as cache context" if self.context else "")
+                + (f"; entries scaled by the geometric-mean ratio measured/sum over {self.calibration_nets} random "
+                   "networks" if self.calibration_nets else ""))
 
 
 @dataclass(frozen=True)
@@ -84,11 +104,32 @@ def cpu_name() -> str:
 
 
 def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
-                    repeats: int, seed: int = 0) -> np.ndarray:
-    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved."""
+                    repeats: int, seed: int = 0, clock: str = "wall",
+                    extra: Sequence[tuple[Any, tuple[int, ...]]] = ()) -> np.ndarray:
+    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved.
+
+    ``extra`` modules run in the same rounds (e.g. a context network) but their times are not returned.
+    """
     with backend.session():
-        runners = [backend.prepare(m, shape) for m, shape in modules]
-        return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed)
+        runners = [backend.prepare(m, shape) for m, shape in [*modules, *extra]]
+        return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed, clock=clock)[: len(modules)]
+
+
+def _measure_chunk(backend: TimingBackend, chunk: Sequence[LayerSpec], config: MeasureConfig, seed: int,
+                   build_layer: Callable[[LayerSpec], Any], context: tuple[Any, tuple[int, ...]] | None,
+                   ) -> tuple[np.ndarray, float]:
+    """Layer times (overhead subtracted) and the per-call overhead of this chunk (0 if the runtime has none)."""
+    with backend.session():
+        runners = [backend.prepare(build_layer(s), input_shape(s, config.batch)) for s in chunk]
+        overhead = backend.overhead_runner(config.batch)
+        extra = ([backend.prepare(*context)] if context is not None else []) + ([overhead] if overhead else [])
+        times = time_interleaved(runners + extra, warmup=config.warmup, repeats=config.repeats, seed=seed,
+                                 clock=config.clock)
+    if overhead is None:
+        return times[: len(chunk)], 0.0
+    call = float(np.median(times[-1]))
+    # never below a hundredth of the raw reading: a layer is not free
+    return np.maximum(times[: len(chunk)] - call, times[: len(chunk)] / 100), call
 
 
 def _entry(times: np.ndarray) -> Entry:
@@ -110,15 +151,19 @@ def _start(out: Path, meta: ProfileMeta) -> HardwareProfile:
 
 
 def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[[LayerSpec], Any],
-                  config: MeasureConfig | None = None, backend: TimingBackend | None = None, name: str = "local_cpu",
+                  build_network: Callable[[list[LayerSpec]], Any] | None = None, config: MeasureConfig | None = None,
+                  backend: TimingBackend | None = None, name: str = "local_cpu",
                   resolutions: Sequence[int] | None = None, specs: Sequence[LayerSpec] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> BuildResult:
     """Measure every layer of ``space`` (or the given ``specs``) missing from the profile at ``out``.
 
-    ``backend`` overrides ``config.runtime`` (tests inject a fake one). Returns what was measured; the file at
-    ``out`` holds every entry measured so far even if this call is interrupted.
+    ``build_network`` (``list[LayerSpec] -> module``) is needed when ``config.context`` is on. ``backend`` overrides
+    ``config.runtime`` (tests inject a fake one). Returns what was measured; the file at ``out`` holds every entry
+    measured so far even if this call is interrupted.
     """
     config = config or MeasureConfig()
+    if config.context and build_network is None:
+        raise ValueError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
     backend = backend or create_backend(config.runtime, threads=config.threads)
     out = Path(out)
     meta = ProfileMeta(name=name, device=cpu_name(), soc=None, runtime=backend.name, runtime_version=backend.version,
@@ -128,24 +173,64 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     profile = _start(out, meta)
     wanted = {s.key(): s for s in (specs if specs is not None else space_layer_specs(space, resolutions))}
     todo = [s for k, s in wanted.items() if k not in profile.entries]
+    rng = np.random.default_rng(config.seed)
+    # a seeded shuffle mixes layer types within a chunk, like the layers of a network
+    todo = [todo[i] for i in rng.permutation(len(todo))]
     measured: list[str] = []
     for start in range(0, len(todo), config.chunk):
         chunk = todo[start:start + config.chunk]
-        modules = [(build_layer(s), input_shape(s, config.batch)) for s in chunk]
-        times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats,
-                                seed=config.seed + start)
+        context = None
+        if build_network is not None and config.context:
+            layers = space.layers(space.sample(rng))  # type: ignore[attr-defined]
+            context = (build_network(layers), input_shape(layers[0], config.batch))
+        times, call = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, context)
+        if call and not profile.meta.network_overhead:
+            profile = replace(profile, meta=replace(profile.meta, network_overhead=call))
         profile = profile.with_entries({s.key(): _entry(t) for s, t in zip(chunk, times)})
         profile.save(out)
         measured += [s.key() for s in chunk]
         if progress is not None:
             progress(len(measured), len(todo))
+    if build_network is not None and config.calibration_nets and (measured or "calibration" not in
+                                                                  profile.meta.provenance):
+        calibrated = _calibrate(space, profile, backend, config, build_network, resolutions)
+        if calibrated is not profile:
+            profile = calibrated
+            profile.save(out)
     if not out.exists():
         profile.save(out)
     return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)
 
 
+def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
+               build_network: Callable[[list[LayerSpec]], Any], resolutions: Sequence[int] | None) -> HardwareProfile:
+    """Time ``config.calibration_nets`` seeded random networks end to end and store the in-network / isolated ratio.
+
+    Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
+    """
+    space = restrict_resolutions(space, resolutions)
+    rng = np.random.default_rng([config.seed, 1])
+    nets = [space.layers(space.sample(rng)) for _ in range(config.calibration_nets)]  # type: ignore[attr-defined]
+    if any(s.key() not in profile.entries for layers in nets for s in layers):
+        return profile
+    modules = [(build_network(layers), input_shape(layers[0], config.batch)) for layers in nets]
+    times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
+                            clock=config.clock)
+    measured = np.median(times, axis=1) - profile.meta.network_overhead
+    raw = np.array([sum(profile.entries[s.key()].value for s in layers) for layers in nets])
+    ratio = measured / raw
+    scale = float(np.exp(np.mean(np.log(np.maximum(ratio, 1e-6)))))
+    info = {"networks": len(nets), "seed": [config.seed, 1], "scale": scale,
+            "raw_rmspe": float(np.sqrt(np.mean((ratio - 1) ** 2))),
+            "calibrated_rmspe": float(np.sqrt(np.mean((ratio / scale - 1) ** 2))),
+            "measured_ms": [round(float(m), 4) for m in measured + profile.meta.network_overhead]}
+    meta = replace(profile.meta, scale=scale, provenance={**profile.meta.provenance, "calibration": info})
+    return replace(profile, meta=meta)
+
+
 def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mapping[str, Any] | None = None,
                       out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
+                      build_network: Callable[[list[LayerSpec]], Any] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> BuildResult:
     """``python -m nas.profile``: build the profile described by a ``conf/hw`` entry for a named space.
 
@@ -162,5 +247,5 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
     if target is None:
         raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
     return build_profile(create_space(space, **dict(space_kwargs or {})), target, build_layer=build_layer,
-                         config=MeasureConfig(**build), name=str(name),
+                         build_network=build_network, config=MeasureConfig(**build), name=str(name),
                          resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)

@@ -60,6 +60,8 @@ class CostModel(abc.ABC):
     units: str
     #: how a layer not priced by a table is described in reports
     exact_source: str = "exact"
+    #: cost added once per architecture (a runtime's per-call overhead), on top of the layer sum
+    network_constant: float = 0.0
 
     def __init__(self) -> None:
         self._cache: dict[LayerSpec, tuple[float, float, float, bool]] = {}
@@ -97,7 +99,7 @@ class CostModel(abc.ABC):
         p = self.price_layers(specs)
         layers = tuple(self._layer_cost(s, p, i) for i, s in enumerate(specs))
         error = float(np.sqrt(p.sem2.sum()) + p.model_error.sum())
-        return CostReport(self.name, self.units, float(p.value.sum()), error, layers)
+        return CostReport(self.name, self.units, float(p.value.sum()) + self.network_constant, error, layers)
 
     def pricer(self, space: SearchSpace) -> LayerwisePricer | OFAMobileNetV3Pricer:
         if space not in self._pricers:
@@ -109,11 +111,16 @@ class CostModel(abc.ABC):
 
     def evaluate_many(self, space: SearchSpace, archs: Sequence[Any]) -> BatchCost:
         """Costs of a population of architectures (values, errors, number of extrapolated layers)."""
-        return self.pricer(space).price_archs(list(archs))
+        return self._with_constant(self.pricer(space).price_archs(list(archs)))
 
     def evaluate_encoded(self, space: SearchSpace, x: np.ndarray) -> BatchCost:
         """Costs of encoded architectures (rows of ``space.encode``), e.g. a pymoo population matrix."""
-        return self.pricer(space).price_encoded(np.asarray(x))
+        return self._with_constant(self.pricer(space).price_encoded(np.asarray(x)))
+
+    def _with_constant(self, batch: BatchCost) -> BatchCost:
+        if not self.network_constant:
+            return batch
+        return BatchCost(batch.values + self.network_constant, batch.errors, batch.n_modelled)
 
     def __call__(self, space: SearchSpace, archs: Sequence[Any]) -> np.ndarray:
         return self.evaluate_many(space, archs).values

@@ -46,6 +46,7 @@ class LatencyModel(CostModel):
         self.meta, self.table, self.fallback = meta, dict(table or {}), fallback
         self.name = f"latency@{meta.name}"
         self.units = meta.units
+        self.network_constant = float(meta.network_overhead)
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
@@ -77,7 +78,8 @@ class LatencyModel(CostModel):
                 )
             pred = self.fallback.predict([specs[i] for i in missing])
             value[missing], model_error[missing], modelled[missing] = pred, pred * self.fallback.rel_error, True
-        return LayerPrices(value, sem2, model_error, modelled)
+        k = self.meta.scale  # in-network / isolated calibration of the whole table (1.0 when not calibrated)
+        return LayerPrices(value * k, sem2 * k * k, model_error * k, modelled)
 
 
 def save_calibrated(path: str | Path, meta: ProfileMeta, model: LinearCostModel,

@@ -25,7 +25,7 @@ from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
 from search_spaces.registry import Registry
 
 __all__ = ["LayerPrices", "BatchCost", "LayerwisePricer", "OFAMobileNetV3Pricer", "PRICERS", "make_pricer",
-           "space_layer_specs"]
+           "space_layer_specs", "restrict_resolutions"]
 
 
 @dataclass(frozen=True)
@@ -184,19 +184,25 @@ def make_pricer(space: SearchSpace, price: PriceFn) -> LayerwisePricer | OFAMobi
     return PRICERS.get(name)(space, price) if name in PRICERS else LayerwisePricer(space, price)
 
 
+def restrict_resolutions(space: SearchSpace, resolutions: Sequence[int] | None) -> SearchSpace:
+    """The same OFA-style space with only ``resolutions`` (``None`` keeps the space as it is)."""
+    if resolutions is None:
+        return space
+    if not isinstance(space, OFAMobileNetV3Space):
+        raise ValueError(f"a resolution subset is supported for OFA-style spaces, not {type(space).__name__}")
+    bad = sorted(set(resolutions) - set(space.resolutions))
+    if bad:
+        raise ValueError(f"resolutions {bad} are not in space {space.name!r}: {list(space.resolutions)}")
+    return type(space)(**{**_fields(space), "resolutions": tuple(resolutions)})
+
+
 def space_layer_specs(space: SearchSpace, resolutions: Sequence[int] | None = None, *,
                       samples: int = 2000, seed: int = 0) -> list[LayerSpec]:
     """Every distinct layer a space can produce (exact for tabulated spaces; sampled otherwise), sorted by key.
 
     ``resolutions`` restricts OFA-style spaces to a subset of their resolutions.
     """
-    if resolutions is not None:
-        if not isinstance(space, OFAMobileNetV3Space):
-            raise ValueError(f"a resolution subset is supported for OFA-style spaces, not {type(space).__name__}")
-        bad = sorted(set(resolutions) - set(space.resolutions))
-        if bad:
-            raise ValueError(f"resolutions {bad} are not in space {space.name!r}: {list(space.resolutions)}")
-        space = type(space)(**{**_fields(space), "resolutions": tuple(resolutions)})
+    space = restrict_resolutions(space, resolutions)
     if type(space).__name__ in PRICERS:
         collected: list[LayerSpec] = []
         make_pricer(space, lambda specs: _collect(specs, collected))

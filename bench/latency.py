@@ -1,0 +1,162 @@
+"""Validation of the hardware profiles (issue 9): does the additive per-layer model predict whole networks?
+
+Local part (this machine): the LUT builder measures every layer of an OFA-MBv3 space (a resolution subset by flag)
+in isolation, then 100 seeded random subnets are built with ``supernets.static.build_network(space.layers(arch))``
+and timed end to end (batch 1, same runtime and threads, interleaved round-robin in groups); the profile's sum is
+compared with the measurement: fraction within +-5% / +-10% and RMSPE (nn-Meter's metrics).
+
+snapdragon855 part: for each of OFA's five Note10 resolutions, the calibrated model is fitted on the other four and
+predicts the held-out one: per-block fraction within +-10% and RMSPE, and whole-network sums (stem and head included)
+of 100 seeded random w1.2 subnets at that resolution against the exact table sums.
+
+Ends with ``RESULT local_within10=.. local_within5=.. local_rmspe=.. sd855_block_within10_min=.. sd855_net_within5=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw_profiles import LatencyModel, space_layer_specs
+from hw_profiles.backends import create_backend
+from hw_profiles.builder import MeasureConfig, build_profile, measure_modules
+from hw_profiles.fallback import relative_errors
+from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
+from search_spaces import create_space
+from supernets.static import build_layer, build_network
+
+ROOT = Path(__file__).resolve().parents[1]
+YARDSTICKS = ROOT.parent / "shared" / "yardsticks"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def _stats(rel: np.ndarray) -> dict[str, float]:
+    return {"within5": float(np.mean(np.abs(rel) <= 0.05)), "within10": float(np.mean(np.abs(rel) <= 0.10)),
+            "rmspe": float(np.sqrt(np.mean(rel**2))), "bias": float(np.mean(rel))}
+
+
+def local(args: argparse.Namespace) -> dict[str, float]:
+    space = create_space(args.space, resolutions=args.res)
+    profile_path = Path(args.profile or ROOT / "outputs" / "bench" /
+                        f"latency_{args.space}_{args.runtime}_{args.clock}.json")
+    config = MeasureConfig(runtime=args.runtime, threads=args.threads, warmup=args.lut_warmup,
+                           repeats=args.lut_repeats, chunk=args.chunk, clock=args.clock)
+    rng = np.random.default_rng(args.seed)
+    archs = [space.sample(rng) for _ in range(args.nets)]
+    backend = create_backend(args.runtime, threads=args.threads)
+    measured = np.empty(len(archs))
+    # Load from other processes drifts over minutes; alternate builder chunks with subnet groups so the LUT and the
+    # subnets are measured under the same conditions (the builder resumes: each call adds one slice of layers).
+    specs = space_layer_specs(space, args.res)
+    starts = range(0, len(archs), args.group)
+    slices = np.array_split(np.arange(len(specs)), len(starts))
+    t_lut = t_net = 0.0
+    built = None
+    for k, (start, part) in enumerate(zip(starts, slices)):
+        t0 = time.perf_counter()
+        built = build_profile(space, profile_path, build_layer=build_layer, build_network=build_network,
+                              config=config, specs=[specs[i] for i in part])
+        t1 = time.perf_counter()
+        group = archs[start:start + args.group]
+        modules = [(build_network(space.layers(a)), (1, 3, a.r, a.r)) for a in group]
+        times = measure_modules(backend, modules, warmup=args.net_warmup, repeats=args.net_repeats, seed=start,
+                                clock=args.clock)
+        measured[start:start + len(group)] = np.median(times, axis=1)
+        t_lut, t_net = t_lut + t1 - t0, t_net + time.perf_counter() - t1
+        print(f"  slice {k + 1}/{len(starts)}: {len(built.measured)} layers measured, {len(group)} subnets", flush=True)
+    if built is None:
+        raise ValueError("--nets must be >= 1")
+    model = LatencyModel.from_profile(built.profile)
+    batch = model.evaluate_many(space, archs)
+    rel = relative_errors(batch.values, measured)
+    s = _stats(rel)
+    print(f"\n## local: {args.space} r={list(args.res)}, {args.runtime}, {args.threads} thread(s), batch 1, "
+          f"clock={args.clock}")
+    print(f"LUT: {len(built.profile)} layers in {profile_path}, built in {t_lut:.0f} s (resumed entries are reused); "
+          f"{args.lut_warmup} warm-up + {args.lut_repeats} timed runs, median")
+    print(f"nets: {len(archs)} subnets, {args.net_warmup} warm-up + {args.net_repeats} timed runs, median, "
+          f"interleaved in groups of {args.group}, {t_net:.0f} s; extrapolated layers: {int(batch.n_modelled.sum())}")
+    print("| arch | r | measured ms | LUT sum ms | rel. err |\n|---|---|---|---|---|")
+    for i in np.argsort(-np.abs(rel))[:5]:
+        print(f"| {archs[i].id[:40]}... | {archs[i].r} | {measured[i]:.3f} | {batch.values[i]:.3f} | {rel[i]:+.3f} |")
+    meta = built.profile.meta
+    raw = (batch.values - meta.network_overhead) / meta.scale + meta.network_overhead
+    r = _stats(relative_errors(raw, measured))
+    cal = meta.provenance.get("calibration", {})
+    print(f"builder calibration: scale={meta.scale:.4f} from {cal.get('networks', 0)} other random networks; "
+          f"network_overhead={meta.network_overhead:.4f} ms; uncalibrated sums: within10={r['within10']:.3f} "
+          f"rmspe={r['rmspe']:.4f} bias={r['bias']:+.4f}")
+    per_slice = [f"{np.mean(rel[i:i + args.group]):+.3f}" for i in range(0, len(archs), args.group)]
+    print(f"mean error per slice (drift check): {' '.join(per_slice)}")
+    print(f"within5={s['within5']:.3f} within10={s['within10']:.3f} rmspe={s['rmspe']:.4f} bias={s['bias']:+.4f} "
+          f"(measured range {measured.min():.2f}..{measured.max():.2f} ms)")
+    return s
+
+
+def snapdragon(args: argparse.Namespace) -> dict[str, float]:
+    tables = read_resolution_tables(args.tables)
+    loro = leave_one_resolution_out(tables)
+    print("\n## snapdragon855: leave-one-resolution-out (fit on 4 resolutions, predict the 5th)")
+    print("| held-out r | blocks within10 | block RMSPE | nets within5 | net RMSPE | worst net err |")
+    print("|---|---|---|---|---|---|")
+    all_net = []
+    for r, res in loro.items():
+        space = create_space("ofa_mbv3_w12", resolutions=(r,))
+        rng = np.random.default_rng(args.seed + r)
+        archs = [space.sample(rng) for _ in range(args.nets)]
+        truth = np.array([sum(tables[r][spec.key()].mean for spec in space.layers(a)) for a in archs])
+        pred = np.array([res["model"].predict(space.layers(a)).sum() for a in archs])
+        rel = relative_errors(pred, truth)
+        all_net.append(rel)
+        ns = _stats(rel)
+        print(f"| {r} | {res['block_within10']:.3f} | {res['block_rmspe']:.4f} | {ns['within5']:.3f} | "
+              f"{ns['rmspe']:.4f} | {rel[np.argmax(np.abs(rel))]:+.3f} |")
+    net = _stats(np.concatenate(all_net))
+    return {"block_within10_min": min(r["block_within10"] for r in loro.values()),
+            "block_rmspe_max": max(r["block_rmspe"] for r in loro.values()),
+            "net_within5": net["within5"], "net_rmspe": net["rmspe"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="ofa_mbv3")
+    p.add_argument("--res", type=_ints, default=(128, 160), help="resolutions of the local part (comma-separated)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
+                   help="cpu: thread CPU time (robust on a shared machine, needs --threads 1); wall: wall clock")
+    p.add_argument("--nets", type=int, default=100)
+    p.add_argument("--group", type=int, default=10, help="subnets timed interleaved together")
+    p.add_argument("--chunk", type=int, default=16, help="layers timed interleaved together by the builder")
+    p.add_argument("--lut-warmup", type=int, default=5)
+    p.add_argument("--lut-repeats", type=int, default=20)
+    p.add_argument("--net-warmup", type=int, default=3)
+    p.add_argument("--net-repeats", type=int, default=20)
+    p.add_argument("--profile", default=None, help="profile path (resumed if present)")
+    p.add_argument("--tables", type=Path, default=YARDSTICKS / "ofa_note10_lut")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-local", action="store_true")
+    args = p.parse_args()
+    loc = {"within10": float("nan"), "within5": float("nan"), "rmspe": float("nan")}
+    if not args.skip_local:
+        loc = local(args)
+    sd = {"block_within10_min": float("nan"), "block_rmspe_max": float("nan"), "net_within5": float("nan"),
+          "net_rmspe": float("nan")}
+    if args.tables.is_dir():
+        sd = snapdragon(args)
+    else:
+        print(f"\nsnapdragon855 part skipped: OFA Note10 tables not found at {args.tables}")
+    print(f"\nRESULT local_within10={loc['within10']:.3f} local_within5={loc['within5']:.3f} "
+          f"local_rmspe={loc['rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
+          f"sd855_block_rmspe_max={sd['block_rmspe_max']:.4f} sd855_net_within5={sd['net_within5']:.3f} "
+          f"sd855_net_rmspe={sd['net_rmspe']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

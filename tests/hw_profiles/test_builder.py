@@ -1,0 +1,171 @@
+"""LUT builder: resume without re-measuring, settings checks, real torch / ONNX Runtime timing, the CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw_profiles import HardwareProfile, ProfileFormatError, create_hw_profile, space_layer_specs
+from hw_profiles.backends import TimingBackend, create_backend, time_interleaved
+from hw_profiles.builder import MeasureConfig, build_profile, input_shape
+from search_spaces import create_space
+from supernets.static import build_layer, build_network
+
+FAST = MeasureConfig(warmup=1, repeats=3, chunk=8, context=False, calibration_nets=0)
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class CountingBackend(TimingBackend):
+    """Records which modules it prepares; optionally 'crashes' after ``fail_after`` of them."""
+
+    name = "counting"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__(threads=1)
+        self.prepared: list[str] = []
+        self.fail_after = fail_after
+
+    @property
+    def version(self) -> str:
+        return "counting 1"
+
+    def prepare(self, module, shape):
+        if self.fail_after is not None and len(self.prepared) >= self.fail_after:
+            raise Interrupted("simulated interruption")
+        self.prepared.append(module)
+        return lambda: sum(range(50))
+
+
+def _key_module(spec):
+    return spec.key()  # the fake backend receives the key as its 'module'
+
+
+def test_builder_resumes_without_remeasuring(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny")
+    specs = space_layer_specs(space, (28,))
+    out = tmp_path / "lut.json"
+    first = CountingBackend(fail_after=20)  # dies inside the third chunk of 8
+    with pytest.raises(Interrupted):
+        build_profile(space, out, build_layer=_key_module, config=FAST, backend=first, resolutions=(28,))
+    saved = HardwareProfile.load(out)
+    assert set(saved.entries) == set(first.prepared[:16])  # two complete chunks were written
+    second = CountingBackend()
+    result = build_profile(space, out, build_layer=_key_module, config=FAST, backend=second, resolutions=(28,))
+    assert set(second.prepared).isdisjoint(saved.entries)
+    assert sorted(second.prepared) == sorted(set(s.key() for s in specs) - set(saved.entries))
+    assert result.skipped == 16 and result.total == len({s.key() for s in specs})
+    final = HardwareProfile.load(out)
+    assert set(final.entries) == {s.key() for s in specs}
+    assert all(final.entries[k] == saved.entries[k] for k in saved.entries)  # earlier entries untouched
+    third = CountingBackend()
+    again = build_profile(space, out, build_layer=_key_module, config=FAST, backend=third, resolutions=(28,))
+    assert third.prepared == [] and again.measured == ()
+
+
+def test_resume_refuses_different_settings(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny")
+    specs = space_layer_specs(space, (28,))[:3]
+    out = tmp_path / "lut.json"
+    build_profile(space, out, build_layer=_key_module, config=FAST, backend=CountingBackend(), specs=specs)
+    other = MeasureConfig(warmup=1, repeats=5, chunk=8, context=False, calibration_nets=0)
+    with pytest.raises(ProfileFormatError, match="method="):
+        build_profile(space, out, build_layer=_key_module, config=other, backend=CountingBackend(), specs=specs)
+
+
+def _busy(ms: float) -> None:
+    """Spin for ``ms`` of this thread's CPU time (immune to preemption by other processes)."""
+    end = time.thread_time_ns() + int(ms * 1e6)
+    while time.thread_time_ns() < end:
+        pass
+
+
+class BusyBackend(CountingBackend):
+    """Layers cost 0.2 ms each; a network of n layers costs 0.3 ms per layer (a 1.5x in-network slowdown)."""
+
+    def prepare(self, module, shape):
+        self.prepared.append(module)
+        cost = 0.3 * module[1] if isinstance(module, tuple) else 0.2
+        return lambda: _busy(cost)
+
+
+def test_calibration_measures_the_in_network_ratio(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny")
+    config = MeasureConfig(warmup=0, repeats=3, chunk=64, context=True, calibration_nets=3, clock="cpu")
+    result = build_profile(space, tmp_path / "cal.json", build_layer=_key_module,
+                           build_network=lambda layers: ("net", len(layers)), config=config, backend=BusyBackend(),
+                           resolutions=(28,))
+    meta = result.profile.meta
+    assert meta.provenance["calibration"]["networks"] == 3
+    assert meta.scale == pytest.approx(1.5, rel=0.1)
+    model = create_hw_profile("lut", path=result.path)
+    arch = create_space("ofa_mbv3_tiny", resolutions=(28,)).sample(5)
+    n_layers = len(space.layers(arch))
+    assert model.evaluate(space, arch).value == pytest.approx(0.3 * n_layers, rel=0.12)
+    with pytest.raises(ValueError, match="needs build_network"):
+        build_profile(space, tmp_path / "x.json", build_layer=_key_module, config=config, backend=BusyBackend())
+
+
+def test_time_interleaved_orders_runners_by_cost() -> None:
+    times = time_interleaved([lambda: time.sleep(0.004), lambda: None], warmup=1, repeats=5, seed=0)
+    assert times.shape == (2, 5) and np.all(times > 0)
+    assert np.median(times[0]) >= 3.5 and np.median(times[1]) < 1.0
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_real_backends_measure_layers(tmp_path: Path, runtime: str) -> None:
+    space = create_space("ofa_mbv3_tiny")
+    arch = space.sample(0)
+    specs = space.layers(arch)
+    config = MeasureConfig(runtime=runtime, warmup=1, repeats=3, chunk=16, calibration_nets=2)
+    result = build_profile(space, tmp_path / "p.yaml", build_layer=build_layer, build_network=build_network,
+                           config=config, specs=specs)
+    prof = HardwareProfile.load(result.path)
+    assert prof.meta.runtime == runtime and prof.meta.threads == 1 and prof.meta.runtime_version.startswith(runtime)
+    assert set(prof.entries) == {s.key() for s in specs}
+    for e in prof.entries.values():
+        assert e.count == 3 and e.median > 0 and e.std >= 0
+    assert "calibration" not in prof.meta.provenance and prof.meta.scale == 1.0  # other nets' layers are missing
+    assert (prof.meta.network_overhead > 0) == (runtime == "onnxruntime")  # session.run cost, paid once per net
+    model = create_hw_profile("lut", path=result.path)
+    report = model.evaluate(space, arch)
+    assert report.extrapolated == ()
+    expected = sum(prof.entries[s.key()].median for s in specs) + prof.meta.network_overhead
+    assert report.value == pytest.approx(expected)
+
+
+def test_input_shapes_match_static_builder() -> None:
+    import torch
+
+    space = create_space("ofa_mbv3_tiny")
+    for spec in space.layers(space.sample(1)):
+        y = build_layer(spec).eval()(torch.zeros(input_shape(spec, 2)))
+        assert y.shape[0] == 2 and y.shape[1] == spec.out_c
+
+
+def test_backend_registry_rejects_unknown_runtime() -> None:
+    with pytest.raises(KeyError, match="onnxruntime"):
+        create_backend("onnxruntim")
+
+
+def test_profile_cli_builds_a_resumable_profile(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from nas.profile import CONF_DIR, run
+
+    out = tmp_path / "cli.json"
+    overrides = ["space.name=ofa_mbv3_tiny", "hw.build.warmup=0", "hw.build.repeats=1", "hw.build.chunk=64",
+                 "hw.build.resolutions=[28]", f"out={out}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="profile", overrides=overrides)
+        result = run(cfg)
+        assert result.path == out and len(result.measured) == result.total == len(HardwareProfile.load(out))
+        again = run(cfg)
+        assert again.measured == () and again.skipped == result.total
+        with pytest.raises(ValueError, match="cannot be measured on this machine"):
+            run(compose(config_name="profile", overrides=["hw=snapdragon855"]))
