@@ -1,0 +1,101 @@
+"""Overhead of running a subnet inside the OFA-MBv3 supernet versus as an exported static module.
+
+(a) median train step (forward + backward + SGD, batch 16, resolution 160) supernet / static;
+(b) median batch-1 inference at resolution 224, supernet / static;
+(c) BN recalibration over 2000 images (batch 200) / a plain eval forward pass over the same images.
+Runs are interleaved in one process (A, B, A, B, ...) so machine load affects both sides alike.
+Ends with ``RESULT train_min=.. train_mid=.. train_max=.. infer_min=.. infer_mid=.. infer_max=.. recal=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from search_spaces import MBv3Arch, create_space
+from supernets import create_supernet, recalibrate_bn
+
+
+def mid_arch(space) -> MBv3Arch:
+    n = space.n_stages * space.max_depth
+    mid = lambda xs: xs[len(xs) // 2]  # noqa: E731
+    return MBv3Arch(ks=(mid(space.kernels),) * n, e=(mid(space.expands),) * n,
+                    d=(mid(space.depths),) * space.n_stages, r=mid(space.resolutions))
+
+
+def interleaved(fns: list[Callable[[], None]], repeats: int, warmup: int = 2) -> list[float]:
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for t, fn in zip(times, fns):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable:
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recal-images", type=int, default=2000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    space = create_space("ofa_mbv3")
+    net = create_supernet("ofa_mbv3", space)
+    archs = {"min": space.min_arch(), "mid": mid_arch(space), "max": space.max_arch()}
+    results: dict[str, float] = {}
+    print(f"{'arch':5} {'train sup ms':>13} {'train static ms':>16} {'ratio':>6} {'infer sup ms':>13} "
+          f"{'infer static ms':>16} {'ratio':>6}")
+    for name, arch in archs.items():
+        net.set_arch(arch)
+        static = net.export(arch).module
+        x, y = torch.randn(16, 3, 160, 160), torch.randint(0, 1000, (16,))
+        net.train(), static.train()
+        fns = [train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y) for m in (net, static)]
+        t_sup, t_static = interleaved(fns, args.repeats)
+        net.eval(), static.eval()
+        x1 = torch.randn(1, 3, 224, 224)
+        with torch.inference_mode():
+            fns = [lambda m=m: m(x1) for m in (net, static)]  # noqa: B023 (run immediately, inside this iteration)
+            i_sup, i_static = interleaved(fns, args.repeats * 4, warmup=5)
+        results[f"train_{name}"], results[f"infer_{name}"] = t_sup / t_static, i_sup / i_static
+        print(f"{name:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} {i_sup * 1e3:13.2f} "
+              f"{i_static * 1e3:16.2f} {i_sup / i_static:6.3f}")
+
+    arch = archs["mid"]
+    net.set_arch(arch)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(args.recal_images, 3, arch.r, arch.r, generator=g)
+    batches = list(images.split(200))
+
+    def plain() -> None:
+        net.eval()
+        with torch.no_grad():
+            for b in batches:
+                net(b)
+
+    t_recal, t_plain = interleaved([lambda: recalibrate_bn(net, batches), plain], max(3, args.repeats // 5), 1)
+    results["recal"] = t_recal / t_plain
+    print(f"BN recalibration over {args.recal_images} images: {t_recal:.2f} s vs plain forward {t_plain:.2f} s "
+          f"-> {results['recal']:.3f}")
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    main()
