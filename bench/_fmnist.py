@@ -25,13 +25,18 @@ def _read(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(fh.read(), np.uint8, offset=offset)
 
 
-def load_split(split: str, root: Path = FMNIST_DIR) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N, 1, 28, 28) float32 standardised, and labels (N,) int64, of ``split`` ('train' or 'test')."""
+def load_split(split: str, root: Path = FMNIST_DIR, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N, 1, size, size) float32 standardised, and labels (N,) int64, of ``split`` ('train'/'test').
+
+    ``size != 28`` resizes with area interpolation (anti-aliased down-sampling), once, at load time.
+    """
     if split not in _FILES:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(_FILES)}")
     img, lab = _FILES[split]
     x = torch.from_numpy(_read(root / img, 16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
     y = torch.from_numpy(_read(root / lab, 8).astype(np.int64))
+    if size != 28:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area" if size < 28 else "bilinear")
     return (x - MEAN) / STD, y
 
 

@@ -1,10 +1,11 @@
 """Stand-alone ground truth for the NB201 ranking benchmark: a seeded sample of cells trained on Fashion-MNIST.
 
-Each sampled NAS-Bench-201 cell (Dong & Yang, ICLR 2020) is built as a static network of the small space
-(``nb201_tiny``: C=8, N=1, 28x28 grey input) and trained from scratch with :func:`nas.standalone.train_standalone`
-on a fixed seeded subset of the Fashion-MNIST training set, then scored on the full 10k test set. Rows are appended
-to the CSV as cells finish (resumable: finished cells are skipped on restart). ``bench/nb201_ranking.py`` compares
-supernet rankings against this table.
+Each sampled NAS-Bench-201 cell (Dong & Yang, ICLR 2020) is built as a static network of a small space
+(``nb201_tiny``: C=8, N=1, grey input; images resized to 16x16 by default so the whole table fits a shared 2-core
+CPU) and trained from scratch with :func:`nas.standalone.train_standalone` on a fixed seeded subset of the
+Fashion-MNIST training set, then scored on the full 10k test set. Rows are appended to the CSV as cells finish
+(resumable: finished cells are skipped on restart). ``bench/nb201_ranking.py`` compares supernet rankings against
+this table.
 
     python bench/nb201_standalone.py --out bench/data/nb201_fmnist_standalone.csv
 """
@@ -75,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "bench/data/nb201_fmnist_standalone.csv")
     p.add_argument("--space", default="nb201_tiny")
+    p.add_argument("--resolution", type=int, default=16, help="images are resized to this (space resolution)")
     p.add_argument("--n-cells", type=int, default=64)
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the cell sample")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the training subset")
-    p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
@@ -89,10 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    space = create_space(a.space)
+    space = create_space(a.space, resolution=a.resolution)
     index_map = NB201IndexMap.from_csv(SHARED_TABLE) if SHARED_TABLE.exists() else None
-    xtr, ytr = load_split("train")
-    xte, yte = load_split("test")
+    xtr, ytr = load_split("train", size=a.resolution)
+    xte, yte = load_split("test", size=a.resolution)
     (train_idx,) = fixed_subset(len(ytr), [a.n_train], a.split_seed)
     train_set = TensorDataset(xtr[train_idx], ytr[train_idx])
     test_loader = DataLoader(TensorDataset(xte, yte), batch_size=1000)

@@ -10,3 +10,7 @@ __all__ = [
     "SAMPLERS", "EpochData", "Phase", "PhasedSampler", "Sampler", "TrainContext", "create_sampler",
     "SandwichSampler", "UniformSampler", "OFA_PHASES", "ProgressiveShrinking",
 ]
+
+# PA&DA and ShiftNAS live beside the trainer; importing them registers "pada" and "shiftnas".
+from nas.train import samplers_pada as _pada  # noqa: E402,F401
+from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
