@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nas.data import create_data
-from nas.train import SAMPLERS, Trainer, TrainConfig, create_sampler
+from nas.train import SAMPLERS, TrainConfig, Trainer, create_sampler
 from nas.train.checkpoint import load_checkpoint
 from nas.train.samplers_pada import PADASampler
 from nas.train.samplers_shiftnas import ShiftNASSampler
