@@ -1,0 +1,102 @@
+"""SortedNet on Fashion-MNIST: nested many-in-one training, monotone accuracy along the sorted chain, search-free
+selection (Valipour et al., arXiv 2309.00255).
+
+The elastic ViT supernet (``vit_tiny``: 28x28 grey input, patch 7) is trained with the ``sortednet`` sampler:
+each step draws ``g_acc`` sub-models of the sorted grid depth x embed x heads x MLP ratio (uniform per dimension)
+and accumulates their losses before one AdamW step. Then the sorted chain theta_1 subset ... subset theta_N
+(raising one dimension at a time, 10 sub-models) is evaluated once on the 10k test images with inherited weights,
+the smallest sub-model is trained alone through the same trainer for the same number of steps, and the chain is
+used for search-free selection under MACs and parameter budgets.
+
+    python bench/sortednet.py                # ~4 min on one busy CPU core (300 steps)
+    python bench/sortednet.py --steps 2000   # longer run
+
+Ends with ``RESULT monotone_frac=.. smallest_gap=..`` (gap = stand-alone minus inherited top-1, points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._supernet_runs import step_config, test_top1, train  # noqa: E402
+from nas.data import create_data  # noqa: E402
+from nas.train.samplers_sorted import FixedArchSampler, SortedNetSampler  # noqa: E402
+from search_spaces.sorted import SortedChain  # noqa: E402
+from supernets import create_supernet  # noqa: E402
+
+SUPERNET_OF = {"vit_tiny": "vit", "ofa_mbv3_tiny": "ofa_mbv3"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="vit_tiny", choices=sorted(SUPERNET_OF))
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps of each training run")
+    p.add_argument("--g-acc", type=int, default=4, help="sub-models accumulated per step")
+    p.add_argument("--distribution", default="grid", choices=["grid", "chain"])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="adamw")
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--margin", type=float, default=3.0, help="accepted smallest gap, top-1 points")
+    p.add_argument("--augment", action="store_true", help="random crop + flip (off: short runs converge faster)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out-dir", type=Path, default=ROOT / "outputs/bench_sortednet")
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    aug = {} if args.augment else {"crop_pad": 0, "flip": False}
+    data = create_data("fashion_mnist", seed=args.seed, **aug)
+    net = create_supernet(SUPERNET_OF[args.space], args.space)
+    cfg = step_config(args.steps, data, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, warmup_epochs=0.0, seed=args.seed, threads=args.threads)
+    sampler = SortedNetSampler(net.space, g_acc=args.g_acc, distribution=args.distribution, seed=args.seed)
+    print(f"SortedNet: {args.space}, grid {dict(zip(sampler.grid.names, sampler.grid.shape))} "
+          f"({len(sampler.grid)} sub-models), g_acc={args.g_acc}, {args.distribution} distribution, "
+          f"{cfg.epochs} x {cfg.max_steps_per_epoch} steps of {args.batch_size}", flush=True)
+    train(net, data, sampler, cfg, args.out_dir / "sorted")
+    archs = sampler.chain_archs()
+    acc = test_top1(net, data, archs, seed=args.seed)
+
+    alone = create_supernet(SUPERNET_OF[args.space], args.space)
+    train(alone, data, FixedArchSampler(alone.space, arch=archs[0], seed=args.seed), cfg, args.out_dir / "alone")
+    alone_acc = test_top1(alone, data, archs[:1], seed=args.seed)[0]
+
+    sp = net.space
+    chain = SortedChain.measure(sp, archs, "macs", accuracy=acc)
+    by_params = SortedChain.measure(sp, archs, "params", accuracy=acc)
+    print(f"\n{'#':>2} {'grid point':>12} {'arch':<34} {'MMACs':>7} {'kparams':>8} {'top1':>6}")
+    for i, (idx, a) in enumerate(zip(sampler.chain, archs)):
+        print(f"{i:>2} {str(idx):>12} {a.id:<34} {sp.macs(a) / 1e6:7.3f} {sp.params(a) / 1e3:8.1f} {acc[i]:6.2f}")
+    print(f"smallest trained alone ({cfg.epochs} x {cfg.max_steps_per_epoch} steps): {alone_acc:.2f}")
+
+    print("\nsearch-free selection (largest sub-model within budget):")
+    for frac in (0.1, 0.25, 0.5, 1.0):
+        for ch, total in ((chain, chain.costs[-1]), (by_params, by_params.costs[-1])):
+            s = ch.select(frac * total)
+            print(f"  {ch.metric:>6} <= {frac:4.0%} of max -> #{s.index} {s.arch.id} ({s.cost:.0f}, "
+                  f"top1 {s.accuracy:.2f})")
+
+    mono = chain.monotone_fraction()
+    gap = alone_acc - acc[0]
+    dips = [f"{i}->{i + 1}" for i in range(len(acc) - 1) if acc[i + 1] < acc[i]]
+    print(f"\nmonotone pairs {mono:.2f} (decreasing: {dips or 'none'}); smallest gap {gap:+.2f} points "
+          f"({'within' if gap <= args.margin else 'OUTSIDE'} the {args.margin:.1f}-point margin); "
+          f"{time.perf_counter() - t0:.0f}s on {args.threads} thread(s)")
+    print(f"RESULT monotone_frac={mono:.3f} smallest_gap={gap:.2f} margin={args.margin:.1f} chain_len={len(archs)} "
+          f"smallest_top1={acc[0]:.2f} largest_top1={acc[-1]:.2f} smallest_alone_top1={alone_acc:.2f} "
+          f"steps={cfg.epochs * (cfg.max_steps_per_epoch or 0)} g_acc={args.g_acc} "
+          f"seconds={time.perf_counter() - t0:.0f} monotone_pairs={int(round(mono * (len(acc) - 1)))}/{len(acc) - 1} "
+          f"mean_step_top1={float(np.mean(np.diff(acc))):.2f}")
+
+
+if __name__ == "__main__":
+    main()
