@@ -3,13 +3,18 @@
 Local part (this machine): the LUT builder measures every layer of an OFA-MBv3 space (a resolution subset by flag)
 in isolation, then 100 seeded random subnets are built with ``supernets.static.build_network(space.layers(arch))``
 and timed end to end (batch 1, same runtime and threads, interleaved round-robin in groups); the profile's sum is
-compared with the measurement: fraction within +-5% / +-10% and RMSPE (nn-Meter's metrics).
+compared with the measurement: fraction within +-5% / +-10% and RMSPE (nn-Meter's metrics). Builder slices and subnet
+groups alternate, and the builder's reference network runs in every subnet group so the end-to-end times are
+drift-normalised exactly as the builder normalises layers (``local_*``); ``local_raw_*`` skips that normalisation.
+On a shared machine use ``--clock cpu`` (default) and ``nice``; the defaults (r 128,160; 20 timed runs) keep the
+local part to a few minutes on 2 cores.
 
 snapdragon855 part: for each of OFA's five Note10 resolutions, the calibrated model is fitted on the other four and
 predicts the held-out one: per-block fraction within +-10% and RMSPE, and whole-network sums (stem and head included)
 of 100 seeded random w1.2 subnets at that resolution against the exact table sums.
 
-Ends with ``RESULT local_within10=.. local_within5=.. local_rmspe=.. sd855_block_within10_min=.. sd855_net_within5=..``.
+Ends with ``RESULT local_within10=.. local_within5=.. local_rmspe=.. local_raw_within10=.. local_raw_rmspe=..
+sd855_block_within10_min=.. sd855_block_rmspe_max=.. sd855_net_within5=.. sd855_net_rmspe=..``.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import numpy as np
 
 from hw_profiles import LatencyModel, space_layer_specs
 from hw_profiles.backends import create_backend
-from hw_profiles.builder import MeasureConfig, build_profile, measure_modules
-from hw_profiles.fallback import relative_errors
+from hw_profiles.builder import MeasureConfig, build_profile, measure_modules, reference_network
+from hw_profiles.fallback import fit_linear_cost, relative_errors
 from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
 from search_spaces import create_space
+from search_spaces.layers import conv_out
 from supernets.static import build_layer, build_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +56,8 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.nets)]
     backend = create_backend(args.runtime, threads=args.threads)
-    measured = np.empty(len(archs))
+    measured, raw_measured = np.empty(len(archs)), np.empty(len(archs))
+    reference, _ = reference_network(space, config, build_network)
     # Load from other processes drifts over minutes; alternate builder chunks with subnet groups so the LUT and the
     # subnets are measured under the same conditions (the builder resumes: each call adds one slice of layers).
     specs = space_layer_specs(space, args.res)
@@ -64,10 +71,13 @@ def local(args: argparse.Namespace) -> dict[str, float]:
                               config=config, specs=[specs[i] for i in part])
         t1 = time.perf_counter()
         group = archs[start:start + args.group]
-        modules = [(build_network(space.layers(a)), (1, 3, a.r, a.r)) for a in group]
+        modules = [(build_network(space.layers(a)), (1, 3, a.r, a.r)) for a in group] + [reference]
         times = measure_modules(backend, modules, warmup=args.net_warmup, repeats=args.net_repeats, seed=start,
                                 clock=args.clock)
-        measured[start:start + len(group)] = np.median(times, axis=1)
+        medians = np.median(times, axis=1)
+        raw_measured[start:start + len(group)] = medians[:-1]
+        # the same drift normalisation as the builder: express times in the profile's reference-network unit
+        measured[start:start + len(group)] = medians[:-1] * built.profile.meta.reference_ms / medians[-1]
         t_lut, t_net = t_lut + t1 - t0, t_net + time.perf_counter() - t1
         print(f"  slice {k + 1}/{len(starts)}: {len(built.measured)} layers measured, {len(group)} subnets", flush=True)
     if built is None:
@@ -92,11 +102,41 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     print(f"builder calibration: scale={meta.scale:.4f} from {cal.get('networks', 0)} other random networks; "
           f"network_overhead={meta.network_overhead:.4f} ms; uncalibrated sums: within10={r['within10']:.3f} "
           f"rmspe={r['rmspe']:.4f} bias={r['bias']:+.4f}")
+    raw = _stats(relative_errors(batch.values, raw_measured))
+    s["raw_within10"], s["raw_rmspe"] = raw["within10"], raw["rmspe"]
+    print(f"without drift normalisation of the end-to-end times: within5={raw['within5']:.3f} "
+          f"within10={raw['within10']:.3f} rmspe={raw['rmspe']:.4f} bias={raw['bias']:+.4f}")
+    _local_fallback(space, built.profile)
     per_slice = [f"{np.mean(rel[i:i + args.group]):+.3f}" for i in range(0, len(archs), args.group)]
     print(f"mean error per slice (drift check): {' '.join(per_slice)}")
     print(f"within5={s['within5']:.3f} within10={s['within10']:.3f} rmspe={s['rmspe']:.4f} bias={s['bias']:+.4f} "
           f"(measured range {measured.min():.2f}..{measured.max():.2f} ms)")
     return s
+
+
+def _local_fallback(space, profile) -> None:
+    """How well the fallback fitted on this machine's entries prices blocks of a resolution it has not seen."""
+    if len(space.resolutions) < 2:
+        return
+    specs = profile.specs()
+    sizes = {r: _block_sizes(space, r) for r in space.resolutions}
+    for r in space.resolutions:  # held out: blocks whose input size only resolution r produces
+        others = set().union(*(v for q, v in sizes.items() if q != r))
+        test = [k for k, s in specs.items() if s.op == "mbconv" and s.in_hw in sizes[r] - others]
+        train = [k for k in specs if k not in test]
+        fb = fit_linear_cost([specs[k] for k in train], [profile.entries[k].value for k in train])
+        rel = relative_errors(fb.predict([specs[k] for k in test]), [profile.entries[k].value for k in test])
+        print(f"local fallback, {len(test)} blocks only seen at r={r} held out: "
+              f"within10={np.mean(np.abs(rel) <= 0.1):.3f} rmspe={np.sqrt(np.mean(rel**2)):.4f}")
+
+
+def _block_sizes(space, r: int) -> set[int]:
+    h = conv_out(r, 2)
+    out = {h}
+    for stride in space.strides:
+        h = conv_out(h, stride)
+        out.add(h)
+    return out
 
 
 def snapdragon(args: argparse.Namespace) -> dict[str, float]:
@@ -143,7 +183,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-local", action="store_true")
     args = p.parse_args()
-    loc = {"within10": float("nan"), "within5": float("nan"), "rmspe": float("nan")}
+    loc = {k: float("nan") for k in ("within10", "within5", "rmspe", "raw_within10", "raw_rmspe")}
     if not args.skip_local:
         loc = local(args)
     sd = {"block_within10_min": float("nan"), "block_rmspe_max": float("nan"), "net_within5": float("nan"),
@@ -153,7 +193,8 @@ def main() -> None:
     else:
         print(f"\nsnapdragon855 part skipped: OFA Note10 tables not found at {args.tables}")
     print(f"\nRESULT local_within10={loc['within10']:.3f} local_within5={loc['within5']:.3f} "
-          f"local_rmspe={loc['rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
+          f"local_rmspe={loc['rmspe']:.4f} local_raw_within10={loc['raw_within10']:.3f} "
+          f"local_raw_rmspe={loc['raw_rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
           f"sd855_block_rmspe_max={sd['block_rmspe_max']:.4f} sd855_net_within5={sd['net_within5']:.3f} "
           f"sd855_net_rmspe={sd['net_rmspe']:.4f}")
 

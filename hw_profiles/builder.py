@@ -5,12 +5,20 @@ protocol instead: each operator signature is built in isolation (``build_layer``
 ``supernets.static.build_layer``; this package never imports supernets), run with fixed threads, warmed up, then
 timed ``repeats`` times interleaved with the other layers of its chunk (:func:`~hw_profiles.backends.time_interleaved`).
 
-Two corrections make the per-layer sum predict whole networks. (1) *Cache context*: a layer run back to back keeps
-its weights, code and branch history hot and runs markedly faster than inside a network, so every round of a chunk
-also runs a random network of the space (``build_network``, injected; its times are discarded) and each layer is
-timed in the state a network leaves the machine in. (2) *Per-call overhead*: runtimes such as ONNX Runtime charge a
-fixed cost per ``run`` call that a network pays once but isolated layers pay each; it is timed on a trivial graph in
-the same rounds, subtracted from every layer, and stored once as ``meta.network_overhead``.
+Corrections that make the per-layer sum predict whole networks:
+
+1. *Cache context*: a layer run back to back keeps its weights, code and branch history hot and runs markedly faster
+   than inside a network, so every round of a chunk also runs a fixed reference network of the space
+   (``build_network``, injected) and each layer is timed in the state a network leaves the machine in.
+2. *Drift normalisation*: on a shared machine the speed of everything drifts by 10% or more over minutes. The
+   reference network is timed in the same rounds; each chunk's times are rescaled by (reference median when the
+   profile was started) / (reference median in this chunk), stored as ``meta.reference_ms``, so a profile built over
+   an hour, or resumed another day, is in one consistent unit.
+3. *Per-call overhead*: runtimes such as ONNX Runtime charge a fixed cost per ``run`` call that a network pays once but
+   isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
+   stored once as ``meta.network_overhead``.
+4. *Calibration*: ``calibration_nets`` seeded random networks are timed end to end (with the reference) and the
+   geometric mean of measured / sum becomes ``meta.scale``, a multiplier of every entry when pricing.
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
@@ -32,7 +40,7 @@ from search_spaces.base import SearchSpace, create_space
 from search_spaces.layers import LayerSpec
 
 __all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
-           "cpu_name"]
+           "reference_network", "cpu_name"]
 
 
 _CLOCK_TEXT = {"wall": "wall clock (perf_counter_ns)", "cpu": "CPU time of the calling thread (thread_time_ns)"}
@@ -51,11 +59,14 @@ class MeasureConfig:
     seed: int = 0
     clock: str = "wall"
     context: bool = True
+    normalise: bool = True
     calibration_nets: int = 10
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
             raise ValueError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        if self.normalise and not self.context:
+            raise ValueError("MeasureConfig.normalise=True times the context network: it needs context=True")
         if self.clock == "cpu" and self.threads != 1:
             raise ValueError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
         for name in ("threads", "batch", "repeats", "chunk"):
@@ -69,7 +80,9 @@ class MeasureConfig:
         return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
                 f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
                 f"{_CLOCK_TEXT[self.clock]}; value = median"
-                + ("; a random network of the space runs in every round as cache context" if self.context else "")
+                + ("; a fixed reference network of the space runs in every round as cache context" if self.context
+                   else "")
+                + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
                 + (f"; entries scaled by the geometric-mean ratio measured/sum over {self.calibration_nets} random "
                    "networks" if self.calibration_nets else ""))
 
@@ -115,21 +128,46 @@ def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[i
         return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed, clock=clock)[: len(modules)]
 
 
+Module = tuple[Any, tuple[int, ...]]
+
+
 def _measure_chunk(backend: TimingBackend, chunk: Sequence[LayerSpec], config: MeasureConfig, seed: int,
-                   build_layer: Callable[[LayerSpec], Any], context: tuple[Any, tuple[int, ...]] | None,
-                   ) -> tuple[np.ndarray, float]:
-    """Layer times (overhead subtracted) and the per-call overhead of this chunk (0 if the runtime has none)."""
+                   build_layer: Callable[[LayerSpec], Any], reference: Module | None,
+                   ) -> tuple[np.ndarray, float, float]:
+    """Layer times (call overhead subtracted), per-call overhead (0 if none), reference median (0 if none)."""
     with backend.session():
         runners = [backend.prepare(build_layer(s), input_shape(s, config.batch)) for s in chunk]
         overhead = backend.overhead_runner(config.batch)
-        extra = ([backend.prepare(*context)] if context is not None else []) + ([overhead] if overhead else [])
+        extra = ([backend.prepare(*reference)] if reference is not None else []) + ([overhead] if overhead else [])
         times = time_interleaved(runners + extra, warmup=config.warmup, repeats=config.repeats, seed=seed,
                                  clock=config.clock)
+    n = len(chunk)
+    ref = float(np.median(times[n])) if reference is not None else 0.0
     if overhead is None:
-        return times[: len(chunk)], 0.0
+        return times[:n], 0.0, ref
     call = float(np.median(times[-1]))
     # never below a hundredth of the raw reading: a layer is not free
-    return np.maximum(times[: len(chunk)] - call, times[: len(chunk)] / 100), call
+    return np.maximum(times[:n] - call, times[:n] / 100), call, ref
+
+
+def reference_network(space: SearchSpace, config: MeasureConfig,
+                      build_network: Callable[[list[LayerSpec]], Any]) -> tuple[Module, Any]:
+    """The fixed reference network of a build: ((module, input shape), arch), from ``config.seed``."""
+    arch = space.sample(np.random.default_rng([config.seed, 2]))
+    layers = space.layers(arch)  # type: ignore[attr-defined]
+    return (build_network(layers), input_shape(layers[0], config.batch)), arch
+
+
+def _normalise(profile: HardwareProfile, ref: float, arch: Any) -> tuple[HardwareProfile, float]:
+    """Factor mapping this chunk's times to the profile's reference unit (setting the unit on the first chunk)."""
+    if not ref:
+        return profile, 1.0
+    if not profile.meta.reference_ms:
+        arch_id = arch.to_dict() if hasattr(arch, "to_dict") else repr(arch)
+        provenance = {**profile.meta.provenance, "reference_arch": arch_id}
+        meta = replace(profile.meta, reference_ms=ref, provenance=provenance)
+        return replace(profile, meta=meta), 1.0
+    return profile, profile.meta.reference_ms / ref
 
 
 def _entry(times: np.ndarray) -> Entry:
@@ -171,29 +209,29 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
                        created=datetime.datetime.now().isoformat(timespec="seconds"), space=space.name,
                        host=platform.node() or None)
     profile = _start(out, meta)
-    wanted = {s.key(): s for s in (specs if specs is not None else space_layer_specs(space, resolutions))}
+    space = restrict_resolutions(space, resolutions)  # context and calibration networks come from the same subset
+    wanted = {s.key(): s for s in (specs if specs is not None else space_layer_specs(space))}
     todo = [s for k, s in wanted.items() if k not in profile.entries]
     rng = np.random.default_rng(config.seed)
     # a seeded shuffle mixes layer types within a chunk, like the layers of a network
     todo = [todo[i] for i in rng.permutation(len(todo))]
     measured: list[str] = []
+    reference, ref_arch = (reference_network(space, config, build_network) if build_network is not None
+                           and config.context else (None, None))
     for start in range(0, len(todo), config.chunk):
         chunk = todo[start:start + config.chunk]
-        context = None
-        if build_network is not None and config.context:
-            layers = space.layers(space.sample(rng))  # type: ignore[attr-defined]
-            context = (build_network(layers), input_shape(layers[0], config.batch))
-        times, call = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, context)
+        times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, reference)
+        profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
         if call and not profile.meta.network_overhead:
-            profile = replace(profile, meta=replace(profile.meta, network_overhead=call))
-        profile = profile.with_entries({s.key(): _entry(t) for s, t in zip(chunk, times)})
+            profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
+        profile = profile.with_entries({s.key(): _entry(t * factor) for s, t in zip(chunk, times)})
         profile.save(out)
         measured += [s.key() for s in chunk]
         if progress is not None:
             progress(len(measured), len(todo))
     if build_network is not None and config.calibration_nets and (measured or "calibration" not in
                                                                   profile.meta.provenance):
-        calibrated = _calibrate(space, profile, backend, config, build_network, resolutions)
+        calibrated = _calibrate(space, profile, backend, config, build_network, reference)
         if calibrated is not profile:
             profile = calibrated
             profile.save(out)
@@ -203,20 +241,25 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
 
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
-               build_network: Callable[[list[LayerSpec]], Any], resolutions: Sequence[int] | None) -> HardwareProfile:
+               build_network: Callable[[list[LayerSpec]], Any], reference: Module | None) -> HardwareProfile:
     """Time ``config.calibration_nets`` seeded random networks end to end and store the in-network / isolated ratio.
 
     Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
     """
-    space = restrict_resolutions(space, resolutions)
     rng = np.random.default_rng([config.seed, 1])
     nets = [space.layers(space.sample(rng)) for _ in range(config.calibration_nets)]  # type: ignore[attr-defined]
     if any(s.key() not in profile.entries for layers in nets for s in layers):
         return profile
     modules = [(build_network(layers), input_shape(layers[0], config.batch)) for layers in nets]
+    with_ref = reference is not None and config.normalise and profile.meta.reference_ms > 0
+    if with_ref:
+        modules.append(reference)  # type: ignore[arg-type]
     times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
                             clock=config.clock)
-    measured = np.median(times, axis=1) - profile.meta.network_overhead
+    medians = np.median(times, axis=1)
+    if with_ref:
+        medians = medians[:-1] * profile.meta.reference_ms / medians[-1]
+    measured = medians - profile.meta.network_overhead
     raw = np.array([sum(profile.entries[s.key()].value for s in layers) for layers in nets])
     ratio = measured / raw
     scale = float(np.exp(np.mean(np.log(np.maximum(ratio, 1e-6)))))

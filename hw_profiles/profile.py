@@ -114,6 +114,8 @@ class ProfileMeta:
     network_overhead: float = 0.0
     #: multiplier of every entry when pricing networks (in-network / isolated ratio measured on whole networks)
     scale: float = 1.0
+    #: median of the reference network when the profile was started; entries are drift-normalised to it (0 = off)
+    reference_ms: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)
 
     _REQUIRED = ("name", "device", "soc", "runtime", "runtime_version", "threads", "batch", "units", "method")
@@ -128,9 +130,11 @@ class ProfileMeta:
             raise ProfileFormatError(f"meta.threads must be an int >= 1 or null (undocumented), got {self.threads!r}")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise ProfileFormatError(f"meta.batch must be an int >= 1, got {self.batch!r}")
-        if isinstance(self.network_overhead, bool) or not isinstance(self.network_overhead, (int, float)) or not (
-                math.isfinite(self.network_overhead) and self.network_overhead >= 0):
-            raise ProfileFormatError(f"meta.network_overhead must be a number >= 0, got {self.network_overhead!r}")
+        for name in ("network_overhead", "reference_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value >= 0):
+                raise ProfileFormatError(f"meta.{name} must be a number >= 0, got {value!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not (
                 math.isfinite(self.scale) and self.scale > 0):
             raise ProfileFormatError(f"meta.scale must be a number > 0, got {self.scale!r}")
@@ -144,7 +148,7 @@ class ProfileMeta:
     def from_dict(cls, d: Any) -> ProfileMeta:
         if not isinstance(d, Mapping):
             raise ProfileFormatError(f"meta: expected a mapping, got {type(d).__name__}")
-        optional = ("created", "space", "host", "notes", "network_overhead", "scale", "provenance")
+        optional = ("created", "space", "host", "notes", "network_overhead", "scale", "reference_ms", "provenance")
         _check_keys("meta", d, cls._REQUIRED, optional)
         return cls(**d)
 

@@ -14,7 +14,7 @@ from hw_profiles.builder import MeasureConfig, build_profile, input_shape
 from search_spaces import create_space
 from supernets.static import build_layer, build_network
 
-FAST = MeasureConfig(warmup=1, repeats=3, chunk=8, context=False, calibration_nets=0)
+FAST = MeasureConfig(warmup=1, repeats=3, chunk=8, context=False, normalise=False, calibration_nets=0)
 
 
 class Interrupted(RuntimeError):
@@ -73,7 +73,7 @@ def test_resume_refuses_different_settings(tmp_path: Path) -> None:
     specs = space_layer_specs(space, (28,))[:3]
     out = tmp_path / "lut.json"
     build_profile(space, out, build_layer=_key_module, config=FAST, backend=CountingBackend(), specs=specs)
-    other = MeasureConfig(warmup=1, repeats=5, chunk=8, context=False, calibration_nets=0)
+    other = MeasureConfig(warmup=1, repeats=5, chunk=8, context=False, normalise=False, calibration_nets=0)
     with pytest.raises(ProfileFormatError, match="method="):
         build_profile(space, out, build_layer=_key_module, config=other, backend=CountingBackend(), specs=specs)
 
@@ -86,12 +86,31 @@ def _busy(ms: float) -> None:
 
 
 class BusyBackend(CountingBackend):
-    """Layers cost 0.2 ms each; a network of n layers costs 0.3 ms per layer (a 1.5x in-network slowdown)."""
+    """Layers cost 0.2 ms each; a network of n layers costs 0.3 ms per layer (a 1.5x in-network slowdown).
+    ``slowdown`` multiplies every cost at run time (a machine getting busier)."""
+
+    slowdown = 1.0
 
     def prepare(self, module, shape):
         self.prepared.append(module)
         cost = 0.3 * module[1] if isinstance(module, tuple) else 0.2
-        return lambda: _busy(cost)
+        return lambda: _busy(cost * self.slowdown)
+
+
+def test_drift_normalisation_keeps_entries_in_one_unit(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny")
+    backend = BusyBackend()
+    config = MeasureConfig(warmup=0, repeats=3, chunk=24, calibration_nets=0, clock="cpu")
+
+    def getting_busier(done: int, todo: int) -> None:
+        backend.slowdown = 2.0  # every chunk after the first runs twice as slowly
+
+    result = build_profile(space, tmp_path / "d.json", build_layer=_key_module,
+                           build_network=lambda layers: ("net", len(layers)), config=config, backend=backend,
+                           resolutions=(28,), progress=getting_busier)
+    values = np.array([e.median for e in result.profile.entries.values()])
+    assert len(values) > 48 and np.allclose(values, 0.2, rtol=0.15)  # without normalisation: half of them ~0.4
+    assert result.profile.meta.reference_ms > 0 and "reference_arch" in result.profile.meta.provenance
 
 
 def test_calibration_measures_the_in_network_ratio(tmp_path: Path) -> None:
