@@ -197,3 +197,18 @@ def test_shiftnas_state_round_trip_and_val_losses_leave_bn_untouched():
     np.testing.assert_array_equal(sb2.logits, sb.logits)
     r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
     assert [sb.sample(r1) for _ in range(5)] == [sb2.sample(r2) for _ in range(5)]
+
+
+def test_any_space_falls_back_to_path_gradient_credit():
+    space = create_space("ofa_mbv3_tiny")
+    net = create_supernet("ofa_mbv3", space)
+    arch = space.min_arch()
+    with net.use(arch):
+        net(torch.randn(2, 1, arch.r, arch.r)).square().mean().backward()
+    g = gene_grad_norms(net, arch)
+    assert g.shape == (len(space.genes()),) and g[0] > 0
+    np.testing.assert_allclose(g, path_grad_norm(net))
+    pi = PathImportance(space, total_epochs=1, floor=0.01)
+    pi.observe(arch, g)
+    pi.end_epoch(0)
+    assert all(_valid(p, 0.01) for p in pi.probs)
