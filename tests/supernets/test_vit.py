@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.testing import SearchSpaceContract, SupernetContract
 from search_spaces import InvalidArchError, ViTArch, create_space
 from search_spaces.vit import ViTSpace
 from supernets import build_from_config, create_supernet, load_subnet, save_subnet, supernet_from_spec
@@ -166,3 +167,23 @@ def test_spec_round_trip_and_bad_arguments():
         create_supernet("vit", "vit_tiny", mos_experts=2, mos_layers=["fc3"])
     with pytest.raises(ValueError, match="mos_mode"):
         create_supernet("vit", "vit_tiny", mos_experts=2, mos_mode="token")
+
+
+# -- the library's contract suites ----------------------------------------------------------------
+class TestViTTinySpaceContract(SearchSpaceContract):
+    space = create_space("vit_tiny")
+
+
+class TestViTSmallSpaceContract(SearchSpaceContract):
+    space = create_space("vit_small")
+
+
+@pytest.mark.parametrize("kw", [{}, {"mos_experts": 2, "mos_mode": "neuron"}], ids=["plain", "mos"])
+class TestViTSupernetContract(SupernetContract):
+    @pytest.fixture(autouse=True)
+    def _bind(self, kw: dict) -> None:
+        self._kw = kw
+
+    def make_supernet(self):
+        torch.manual_seed(0)
+        return create_supernet("vit", "vit_tiny", **self._kw)
