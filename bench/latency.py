@@ -52,7 +52,8 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     profile_path = Path(args.profile or ROOT / "outputs" / "bench" /
                         f"latency_{args.space}_{args.runtime}_{args.clock}.json")
     config = MeasureConfig(runtime=args.runtime, threads=args.threads, warmup=args.lut_warmup,
-                           repeats=args.lut_repeats, chunk=args.chunk, clock=args.clock)
+                           repeats=args.lut_repeats, chunk=args.chunk, clock=args.clock,
+                           calibration_nets=args.calibration_nets)
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.nets)]
     backend = create_backend(args.runtime, threads=args.threads)
@@ -99,9 +100,10 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     raw = (batch.values - meta.network_overhead) / meta.scale + meta.network_overhead
     r = _stats(relative_errors(raw, measured))
     cal = meta.provenance.get("calibration", {})
-    print(f"builder calibration: scale={meta.scale:.4f} from {cal.get('networks', 0)} other random networks; "
-          f"network_overhead={meta.network_overhead:.4f} ms; uncalibrated sums: within10={r['within10']:.3f} "
-          f"rmspe={r['rmspe']:.4f} bias={r['bias']:+.4f}")
+    if cal:
+        print(f"builder calibration: scale={meta.scale:.4f} from {cal['networks']} other random networks; "
+              f"uncalibrated sums: within10={r['within10']:.3f} rmspe={r['rmspe']:.4f} bias={r['bias']:+.4f}")
+    print(f"reference network {meta.reference_ms:.3f} ms; network_overhead={meta.network_overhead:.4f} ms")
     raw = _stats(relative_errors(batch.values, raw_measured))
     s["raw_within10"], s["raw_rmspe"] = raw["within10"], raw["rmspe"]
     print(f"without drift normalisation of the end-to-end times: within5={raw['within5']:.3f} "
@@ -174,6 +176,7 @@ def main() -> None:
     p.add_argument("--nets", type=int, default=100)
     p.add_argument("--group", type=int, default=10, help="subnets timed interleaved together")
     p.add_argument("--chunk", type=int, default=16, help="layers timed interleaved together by the builder")
+    p.add_argument("--calibration-nets", type=int, default=0, help="builder calibration networks (0 = off)")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--net-warmup", type=int, default=3)

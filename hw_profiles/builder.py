@@ -60,7 +60,7 @@ class MeasureConfig:
     clock: str = "wall"
     context: bool = True
     normalise: bool = True
-    calibration_nets: int = 10
+    calibration_nets: int = 0
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
