@@ -59,8 +59,8 @@ class ElasticPatchEmbed(nn.Module):
 
     def __init__(self, patch: int, in_chans: int, embed: int, n_tokens: int, cls_token: bool) -> None:
         super().__init__()
-        self.patch = patch
-        self.proj = plain_linear("patch_embed", in_chans * patch * patch, embed)
+        self.patch, self.patch_dim = patch, in_chans * patch * patch
+        self.proj = plain_linear("patch_embed", self.patch_dim, embed)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed)) if cls_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -83,7 +83,7 @@ class ElasticPatchEmbed(nn.Module):
         """The patch projection and copies of the active class token and position embedding."""
         e = self.active_embed
         cls = None if self.cls_token is None else self.cls_token[..., :e].detach().clone()
-        return self.proj.export(self.proj.linear.in_features), cls, self.pos_embed[..., :e].detach().clone()
+        return self.proj.export(self.patch_dim), cls, self.pos_embed[..., :e].detach().clone()
 
 
 class ElasticAttention(nn.Module):
