@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nas.data.fashion_mnist import DEFAULT_ROOT
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+#: A tiny, fast, deterministic training config (overrides of conf/train.yaml).
+TINY = [
+    "search_space=ofa_mbv3_tiny", "data.kwargs.train_limit=320", "data.kwargs.val_size=500",
+    "trainer.batch_size=32", "trainer.epochs=3", "trainer.threads=1", "trainer.lr=0.05", "trainer.eval_every=0",
+    "trainer.progress=false", "trainer.tensorboard=false", "trainer.log_every=1", "trainer.checkpoint_every=0",
+]
+
+
+def tiny_config(out_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="train", overrides=[*TINY, f"out_dir={out_dir}", *overrides])
+
+
+@pytest.fixture(autouse=True)
+def _need_fmnist():
+    if not (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not installed at {DEFAULT_ROOT} (apt dataset-fashion-mnist)")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on the shared 2-core machine two OpenMP threads thrash under load (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
