@@ -161,6 +161,12 @@ class JointArch:
     def id(self) -> str:
         return f"{self.arch.id}@{self.policy.id}"
 
+    def __getattr__(self, name: str) -> Any:
+        """Other attributes come from the architecture (e.g. ``r``, the input resolution of an MBv3 arch)."""
+        if name.startswith("_") or name in ("arch", "policy"):
+            raise AttributeError(name)
+        return getattr(self.arch, name)
+
 
 @dataclass(frozen=True)
 class JointSpace(SearchSpace):
@@ -213,6 +219,19 @@ class JointSpace(SearchSpace):
     @property
     def fixed_slots(self) -> tuple[int, ...]:
         return self.lay.fixed_slots
+
+    @property
+    def in_chans(self) -> int:
+        return self.base.in_chans  # type: ignore[attr-defined]
+
+    @property
+    def n_classes(self) -> int:
+        return self.base.n_classes  # type: ignore[attr-defined]
+
+    @property
+    def resolution(self) -> int:
+        """The base space's fixed resolution (``AttributeError`` when the base has elastic resolution)."""
+        return self.base.resolution  # type: ignore[attr-defined]
 
     def _free_slots(self) -> list[int]:
         return [i for i in range(len(self.slots)) if i not in self.fixed_slots]
@@ -427,5 +446,13 @@ def _register_builtin(name: str) -> None:
     SPACES.add(f"quant_{name}", factory)
 
 
-for _name in ("ofa_mbv3", "ofa_mbv3_w12", "ofa_mbv3_tiny", "nb201", "nb201_tiny"):
+def _has_layout(name: str) -> bool:
+    try:
+        layout_for(create_space(name))
+    except TypeError:
+        return False
+    return True
+
+
+for _name in [n for n in SPACES.names() if not n.startswith("quant") and _has_layout(n)]:
     _register_builtin(_name)
