@@ -14,3 +14,6 @@ __all__ = [
     "make_divisible", "NB201_OPS", "NB201Arch", "NB201IndexMap", "NB201Space", "MBv3Arch", "OFAMobileNetV3Space",
     "ViTArch", "ViTSpace",
 ]
+
+# Quantisation policies and joint spaces; importing registers "quant" and "quant_<space>" for the spaces above.
+from search_spaces import quant as _quant  # noqa: E402,F401

@@ -17,3 +17,6 @@ __all__ = [
     "save_subnet", "NB201Supernet", "OFAMobileNetV3Supernet", "STATIC_BUILDERS", "build_from_config",
     "build_layer", "build_network", "StaticViT", "ViTSupernet",
 ]
+
+# Elastic quantisation (EQ-Net); importing registers the "quant" supernet and the "fake_quant" static builder.
+from supernets import quant as _quant  # noqa: E402,F401
