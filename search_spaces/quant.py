@@ -434,7 +434,10 @@ def create_joint_space(base: SearchSpace | str | dict[str, Any], *, space_name: 
     return JointSpace(base=base, name=space_name, fixed_arch=fixed_arch, layout=layout, **kwargs)
 
 
-SPACES.add("quant", create_joint_space)
+@SPACES.register("quant")
+def quant(base: SearchSpace | str | dict[str, Any] = "nb201_tiny", **kwargs: Any) -> JointSpace:
+    """Any space x quantisation policies (``base``: a space, registered name or spec; default ``nb201_tiny``)."""
+    return create_joint_space(base, **kwargs)
 
 
 def _register_builtin(name: str) -> None:
