@@ -1,0 +1,172 @@
+"""Searchers on the real NAS-Bench-201 table: regret vs queries and hypervolume ratio vs the exhaustive front.
+
+NAS-Bench-201 (Dong & Yang, ICLR 2020; NATS-Bench tss 200-epoch test accuracies, ../shared/yardsticks/nb201/).
+A *query* is the first look-up of a distinct cell; repeats are free (the search problem caches by arch id).
+
+* Single objective: regret = optimum - best test accuracy among the first k queries (points), k = 25..400, over
+  seeds, on CIFAR-10, CIFAR-100 and ImageNet16-120, for each searcher.
+* Two objectives (params / max params, 1 - accuracy): params is a cheap objective (exact, from the space), the
+  error an expensive one (a table look-up = a query). Hypervolume of the front after 100 queries divided by the
+  exhaustive front's, reference point 1.1 x the exhaustive front's worst value in each objective.
+
+    python bench/nb201_search.py            # 20 seeds, 400 queries, all searchers (~20 min on 2 cores)
+    python bench/nb201_search.py --quick    # 3 seeds, 100 queries, a few searchers
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nas.search import Objective, hypervolume, pareto_front, run_search, table_objective  # noqa: E402
+from search_spaces.nb201 import NB201IndexMap, NB201Space  # noqa: E402
+
+TABLE = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nats_bench_tss_200ep.csv"
+COST = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nb201_cost.csv"
+DATASETS = {"c10": ("CIFAR10TestAccuracy200Epochs", 10), "c100": ("CIFAR100TestAccuracy200Epochs", 100),
+            "in16": ("ImageNetTestAccuracy200Epochs", 120)}
+QUERIES = (25, 50, 100, 200, 400)
+# Settings for a 400-query budget: small populations so evolution starts early (defaults are for 10^4+ evals).
+SO_SEARCHERS: dict[str, dict[str, Any]] = {
+    "random": {},
+    "regularized_evolution": {"population_size": 20, "sample_size": 5},
+    "evolution": {"population_size": 20},
+    "pymoo_ga": {"pop_size": 20},
+    "optuna_nsga2": {"sampler_kwargs": {"population_size": 20}},
+    "optuna_tpe": {},
+    "bayesian_linear": {},
+}
+MO_SEARCHERS: dict[str, dict[str, Any]] = {
+    "random": {},
+    "pymoo_nsga2": {"pop_size": 20},
+    "pymoo_unsga3": {"pop_size": 20},
+    "optuna_nsga2": {"sampler_kwargs": {"population_size": 20}},
+    "regularized_evolution": {"population_size": 20, "sample_size": 5},
+    "bayesian_linear": {},
+}
+QUICK_SO = ("random", "regularized_evolution", "optuna_tpe", "bayesian_linear")
+QUICK_MO = ("random", "pymoo_nsga2", "bayesian_linear")
+
+
+def load(dataset: str) -> tuple[NB201Space, list[Any], np.ndarray, np.ndarray]:
+    """Space (with the dataset's classes), archs in benchmark index order, accuracies (%) and params."""
+    column, n_classes = DATASETS[dataset]
+    space = NB201Space(n_classes=n_classes)
+    index = NB201IndexMap.from_csv(TABLE)
+    archs = [index.arch(i) for i in range(len(index))]
+    acc = pd.read_csv(TABLE)[column].to_numpy(dtype=np.float64)
+    params = np.array([space.params(a) for a in archs], dtype=np.float64)
+    return space, archs, acc, params
+
+
+def regret_run(space: NB201Space, table: dict[str, float], opt: float, searcher: str, kwargs: dict[str, Any],
+               seed: int, budget: int) -> tuple[np.ndarray, float]:
+    t0 = time.process_time()
+    res = run_search(space, [table_objective(space, table=table)], [], searcher, budget=budget, seed=seed,
+                     searcher_kwargs=kwargs)
+    trace = res.trace()
+    full = np.concatenate([trace, np.full(budget - len(trace), trace[-1])])  # a stalled search keeps its best
+    return opt - full, time.process_time() - t0
+
+
+def hv_run(space: NB201Space, error: dict[str, float], max_params: float, ref: np.ndarray, hv_opt: float,
+           searcher: str, kwargs: dict[str, Any], seed: int, budget: int) -> float:
+    objectives = [Objective("params_frac", lambda a: np.array([space.params(x) for x in a]) / max_params),
+                  table_objective(space, table=error, name="error", direction="min")]
+    res = run_search(space, objectives, [], searcher, budget=budget, seed=seed, searcher_kwargs=kwargs)
+    return hypervolume(res.F[res.front_indices()], ref) / hv_opt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 100 queries, a few searchers")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--searchers", nargs="+", default=None, help="single-objective searchers to run")
+    ap.add_argument("--mo-searchers", nargs="+", default=None, help="multi-objective searchers to run")
+    args = ap.parse_args()
+    if not TABLE.exists():
+        sys.exit(f"NAS-Bench-201 table not found at {TABLE} (expected ../shared/yardsticks beside the checkout)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("nas.search").setLevel(logging.ERROR)
+    n_seeds = args.seeds or (3 if args.quick else 20)
+    queries = tuple(q for q in QUERIES if q <= 100) if args.quick else QUERIES
+    so = args.searchers or (QUICK_SO if args.quick else tuple(SO_SEARCHERS))
+    mo = args.mo_searchers or (QUICK_MO if args.quick else tuple(MO_SEARCHERS))
+    budget = max(queries)
+
+    regrets: dict[tuple[str, str], np.ndarray] = {}
+    cpu: dict[str, list[float]] = {}
+    hvs: dict[tuple[str, str], np.ndarray] = {}
+    for ds in args.datasets:
+        space, archs, acc, params = load(ds)
+        if ds == "c10":
+            cost = pd.read_csv(COST)["params"].to_numpy()
+            assert np.array_equal(cost, params.astype(np.int64)), "analytic params disagree with nb201_cost.csv"
+        ids = [a.id for a in archs]
+        table, opt = dict(zip(ids, acc)), float(acc.max())
+        for name in so:
+            runs = [regret_run(space, table, opt, name, SO_SEARCHERS[name], s, budget) for s in range(n_seeds)]
+            regrets[(ds, name)] = np.stack([r[0] for r in runs])
+            cpu.setdefault(name, []).extend(r[1] for r in runs)
+            m = regrets[(ds, name)].mean(0)
+            print(f"{ds:5s} {name:22s} mean regret " + " ".join(f"{q}:{m[q - 1]:.3f}" for q in queries), flush=True)
+        # exhaustive front of (params / max params, 1 - acc)
+        F_all = np.stack([params / params.max(), 1.0 - acc / 100.0], axis=1)
+        front = F_all[pareto_front(F_all)]
+        ref = 1.1 * front.max(axis=0)
+        hv_opt = hypervolume(front, ref)
+        error = dict(zip(ids, 1.0 - acc / 100.0))
+        for name in mo:
+            hvs[(ds, name)] = np.array([hv_run(space, error, params.max(), ref, hv_opt, name, MO_SEARCHERS[name], s,
+                                               100) for s in range(n_seeds)])
+            print(f"{ds:5s} {name:22s} HV ratio @100 median {np.median(hvs[(ds, name)]):.4f}", flush=True)
+    report(args.datasets, so, mo, queries, regrets, hvs, cpu, n_seeds)
+
+
+def report(datasets: list[str], so: tuple[str, ...], mo: tuple[str, ...], queries: tuple[int, ...],
+           regrets: dict[tuple[str, str], np.ndarray], hvs: dict[tuple[str, str], np.ndarray],
+           cpu: dict[str, list[float]], n_seeds: int) -> None:
+    print(f"\nRegret (points) after k distinct queries, mean / median over {n_seeds} seeds")
+    head = "".join(f"{q:>14d}" for q in queries)
+    for ds in datasets:
+        print(f"\n{ds}{'':19s}{head}")
+        for name in so:
+            r = regrets[(ds, name)]
+            print(f"  {name:22s}" + "".join(f"{r[:, q - 1].mean():7.3f}/{np.median(r[:, q - 1]):<6.3f}"
+                                            for q in queries))
+    print("\nSearcher CPU seconds per run (mean over datasets and seeds)")
+    for name in so:
+        print(f"  {name:22s} {np.mean(cpu[name]):.2f}")
+    print("\nHypervolume ratio at 100 queries (params/max, 1-acc), median [min..max] over seeds")
+    for name in mo:
+        print(f"  {name:22s}" + "".join(
+            f"  {ds}: {np.median(hvs[(ds, name)]):.4f} [{hvs[(ds, name)].min():.3f}..{hvs[(ds, name)].max():.3f}]"
+            for ds in datasets))
+    # best single-objective searcher: lowest worst-case ratio to the TPE anchors at 25 and 50 queries
+    anchors = {"c10": (0.53, 0.16), "c100": (2.08, 1.00), "in16": (1.86, 0.86)}
+    score = {n: max(regrets[(ds, n)][:, q - 1].mean() / anchors[ds][i] for ds in datasets
+                    for i, q in enumerate((25, 50))) for n in so}
+    best = min(score, key=score.get)
+    best_mo = max(mo, key=lambda n: np.mean([np.median(hvs[(ds, n)]) for ds in datasets]))
+    hv100 = np.mean([np.median(hvs[(ds, best_mo)]) for ds in datasets])
+    print(f"\nbest single-objective: {best} (worst ratio to TPE anchors {score[best]:.2f}); "
+          f"best multi-objective: {best_mo}")
+    fields = " ".join(f"regret{q}_{ds}={regrets[(ds, best)][:, q - 1].mean():.3f}"
+                      for ds in ("c10", "c100", "in16") if ds in datasets for q in (25, 50))
+    print(f"RESULT {fields} hv100={hv100:.4f}")
+
+
+if __name__ == "__main__":
+    main()
