@@ -4,7 +4,7 @@ Fake quantisation follows the paper's Eq. 1 with an integer zero point ``z`` (le
 straight-through estimator, as in LSQ+ and torch's learnable fake-quant) so that every configuration is exactly
 representable by an integer kernel::
 
-    q = clamp(round(x / s + round(z)), Q_N, Q_P),   x_hat = s * (q - round(z))
+    q = round(clamp(x / s + round(z), Q_N, Q_P)),   x_hat = s * (q - round(z))
 
 Gradients are LSQ's: for ``s`` ``round(v) - v`` inside the range and ``Q_P - z`` / ``Q_N - z`` outside, scaled by
 ``g = 1 / sqrt(Q_P * n)`` with ``n`` the elements sharing one step (``numel`` per tensor, ``numel / C_out`` per
@@ -38,9 +38,20 @@ def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return (x - y).detach() + y
 
 
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.round()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round to nearest (half to even) with a straight-through gradient."""
-    return (x.round() - x).detach() + x
+    """Round to nearest (half to even) with a straight-through gradient. The value is exactly ``x.round()``
+    (``x + (round(x) - x).detach()`` can land a hair above the range limit and lose the gradient there)."""
+    return _RoundSTE.apply(x)
 
 
 def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
@@ -50,11 +61,12 @@ def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
 
 
 def quantize_dequantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
-    """``scale * (clamp(round(x / scale + zero), qn, qp) - zero)`` with a straight-through round.
+    """``scale * (round(clamp(x / scale + zero, qn, qp)) - zero)`` with a straight-through round (LSQ's order:
+    an input is "inside" the range, and passes its gradient, when ``qn <= x / scale + zero <= qp``).
 
     ``scale`` > 0 and integer-valued ``zero`` broadcast against ``x`` (per-channel: shape ``(C, 1, ...)``).
     """
-    return scale * (torch.clamp(round_ste(x / scale + zero), qn, qp) - zero)
+    return scale * (round_ste(torch.clamp(x / scale + zero, qn, qp)) - zero)
 
 
 def effective_params(scale: torch.Tensor, zero: torch.Tensor | None, qn: int, qp: int,
