@@ -44,6 +44,8 @@ class MoSRouter(nn.Module):
 class MoSLinear(nn.Module):
     """A drop-in for :class:`supernets.ops.ElasticLinear` whose active weight is a routed mixture of experts."""
 
+    encoding: torch.Tensor
+
     def __init__(self, in_f: int, out_f: int, *, experts: int = 2, mode: str = "layer", enc_dim: int,
                  router_hidden: int = 128, bias: bool = True, init_std: float | None = None) -> None:
         super().__init__()

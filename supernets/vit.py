@@ -23,7 +23,14 @@ from supernets.base import SUPERNETS, Supernet
 from supernets.mos import MOS_MODES, MoSLinear, set_mos_encoding
 from supernets.mos import mos_layers as find_mos_layers
 from supernets.static_vit import StaticViT
-from supernets.vit_ops import ElasticLayerNorm, ElasticPatchEmbed, ElasticViTBlock, LinearFactory, plain_linear
+from supernets.vit_ops import (
+    ElasticLayerNorm,
+    ElasticPatchEmbed,
+    ElasticViTBlock,
+    LinearFactory,
+    LinearOp,
+    plain_linear,
+)
 
 __all__ = ["ViTSupernet", "MOS_TARGETS", "vit_arch_encoding"]
 
@@ -40,7 +47,7 @@ def vit_arch_encoding(space: ViTSpace, arch: ViTArch) -> list[float]:
 
 
 def _make_linear(name: str, in_f: int, out_f: int, *, targets: Sequence[str], experts: int, mode: str,
-                 router_hidden: int) -> nn.Module:
+                 router_hidden: int) -> LinearOp:
     if name in targets:
         return MoSLinear(in_f, out_f, experts=experts, mode=mode, enc_dim=ENC_DIM, router_hidden=router_hidden,
                          init_std=0.02)
@@ -73,11 +80,11 @@ class ViTSupernet(Supernet):
                                      router_hidden=router_hidden)
         e = space.embed_dims[-1]
         self.embed = ElasticPatchEmbed(space.patch_size, space.in_chans, e, space.n_tokens, space.pool == "cls")
-        self.blocks = nn.ModuleList(
+        self.blocks: list[ElasticViTBlock] = nn.ModuleList(  # type: ignore[assignment]
             ElasticViTBlock(e, space.heads[-1], space.head_dim, space.max_hidden, make) for _ in range(space.max_depth)
         )
         self.norm = ElasticLayerNorm(e)
-        self.head = plain_linear("head", e, space.n_classes)
+        self.head: LinearOp = plain_linear("head", e, space.n_classes)
         self._mos = find_mos_layers(self)
         self.set_arch(space.max_arch())
 

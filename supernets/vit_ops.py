@@ -12,6 +12,7 @@ layers (:class:`supernets.mos.MoSLinear`) in place of plain :class:`supernets.op
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,24 @@ from supernets.ops import ElasticLinear
 from supernets.static_vit import LN_EPS, StaticAttention, StaticMLP, StaticViTBlock, attention, patchify
 
 __all__ = ["ElasticLayerNorm", "ElasticPatchEmbed", "ElasticAttention", "ElasticMLP", "ElasticViTBlock",
+           "LinearOp",
            "LinearFactory", "plain_linear"]
 
 
-LinearFactory = Callable[[str, int, int], nn.Module]
+class LinearOp(Protocol):
+    """What the blocks use of a linear layer (an :class:`ElasticLinear` or a MoS layer)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def set_active(self, out_f: int) -> None: ...
+
+    def export(self, in_f: int) -> nn.Linear: ...
 
 
-def plain_linear(name: str, in_f: int, out_f: int) -> nn.Module:
+LinearFactory = Callable[[str, int, int], LinearOp]
+
+
+def plain_linear(name: str, in_f: int, out_f: int) -> ElasticLinear:
     """Plain weight sharing, ViT initialisation (truncated normal, std 0.02; zero bias)."""
     layer = ElasticLinear(in_f, out_f)
     nn.init.trunc_normal_(layer.linear.weight, std=0.02)
@@ -60,7 +72,7 @@ class ElasticPatchEmbed(nn.Module):
     def __init__(self, patch: int, in_chans: int, embed: int, n_tokens: int, cls_token: bool) -> None:
         super().__init__()
         self.patch, self.patch_dim = patch, in_chans * patch * patch
-        self.proj = plain_linear("patch_embed", self.patch_dim, embed)
+        self.proj: LinearOp = plain_linear("patch_embed", self.patch_dim, embed)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed)) if cls_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -93,8 +105,10 @@ class ElasticAttention(nn.Module):
         super().__init__()
         width = heads * head_dim
         self.head_dim = head_dim
-        self.q, self.k = make_linear("q", embed, width), make_linear("k", embed, width)
-        self.v, self.proj = make_linear("v", embed, width), make_linear("proj", width, embed)
+        self.q: LinearOp = make_linear("q", embed, width)
+        self.k: LinearOp = make_linear("k", embed, width)
+        self.v: LinearOp = make_linear("v", embed, width)
+        self.proj: LinearOp = make_linear("proj", width, embed)
         self.heads = heads
 
     def set_active(self, heads: int, embed: int) -> None:
@@ -117,7 +131,8 @@ class ElasticAttention(nn.Module):
 class ElasticMLP(nn.Module):
     def __init__(self, embed: int, hidden: int, make_linear: LinearFactory = plain_linear) -> None:
         super().__init__()
-        self.fc1, self.fc2 = make_linear("fc1", embed, hidden), make_linear("fc2", hidden, embed)
+        self.fc1: LinearOp = make_linear("fc1", embed, hidden)
+        self.fc2: LinearOp = make_linear("fc2", hidden, embed)
         self.hidden = hidden
 
     def set_active(self, hidden: int, embed: int) -> None:
