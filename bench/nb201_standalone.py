@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (init + shuffling)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="train at most this many new cells, then stop")
+    p.add_argument("--reverse", action="store_true",
+                   help="walk the sample from its end (a second process can share the work; finished cells are "
+                        "re-read from the table before each cell)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -109,12 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{a.n_cells} ordinals sampled with seed {a.sample_seed}",
         "nb201_index: NAS-Bench-201 index when the benchmark table was available, else -1",
     ])
-    done = {r["arch_str"] for r in read_rows(a.out)}
     trained = 0
     print(f"{'#':>3} {'arch':<92} {'acc':>6} {'sec':>6}")
-    for k, ordinal in enumerate(sample_cells(space, a.n_cells, a.sample_seed)):
+    order = list(enumerate(sample_cells(space, a.n_cells, a.sample_seed)))
+    for k, ordinal in order[::-1] if a.reverse else order:
         arch = space.from_ordinal(ordinal)
-        if arch.id in done:
+        if arch.id in {r["arch_str"] for r in read_rows(a.out)}:
             continue
         if a.limit is not None and trained >= a.limit:
             break
