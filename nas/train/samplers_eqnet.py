@@ -12,7 +12,7 @@ Granularity and symmetry of every subnet, including the highest and lowest, are 
 own mode genes, i.e. exactly as a searcher or evaluation samples them (global or per layer, as the space says).
 With a free architecture the highest-bit subnet also uses the largest architecture and the lowest-bit subnet the
 smallest (BigNAS sandwich). On a fresh run the quantisers are initialised from the first batch (L_p clipping
-search, ``calib_images`` images) unless they already are.
+search over ``calib_steps`` ranges, ``calib_images`` images) unless they already are.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class EQNetSampler(Sampler):
 
     def __init__(self, space: JointSpace, *, lam: float = 0.5, n_random: int = 1, label_smoothing: float = 0.0,
                  temperature: float = 1.0, skew_weight: float = 1.0, kurt_weight: float = 0.015,
-                 target_kurtosis: float = 1.8, calib_images: int = 256, seed: int = 0) -> None:
+                 target_kurtosis: float = 1.8, calib_images: int = 256, calib_steps: int = 80, seed: int = 0) -> None:
         if not isinstance(space, JointSpace):
             raise TypeError(f"the eqnet sampler needs a joint (arch x quantisation policy) space, "
                             f"got {type(space).__name__}; use e.g. search_space=quant_nb201_tiny")
@@ -49,7 +49,7 @@ class EQNetSampler(Sampler):
             raise ValueError(f"n_random must be >= 0, got {n_random}")
         super().__init__(space, seed=seed)
         self.space: JointSpace = space
-        self.n_random, self.calib_images = n_random, calib_images
+        self.n_random, self.calib_images, self.calib_steps = n_random, calib_images, calib_steps
         self.wdr = {"skew_weight": skew_weight, "kurt_weight": kurt_weight, "target_kurtosis": target_kurtosis}
         self.label_recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self.chain_recipe = LossRecipe(hard=1.0 - lam, soft=lam, source="inplace", label_smoothing=label_smoothing,
@@ -73,13 +73,15 @@ class EQNetSampler(Sampler):
         return sp.sample_modes(sp.policy_for(self._base(False), sp.w_bits[0], sp.a_bits[0]), self.rng)
 
     def setup(self, model: nn.Module) -> None:
-        self._model = model
+        """Fresh run: calibrate at the first step unless some quantiser was already initialised."""
+        if isinstance(model, QuantSupernet) and not any(bool(q.aq.initialized) for q in quant_layers(model)):
+            self._model = model
 
     def plan(self, step: int, batch: Batch) -> StepPlan:
-        model = self._model
-        if model is not None and isinstance(model, QuantSupernet) and not all(
-                bool(q.aq.initialized) for q in quant_layers(model)):
-            calibrate(model, batch.x[: self.calib_images], seed=self.seed)
+        if self._model is not None:
+            calibrate(self._model, batch.x[: self.calib_images], seed=self.seed,  # type: ignore[arg-type]
+                      steps=self.calib_steps)
+            self._model = None
         tasks = [SubnetTask(self.highest(), self.label_recipe, teacher=True, tag="high")]
         tasks += [SubnetTask(self.space.sample(self.rng), self.chain_recipe, teacher=True, tag="random")
                   for _ in range(self.n_random)]

@@ -205,7 +205,8 @@ def calibrate(net: QuantSupernet, images: torch.Tensor, *, archs: Sequence[Joint
     """Initialise every quantiser of ``net`` from a calibration batch; returns the number of architectures run.
 
     Runs ``archs`` (default: the largest architecture), then seeded random architectures until every quantised
-    layer has been initialised; BN statistics and train/eval flags are left as they were.
+    layer has been initialised (with a fixed architecture: every layer it runs); BN statistics and train/eval
+    flags are left as they were.
     """
     space: JointSpace = net.space  # type: ignore[assignment]
     layers = quant_layers(net)
@@ -219,7 +220,8 @@ def calibrate(net: QuantSupernet, images: torch.Tensor, *, archs: Sequence[Joint
     try:
         net.eval()
         with calibration(net, steps=steps, max_samples=max_samples):
-            while not all(bool(q.aq.initialized) for q in layers):
+            # a fixed architecture never runs the other layers: one pass initialises all that can run
+            while not all(bool(q.aq.initialized) for q in layers) and not (space.fixed_arch is not None and runs):
                 if not todo:
                     if runs >= len(archs) + max_random:
                         missing = [n for n, m in net.named_modules() if isinstance(m, QuantLayer)

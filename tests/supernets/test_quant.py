@@ -30,6 +30,16 @@ CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_con
 W = torch.tensor([[0.3, -0.74], [1.9, -2.6]])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread (set before the module's supernet fixtures): two OpenMP threads thrash on the shared
+    2-core machine under load; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _weight_case(per_channel: bool, symmetric: bool, scale: list[float], zero: list[float] | None):
     q = WeightQuantizer(2)
     with torch.no_grad():
