@@ -27,10 +27,17 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     return F.kl_div(s, t, reduction="none", log_target=True).sum(-1) * temperature**2
 
 
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean of per-example ``values``, weighted by ``weights`` (normalised to mean 1) when given."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None,
+                  denominator: float | None = None) -> torch.Tensor:
+    """Mean of per-example ``values``, weighted by ``weights`` (normalised to mean 1) when given.
+
+    ``denominator`` replaces the weights' own sum (a process of a data-parallel run normalises its shard by the
+    global batch's weight sum, see :mod:`nas.train.distributed`).
+    """
     if weights is None:
         return values.mean()
+    if denominator is not None:
+        return (values * weights).sum() / denominator
     return (values * weights).sum() / weights.sum().clamp_min(1e-12)
 
 

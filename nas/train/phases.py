@@ -17,6 +17,7 @@ from typing import Any
 
 from nas.data import DataModule
 from nas.train.checkpoint import atomic_write, load_weights, save_weights
+from nas.train.distributed import LocalRun
 from nas.train.samplers.base import PhasedSampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
 from supernets import Supernet
@@ -47,8 +48,12 @@ def _teacher(make_model: Callable[[], Supernet], first_dir: Path) -> Any:
 
 
 def train_phased(make_model: Callable[[], Supernet], data: DataModule, recipe: PhasedSampler, config: TrainConfig,
-                 out_dir: str | Path, *, resume: bool = False) -> PhasedResult:
-    """Train every phase in order (skipping finished ones on resume); returns the model of the last phase."""
+                 out_dir: str | Path, *, resume: bool = False, dist: LocalRun | None = None) -> PhasedResult:
+    """Train every phase in order (skipping finished ones on resume); returns the model of the last phase.
+
+    With ``dist`` (a torchrun rank, :mod:`nas.train.distributed`) only rank 0 writes files.
+    """
+    dist = dist if dist is not None else LocalRun()
     start, out_dir = time.perf_counter(), Path(out_dir)
     result = PhasedResult(out_dir)
     dirs = phase_dirs(out_dir, recipe)
@@ -65,12 +70,16 @@ def train_phased(make_model: Callable[[], Supernet], data: DataModule, recipe: P
         cfg = replace(config, epochs=phase.epochs, lr=phase.lr if phase.lr is not None else config.lr,
                       warmup_epochs=phase.warmup_epochs if phase.warmup_epochs is not None else config.warmup_epochs,
                       seed=config.seed + i)
-        res = Trainer(model, data, phase.sampler, cfg, pdir, teacher=teacher).fit(resume=resume)
+        res = Trainer(model, data, phase.sampler, cfg, pdir, teacher=teacher, dist=dist).fit(resume=resume)
         result.phases[phase.name] = res
         doc = {"phase": phase.name, "index": i, "steps": res.steps, "epochs": res.epochs, "seconds": res.seconds}
-        atomic_write(pdir / DONE, lambda tmp, doc=doc: tmp.write_text(json.dumps(doc) + "\n"))
+        if dist.is_main:
+            atomic_write(pdir / DONE, lambda tmp, doc=doc: tmp.write_text(json.dumps(doc) + "\n"))
+        dist.barrier()
     final = make_model()
     load_weights(final, dirs[-1])
-    save_weights(out_dir, final, {"recipe": "phased", "phases": [p.name for p in recipe.phases()]})
+    if dist.is_main:
+        save_weights(out_dir, final, {"recipe": "phased", "phases": [p.name for p in recipe.phases()]})
+    dist.barrier()
     result.seconds = time.perf_counter() - start
     return result

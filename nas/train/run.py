@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.data import DataModule, create_data
 from nas.train.checkpoint import CheckpointError
+from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
@@ -55,8 +56,16 @@ def check_compatible(space: SearchSpace, data: DataModule) -> None:
 
 
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
-    """Library entry of ``python -m nas.train``."""
+    """Library entry of ``python -m nas.train`` (also under ``torchrun``: see :mod:`nas.train.distributed`)."""
     tcfg = TrainConfig(**_plain(cfg["trainer"]))
+    dist = init_distributed(_plain(cfg.get("distributed")), device=tcfg.device)
+    try:
+        return _run_train(cfg, tcfg, dist)
+    finally:
+        dist.close()
+
+
+def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> TrainResult | PhasedResult:
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     space = build_space(cfg["search_space"])
@@ -67,7 +76,7 @@ def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
 
     def make_model() -> Supernet:
         torch.manual_seed(tcfg.seed)
-        return build_supernet(cfg["supernet"], space)
+        return dist.prepare(build_supernet(cfg["supernet"], space))
 
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
                                          if isinstance(sampler, PhasedSampler) else [])
@@ -75,7 +84,8 @@ def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
         raise CheckpointError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
                               f"another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(_plain(cfg)), out_dir / "config.yaml")
+    if dist.is_main:
+        OmegaConf.save(OmegaConf.create(_plain(cfg)), out_dir / "config.yaml")
     if isinstance(sampler, PhasedSampler):
-        return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume)
-    return Trainer(make_model(), data, sampler, tcfg, out_dir).fit(resume=resume)
+        return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume, dist=dist)
+    return Trainer(make_model(), data, sampler, tcfg, out_dir, dist=dist).fit(resume=resume)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from nas.data import Batch, DataModule
 from nas.train.checkpoint import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
+from nas.train.distributed import LocalRun, NullLog
 from nas.train.evaluation import EvalSet, evaluate_subnets
 from nas.train.init import dropout_rates, set_dropout
 from nas.train.losses import weighted_mean
@@ -104,14 +105,19 @@ class Trainer:
     """Train ``model`` on ``data`` with the plans of ``sampler``; state and logs live in ``out_dir``."""
 
     def __init__(self, model: Supernet, data: DataModule, sampler: Sampler, config: TrainConfig, out_dir: str | Path,
-                 *, teacher: nn.Module | None = None) -> None:
+                 *, teacher: nn.Module | None = None, dist: LocalRun | None = None) -> None:
         if sampler.needs_fixed_teacher and teacher is None:
             raise ValueError(f"{type(sampler).__name__} distils from a fixed teacher, but no teacher was given")
         self.cfg, self.data, self.sampler, self.out_dir = config, data, sampler, Path(out_dir)
-        self.device = resolve_device(config.device)
+        # dist: this process's rank under torchrun (nas.train.distributed); LocalRun = single process
+        self.dist = dist if dist is not None else LocalRun()
+        self.dist.check_batch(config.batch_size)
+        self.device = self.dist.device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.model = model.to(self.device)
+        self.net = self.dist.wrap(self.model)  # what training forwards call (DDP under torchrun)
+        self._denominator: float | None = None
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.rates = dropout_rates(model) if config.dropout is None else {
             k: float(config.dropout) for k in dropout_rates(model)}
@@ -166,6 +172,8 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def save(self, finished: bool = False) -> Path:
+        if not self.dist.is_main:
+            return self.checkpoint_path
         return save_checkpoint(self.checkpoint_path, self.state_dict(finished))
 
     # -- evaluation (also the sampler's TrainContext) ---------------------------------------------
@@ -186,15 +194,17 @@ class Trainer:
         """Train to the configured number of epochs; with ``resume`` continue from ``checkpoint.pt`` if present."""
         start, resumed = time.perf_counter(), None
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        finished = False
         if resume and self.checkpoint_path.exists():
             state = load_checkpoint(self.checkpoint_path, self.device)
             self.load_state_dict(state)
-            resumed = self.step
-            if state["finished"]:
-                return TrainResult(self.out_dir, self.step, self.epoch, 0.0, resumed_from_step=resumed)
+            resumed, finished = self.step, bool(state["finished"])
         else:
             torch.manual_seed(self.cfg.seed)
             self.sampler.setup(self.model)
+        self.dist.agree(self.step, finished)
+        if finished:
+            return TrainResult(self.out_dir, self.step, self.epoch, 0.0, resumed_from_step=resumed)
         self.scheduler.step_update(self.step)
         self._open_logs(resumed)
         evals: list[dict[str, Any]] = []
@@ -202,14 +212,19 @@ class Trainer:
             while self.epoch < self.cfg.epochs:
                 self._run_epoch()
                 evals += self._end_epoch()
-            save_weights(self.out_dir, self.model, {"steps": self.step, "epochs": self.epoch,
-                                                   "config": asdict(self.cfg)})
+            if self.dist.is_main:
+                save_weights(self.out_dir, self.model, {"steps": self.step, "epochs": self.epoch,
+                                                       "config": asdict(self.cfg)})
             self.save(finished=True)
         finally:
             self.tb.close()
+        self.dist.barrier()
         return TrainResult(self.out_dir, self.step, self.epoch, time.perf_counter() - start, evals, resumed)
 
     def _open_logs(self, resumed: int | None) -> None:
+        if not self.dist.is_main:
+            self.log = self.eval_log = self.tb = NullLog()  # type: ignore[assignment]
+            return
         tags = [f"loss_{t}" for t in self.sampler.tags]
         self.log = CSVLog(self.out_dir / "metrics.csv", ["epoch", "step", "lr", "loss", *tags, "img_s", "elapsed_s"],
                           keep_until_step=resumed)
@@ -226,7 +241,7 @@ class Trainer:
                                  f"{spe} batches of {cfg.batch_size}")
         self.model.train()
         bar = tqdm(total=spe, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=not cfg.progress, leave=False)
+                   disable=not (cfg.progress and self.dist.is_main), leave=False)
         window: dict[str, list[float]] = {}
         t_log = time.perf_counter()
         while self.batch < spe:
@@ -253,11 +268,13 @@ class Trainer:
     def _batch(self, b: int) -> Batch:
         ed, bs = self.epoch_data, self.cfg.batch_size
         assert ed is not None
-        idx = ed.indices[b * bs : (b + 1) * bs]
+        part, mine = slice(b * bs, (b + 1) * bs), self.dist.shard(bs)  # mine: this rank's share of the batch
+        weights = None if ed.weights is None else ed.weights[part]
+        self._denominator = self.dist.weight_denominator(weights)
+        idx = ed.indices[part][mine]
         x, y = self.data.get("train", idx)
-        seed = np.random.SeedSequence([self.cfg.seed, self.step]).generate_state(1)[0]
-        gen = torch.Generator().manual_seed(int(seed))
-        w = None if ed.weights is None else torch.from_numpy(ed.weights[b * bs : (b + 1) * bs])
+        gen = torch.Generator().manual_seed(self.dist.step_seed(self.cfg.seed, self.step))
+        w = None if weights is None else torch.from_numpy(weights[mine])
         return Batch(self.data.augment(x, gen), y, torch.from_numpy(idx), w).to(self.device)
 
     def _train_step(self, batch: Batch) -> dict[str, float]:
@@ -268,18 +285,19 @@ class Trainer:
         inplace: torch.Tensor | None = None
         per_tag: dict[str, list[float]] = {}
         total = 0.0
-        for task in plan:
+        for i, task in enumerate(plan):
             self.model.set_arch(task.arch)
             set_dropout(self.model, self.rates if task.regularize else 0.0)
             size = arch_resolution(self.model.space, task.arch, self.data.image_size)
             if size not in resized:
                 resized[size] = resize_to(batch.x, size)
-            with self.autocast():
-                logits = self.model(resized[size])
+            # gradients are all-reduced only by the last task's backward (no_sync before); BN may sync over ranks
+            with self.autocast(), self.dist.accumulate(self.net, i == len(plan) - 1), self.dist.training(self.model):
+                logits = self.net(resized[size])
             target = inplace if task.recipe.needs_inplace_teacher else (
                 self._teacher_logits(fixed, size, resized[size]) if task.recipe.needs_fixed_teacher else None)
             per_example = task.recipe.per_example(logits, batch.y, target)
-            loss = weighted_mean(per_example, batch.weight) * task.weight
+            loss = weighted_mean(per_example, batch.weight, self._denominator) * task.weight
             value = float(loss.detach())
             if not np.isfinite(value):
                 raise NonFiniteLossError(f"loss of subnet {task.tag} ({task.arch.id}) is {value} at step "
@@ -287,8 +305,8 @@ class Trainer:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             if task.teacher:
                 inplace = logits.detach()
-            self.sampler.observe(TaskResult(task, value, per_example.detach(), logits.detach(), batch.y, batch.index),
-                                 self.model)
+            self.dist.observe(self.sampler, TaskResult(task, value, per_example.detach(), logits.detach(), batch.y,
+                                                       batch.index), self.model)
             per_tag.setdefault(task.tag, []).append(value)
             total += value
         set_dropout(self.model, self.rates)
@@ -297,7 +315,7 @@ class Trainer:
         self.step += 1
         self.scheduler.step_update(self.step)
         out = {f"loss_{t}": float(np.mean(v)) for t, v in per_tag.items() if t in self.sampler.tags}
-        return out | {"loss": total}
+        return self.dist.mean_losses(out | {"loss": total})
 
     @torch.no_grad()
     def _teacher_logits(self, cache: dict[int, torch.Tensor], size: int, x: torch.Tensor) -> torch.Tensor:
@@ -330,9 +348,10 @@ class Trainer:
                 self.eval_log.write(row)
                 self.tb.scalars(self.step, {f"{tag}_top1": res["top1"]}, "val/")
                 rows.append(row)
-            if self.cfg.progress:
+            if self.cfg.progress and self.dist.is_main:
                 tqdm.write(f"epoch {self.epoch + 1}: " + ", ".join(f"{r['subnet']} {r['top1']:.2f}%" for r in rows))
         self.sampler.on_epoch_end(self.epoch, self)
+        self.dist.sync_sampler(self.sampler)
         self.epoch, self.batch, self.epoch_data = self.epoch + 1, 0, None
         self.save()
         return rows
