@@ -82,6 +82,10 @@ class QuantSupernet(Supernet):
     def spec(self) -> dict[str, Any]:
         return {"base": self.base_name, "base_kwargs": self.inner.spec()}
 
+    def no_weight_decay(self) -> set[str]:
+        """Quantiser step sizes and offsets (timm's optimizer factory exempts these names from weight decay)."""
+        return {n for n, _ in self.named_parameters() if ".wq." in n or ".aq." in n}
+
     def _apply_arch(self, joint: JointArch) -> None:
         self.inner.set_arch(joint.arch)
         self._configs = joint.policy.active_layers()
