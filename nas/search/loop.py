@@ -130,7 +130,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
                searcher: str | Searcher = "random", *, budget: int, seed: int = 0, out_dir: str | Path | None = None,
                searcher_kwargs: Mapping[str, Any] | None = None, resume: bool = True, checkpoint_every: int = 1,
                max_stale_steps: int = 200, encoded_fns: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-               progress: Callable[[SearchProblem, int], None] | None = None, save: bool = True,
+               progress: Callable[[SearchProblem, int], None] | None = None, save: bool = True, plot: bool = True,
                problem: SearchProblem | None = None) -> SearchResult:
     """Search ``space`` for ``budget`` queries and return (and, with ``out_dir``, write) a :class:`SearchResult`.
 
@@ -182,7 +182,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     if out is not None:
         _write_checkpoint(out / CHECKPOINT, signature, problem, steps)
         if save:
-            result.save(out)
+            result.save(out, plot=plot)
     if problem.constraints and result.n and not result.feasible.any():
         closest = result.records(np.array([result.closest_infeasible()]))[0]
         raise InfeasibleConstraintsError(

@@ -1,0 +1,24 @@
+"""``python -m nas.search [+hw=snapdragon855] [searcher=...] [experiment=...]``: thin hydra entry over
+:func:`nas.search.app.search_from_config`. Prints the Pareto front and writes the results directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from nas.search.app import search_from_config, summarise
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="search")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("nas").setLevel(logging.INFO)
+    print(summarise(search_from_config(cfg)))
+
+
+if __name__ == "__main__":
+    main()
