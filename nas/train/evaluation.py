@@ -39,8 +39,9 @@ class EvalSet:
 
     def __init__(self, data: DataModule, *, split: str = "val", n_images: int | None = None,
                  calib_images: int = 2000, calib_batch: int = 200, calib_split: str = "train", seed: int = 0,
-                 batch_size: int = 500, device: torch.device | str = "cpu") -> None:
+                 batch_size: int = 500, device: torch.device | str = "cpu", channels_last: bool = True) -> None:
         self.data, self.split, self.device = data, split, torch.device(device)
+        self.channels_last = channels_last
         idx = data.fixed_subset(split, n_images, seed) if n_images else None
         batches = list(data.batches(split, idx, batch_size))
         self._x = [b.x for b in batches]
@@ -51,8 +52,9 @@ class EvalSet:
     def at(self, size: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(calibration batches, evaluation batches) resized to ``size``, on the device."""
         if size not in self._cache:
-            self._cache[size] = ([resize_to(x, size).to(self.device) for x in self._calib],
-                                 [resize_to(x, size).to(self.device) for x in self._x])
+            cl = self.channels_last
+            self._cache[size] = ([resize_to(x, size, channels_last=cl).to(self.device) for x in self._calib],
+                                 [resize_to(x, size, channels_last=cl).to(self.device) for x in self._x])
         return self._cache[size]
 
     @property
@@ -168,7 +170,8 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     else:
         archs = sample_archs(model.space, int(cfg.n_random), int(cfg.seed), include_extremes=bool(cfg.extremes))
     evalset = EvalSet(data, split=cfg.split, n_images=cfg.get("n_images"), calib_images=cfg.calib_images,
-                      calib_batch=cfg.calib_batch, seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device)
+                      calib_batch=cfg.calib_batch, seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device,
+                      channels_last=bool(cfg.get("channels_last", True)))
     rows = evaluate_subnets(model, archs, evalset, progress=bool(cfg.progress))
     path = write_measurements(cfg.out, rows) if cfg.get("out") else None
     return EvaluateResult(path, rows, time.perf_counter() - start)

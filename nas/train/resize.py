@@ -24,9 +24,13 @@ def arch_resolution(space: Any, arch: Any, default: int) -> int:
     return int(r) if r is not None else int(default)
 
 
-def resize_to(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a batch (N, C, H, W) to (N, C, size, size); identity when already that size."""
-    if x.shape[-2:] == (size, size):
-        return x
-    shrink = size < x.shape[-1] or size < x.shape[-2]
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+def resize_to(x: torch.Tensor, size: int, *, channels_last: bool = False) -> torch.Tensor:
+    """Resize a batch (N, C, H, W) to (N, C, size, size); identity when already that size.
+
+    ``channels_last`` returns NHWC memory layout: convolutions then keep it through the network, and on CPU
+    oneDNN's depthwise convolutions (forward and backward) run about 2.5x faster than in NCHW.
+    """
+    if x.shape[-2:] != (size, size):
+        shrink = size < x.shape[-1] or size < x.shape[-2]
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = True
     threads: int | None = None
     max_steps_per_epoch: int | None = None
     checkpoint_every: int = 0
@@ -181,7 +182,7 @@ class Trainer:
         if self._evalset is None or self._evalset.split != split:
             self._evalset = EvalSet(self.data, split=split, n_images=self.cfg.eval_images,
                                     calib_images=self.cfg.calib_images, calib_batch=self.cfg.calib_batch,
-                                    seed=self.cfg.seed, device=self.device)
+                                    seed=self.cfg.seed, device=self.device, channels_last=self.cfg.channels_last)
         return evaluate_subnets(self.model, archs, self._evalset)
 
     def eval_archs(self) -> dict[str, Any]:
@@ -290,7 +291,7 @@ class Trainer:
             set_dropout(self.model, self.rates if task.regularize else 0.0)
             size = arch_resolution(self.model.space, task.arch, self.data.image_size)
             if size not in resized:
-                resized[size] = resize_to(batch.x, size)
+                resized[size] = resize_to(batch.x, size, channels_last=self.cfg.channels_last)
             # gradients are all-reduced only by the last task's backward (no_sync before); BN may sync over ranks
             with self.autocast(), self.dist.accumulate(self.net, i == len(plan) - 1), self.dist.training(self.model):
                 logits = self.net(resized[size])

@@ -91,3 +91,18 @@ def test_exponential_decay_with_constant_ending():
     assert all(a > b for a, b in zip(lrs[:49], lrs[1:50]))
     with pytest.raises(KeyError, match="cosine"):
         _lrs("cosin")
+
+
+def test_channels_last_batches_compute_the_same_function():
+    torch.manual_seed(0)
+    net = create_supernet("ofa_mbv3", "ofa_mbv3_tiny", dropout=0.0)
+    from nas.train.resize import resize_to
+
+    x = torch.randn(6, 1, 28, 28)
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        for arch in sample_archs(net.space, 2, seed=0):
+            net.set_arch(arch)
+            nhwc = resize_to(x, arch.r, channels_last=True)
+            assert nhwc.is_contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(net(resize_to(x, arch.r)), net(nhwc), atol=1e-5)
