@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps of each training run")
     p.add_argument("--g-acc", type=int, default=4, help="sub-models accumulated per step")
     p.add_argument("--distribution", default="grid", choices=["grid", "chain"])
+    p.add_argument("--chain-order", default=None, help="comma-separated dims raised round-robin along the chain")
+    p.add_argument("--chain-weights", default=None, help="comma-separated draw weights of the chain members")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adamw")
     p.add_argument("--lr", type=float, default=5e-3)
@@ -58,9 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     net = create_supernet(SUPERNET_OF[args.space], args.space)
     cfg = step_config(args.steps, data, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, warmup_epochs=0.0, seed=args.seed, threads=args.threads)
-    sampler = SortedNetSampler(net.space, g_acc=args.g_acc, distribution=args.distribution, seed=args.seed)
+    order = args.chain_order.split(",") if args.chain_order else None
+    weights = [float(w) for w in args.chain_weights.split(",")] if args.chain_weights else None
+    sampler = SortedNetSampler(net.space, g_acc=args.g_acc, distribution=args.distribution, chain_order=order,
+                               chain_weights=weights, seed=args.seed)
     print(f"SortedNet: {args.space}, grid {dict(zip(sampler.grid.names, sampler.grid.shape))} "
-          f"({len(sampler.grid)} sub-models), g_acc={args.g_acc}, {args.distribution} distribution, "
+          f"({len(sampler.grid)} sub-models), g_acc={args.g_acc}, {args.distribution} distribution "
+          f"(chain order {order or list(sampler.grid.names)}, weights {weights or 'uniform'}), "
           f"{cfg.epochs} x {cfg.max_steps_per_epoch} steps of {args.batch_size}", flush=True)
     train(net, data, sampler, cfg, args.out_dir / "sorted")
     archs = sampler.chain_archs()
@@ -81,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\nsearch-free selection (largest sub-model within budget):")
     for frac in (0.1, 0.25, 0.5, 1.0):
         for ch, total in ((chain, chain.costs[-1]), (by_params, by_params.costs[-1])):
-            s = ch.select(frac * total)
+            try:
+                s = ch.select(frac * total)
+            except ValueError as exc:
+                print(f"  {ch.metric:>6} <= {frac:4.0%} of max -> {exc}")
+                continue
             print(f"  {ch.metric:>6} <= {frac:4.0%} of max -> #{s.index} {s.arch.id} ({s.cost:.0f}, "
                   f"top1 {s.accuracy:.2f})")
 
