@@ -42,7 +42,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
 from search_spaces.base import SearchSpace
 
-__all__ = ["run_worker", "WorkerResult", "SupernetEvaluator", "EvaluateFn", "study_summary", "DEAD_STATES"]
+__all__ = ["run_worker", "worker_from_config", "WorkerResult", "SupernetEvaluator", "EvaluateFn", "study_summary",
+           "DEAD_STATES"]
 
 log = logging.getLogger("nas.search.workers")
 EvaluateFn = Callable[[Any], Mapping[str, float]]
@@ -254,3 +255,21 @@ class SupernetEvaluator:
         row = evaluate_subnets(self.model, [arch], self.evalset)[0]
         return {"top1": float(row["top1"]), "loss": float(row["loss"]), "macs_M": row["macs"] / 1e6,
                 "params_M": row["params"] / 1e6}
+
+
+def worker_from_config(cfg: Mapping[str, Any]) -> WorkerResult:
+    """Library entry of ``python -m nas.search_worker`` (a resolved ``conf/search_worker.yaml``)."""
+    import torch
+
+    from nas.train.run import build_data
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=int(cfg["seed"]),
+                                  device=str(cfg["device"]), **dict(cfg["eval"]))
+    return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, int(cfg["n_trials"]),
+                      objectives=dict(cfg["objectives"]), sampler=str(cfg["sampler"]),
+                      sampler_kwargs=dict(cfg.get("sampler_kwargs") or {}), seed=int(cfg["seed"]),
+                      worker_id=cfg.get("worker_id"), heartbeat_interval=int(cfg["heartbeat_interval"]),
+                      grace_period=cfg.get("grace_period"), max_retry=cfg.get("max_retry"),
+                      max_duplicates=int(cfg["max_duplicates"]), timeout=cfg.get("timeout"))
