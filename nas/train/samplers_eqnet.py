@@ -50,7 +50,7 @@ class EQNetSampler(Sampler):
         super().__init__(space, seed=seed)
         self.space: JointSpace = space
         self.n_random, self.calib_images, self.calib_steps = n_random, calib_images, calib_steps
-        self.wdr = {"skew_weight": skew_weight, "kurt_weight": kurt_weight, "target_kurtosis": target_kurtosis}
+        self.skew_weight, self.kurt_weight, self.target_kurtosis = skew_weight, kurt_weight, target_kurtosis
         self.label_recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self.chain_recipe = LossRecipe(hard=1.0 - lam, soft=lam, source="inplace", label_smoothing=label_smoothing,
                                        temperature=temperature)
@@ -89,7 +89,8 @@ class EQNetSampler(Sampler):
         return StepPlan(tasks)
 
     def on_step_end(self, step: int, model: nn.Module) -> None:
-        loss = wdr_loss(model, **self.wdr)
+        loss = wdr_loss(model, skew_weight=self.skew_weight, kurt_weight=self.kurt_weight,
+                        target_kurtosis=self.target_kurtosis)
         loss.backward()
         self.last_wdr = float(loss.detach())
 

@@ -26,6 +26,12 @@ __all__ = ["FakeQuantLayer", "wrap_in_call_order", "fake_quant_config", "call_or
 class FakeQuantLayer(nn.Module):
     """A plain conv / linear ``op`` with fixed weight and input fake quantisation (buffers hold the parameters)."""
 
+    op: nn.Conv2d | nn.Linear
+    w_scale: torch.Tensor
+    w_zero: torch.Tensor
+    a_scale: torch.Tensor
+    a_zero: torch.Tensor
+
     def __init__(self, op: nn.Module, config: LayerQuant, unsigned: bool) -> None:
         super().__init__()
         adapter = adapter_for(op)

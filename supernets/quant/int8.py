@@ -98,7 +98,7 @@ class Int8Network(nn.Module):
 
 def _folding_pairs(module: nn.Module) -> dict[FakeQuantLayer, tuple[nn.Module, str, nn.BatchNorm2d]]:
     """Fake-quant convs directly followed by a BatchNorm2d in the same nn.Sequential."""
-    pairs = {}
+    pairs: dict[FakeQuantLayer, tuple[nn.Module, str, nn.BatchNorm2d]] = {}
     for parent in module.modules():
         if not isinstance(parent, nn.Sequential):
             continue
@@ -145,6 +145,8 @@ def _int8_op(layer: FakeQuantLayer, bn: nn.BatchNorm2d | None, out_range: tuple[
     ints = torch.clamp(torch.round(w / s.reshape(shape) + z.reshape(shape)), *layer.w_range)
     bias = op.bias.detach().clone() if op.bias is not None else torch.zeros(c)
     if bn is not None:
+        if bn.running_var is None or bn.running_mean is None:
+            raise Int8ExportError("batch norm without running statistics cannot be folded into an int8 layer")
         f = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
         bias = (bias - bn.running_mean) * f + bn.bias.detach()
         sign = torch.where(f < 0, -1.0, 1.0)
@@ -161,7 +163,7 @@ def _int8_op(layer: FakeQuantLayer, bn: nn.BatchNorm2d | None, out_range: tuple[
         q = nnq.Conv2d(op.in_channels, op.out_channels, op.kernel_size, op.stride, op.padding, op.dilation,
                        op.groups, bias=True)
     q.set_weight_bias(qw, bias.float())  # type: ignore[operator]
-    q.scale, q.zero_point = out_scale, out_zero
+    q.scale, q.zero_point = out_scale, out_zero  # type: ignore[assignment]
     return q
 
 

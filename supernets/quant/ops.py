@@ -107,6 +107,10 @@ class Binding:
 class QuantLayer(nn.Module):
     """Fake-quantised conv/linear around an existing (elastic or plain) layer ``op``."""
 
+    op: Any  # the wrapped layer: its own methods (set_active, permute_*, export) are called through the wrapper
+    wq: WeightQuantizer
+    aq: ActQuantizer
+
     def __init__(self, op: nn.Module, binding: Binding | None = None, config: LayerQuant | None = None) -> None:
         super().__init__()
         adapter = adapter_for(op)

@@ -123,6 +123,8 @@ class WeightQuantizer(nn.Module):
     """Step/offset tables of one weight tensor: per-tensor ``(sym|asym, bits)`` and per-channel
     ``(sym|asym, C_out, bits)`` steps; offsets for asymmetric only (symmetric offsets are 0, not stored)."""
 
+    initialized: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         n = len(BITS)
@@ -188,6 +190,9 @@ class WeightQuantizer(nn.Module):
 class ActQuantizer(nn.Module):
     """Per-tensor activation step/offset tables ``(sym|asym, bits)``; unsigned range when calibrated on
     non-negative inputs."""
+
+    unsigned: torch.Tensor
+    initialized: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -61,6 +61,7 @@ class QuantSupernet(Supernet):
     """A supernet of ``space.base`` (``base`` names it; default by space type) with quantised layers."""
 
     name = "quant"
+    inner: Supernet
 
     def __init__(self, space: JointSpace, *, base: str | None = None,
                  base_kwargs: dict[str, Any] | None = None) -> None:
@@ -115,7 +116,7 @@ class QuantSupernet(Supernet):
                 m.training = mode
 
     @contextmanager
-    def unwrapped(self) -> Iterator[nn.Module]:
+    def unwrapped(self) -> Iterator[Supernet]:
         """The wrapped float supernet with its original layers put back (for its own export), re-wrapped on exit."""
         swaps = [(parent, name, child) for parent in self.inner.modules()
                  for name, child in parent.named_children() if isinstance(child, QuantLayer)]
