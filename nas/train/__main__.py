@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -17,7 +18,8 @@ def main(cfg: DictConfig) -> None:
     result = run_train(cfg)
     last = result.evals[-2:] if result.evals else []
     summary = ", ".join(f"{r['subnet']} {r['top1']:.2f}%" for r in last)
-    print(f"trained in {result.seconds:.0f}s -> {result.out_dir}" + (f" ({summary})" if summary else ""))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary (rank 0's) rather than one per process
+        print(f"trained in {result.seconds:.0f}s -> {result.out_dir}" + (f" ({summary})" if summary else ""))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,15 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_
   weight sum, so the averaged gradient equals the single-process one.
 - **One all-reduce per step.** The subnets of a step accumulate gradients under ``no_sync()``; only the last
   backward all-reduces. ``find_unused_parameters=True``: a subnet leaves blocks, kernel transforms and channel
-  slices unused, and DDP's used-parameter map covers every backward of the ``no_sync`` session.
+  slices unused, and DDP's used-parameter map covers every backward of the ``no_sync`` session. A sampler reading
+  gradients in ``observe`` sees the all-reduced gradient after the last task of a step, but only this rank's
+  partial sums after earlier tasks (PA&DA plans one task per step, so its path importance is exact).
 - **Batch norm.** With ``sync_bn`` (default) every BN of the supernet, elastic prefixes included, normalises with
   global-batch statistics (:mod:`nas.train.sync_bn`); otherwise each rank uses its local batch and DDP broadcasts
   rank 0's running statistics.
 - **Randomness.** Augmentation and dropout are seeded by (seed, step, rank): ranks differ, resumes are exact.
+- **Evaluation** at the end of an epoch runs on every rank (same weights, same images, local BN recalibration), so
+  samplers that evaluate subnets (ShiftNAS) take the same decisions everywhere; only rank 0 logs it.
 - **Checkpoints** are written by rank 0 only; every rank reads the same file on resume (``out_dir`` must be on a
   filesystem shared by all nodes), and they are resumable with any number of processes: they hold the global epoch
   order, batch position, and model/optimizer/sampler states, nothing per rank.
