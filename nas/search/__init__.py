@@ -15,6 +15,7 @@ from nas.search.objectives import (
     MissingArchError,
     Objective,
     create_objective,
+    hw_objective,
     macs_objective,
     params_objective,
     predictor_objective,
@@ -28,7 +29,7 @@ from nas.search.searchers import SEARCHERS, Searcher, SearcherConfigError, Stora
 __all__ = [
     "EncodedView", "run_search", "linas_search", "LinasResult", "InfeasibleConstraintsError",
     "CheckpointMismatchError", "check_feasible", "OBJECTIVES", "Objective", "Constraint", "MissingArchError",
-    "create_objective", "macs_objective", "params_objective", "predictor_objective", "table_objective",
+    "create_objective", "hw_objective", "macs_objective", "params_objective", "predictor_objective", "table_objective",
     "pareto_front", "hypervolume", "default_reference_point", "hv_improvement_2d", "SearchProblem", "Evaluation",
     "SearchResult", "SEARCHERS", "Searcher", "SearcherConfigError", "StorageError", "create_searcher",
 ]

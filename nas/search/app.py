@@ -69,7 +69,7 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).total)
+                     fn_x=lambda X: model.evaluate_encoded(space, X).values)
 
 
 def _custom_space(spec: str) -> SearchSpace:

@@ -76,12 +76,15 @@ class _Signature(Searcher):
 
 
 def _predicted(metric: Objective | Constraint, predictor: Any) -> Objective | Constraint:
+    """The metric with its measurement replaced by the predictor (cheap; batched on encodings if it can)."""
     def fn(archs: Sequence[Any]) -> np.ndarray:
         return np.asarray(predictor.predict(list(archs)), dtype=np.float64).reshape(-1)
 
+    fast = getattr(predictor, "predict_encoded", None)
+    fn_x = None if not callable(fast) else (lambda X: np.asarray(fast(X), dtype=np.float64).reshape(-1))
     if isinstance(metric, Objective):
-        return Objective(metric.name, fn, direction=metric.direction, expensive=False)
-    return Constraint(metric.name, fn, upper=metric.upper, lower=metric.lower, expensive=False)
+        return Objective(metric.name, fn, direction=metric.direction, expensive=False, fn_x=fn_x)
+    return Constraint(metric.name, fn, upper=metric.upper, lower=metric.lower, expensive=False, fn_x=fn_x)
 
 
 def linas_search(space: Any, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (), *,
@@ -149,7 +152,7 @@ def _propose(problem: SearchProblem, factory: Callable[[], Any], n: int, inner: 
     objectives = [swap.get(o.name, o) for o in problem.objectives]
     constraints = [swap.get(c.name, c) for c in problem.constraints]
     inner_result = run_search(problem.space, objectives, constraints, inner, budget=inner_budget, seed=seed,
-                              searcher_kwargs=inner_kwargs, max_stale_steps=50)
+                              searcher_kwargs=inner_kwargs, max_stale_steps=20)
     fresh = ~problem.is_queried(inner_result.X)
     order = [i for i in selection_order(inner_result.F, inner_result.cv) if fresh[i]]
     batch = inner_result.X[order[:n]]

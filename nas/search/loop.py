@@ -115,15 +115,13 @@ def _load_checkpoint(path: Path, signature: dict[str, Any], problem: SearchProbl
 def build_result(problem: SearchProblem, *, searcher: str, searcher_config: Mapping[str, Any], seed: int,
                  budget: int, stop_reason: str, seconds: float) -> SearchResult:
     rows = np.array(problem.history, dtype=np.int64)
-    archs = [problem.arch(int(r)) for r in rows]
     return SearchResult(
-        space_spec=problem.space.spec(),
+        space=problem.space,
         objectives=[{"name": o.name, "direction": o.direction, "expensive": o.expensive} for o in problem.objectives],
         constraints=[{"name": c.name, "lower": c.lower, "upper": c.upper} for c in problem.constraints],
-        metric_names=list(problem.names), arch_ids=[problem.space.arch_id(a) for a in archs],
-        arch_dicts=[problem.space.to_dict(a) for a in archs], X=problem.encodings(rows), values=problem.raw(rows),
+        metric_names=list(problem.names), X=problem.encodings(rows), values=problem.raw(rows),
         F=problem.F_of(rows), G=problem.G_of(rows), searcher=searcher, searcher_config=dict(searcher_config),
-        seed=seed, budget=budget, stop_reason=stop_reason, seconds=seconds, archs=archs)
+        seed=seed, budget=budget, stop_reason=stop_reason, seconds=seconds)
 
 
 def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
@@ -131,11 +129,12 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
                searcher_kwargs: Mapping[str, Any] | None = None, resume: bool = True, checkpoint_every: int = 1,
                max_stale_steps: int = 200, encoded_fns: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
                progress: Callable[[SearchProblem, int], None] | None = None, save: bool = True, plot: bool = True,
-               problem: SearchProblem | None = None) -> SearchResult:
+               max_steps: int | None = None, problem: SearchProblem | None = None) -> SearchResult:
     """Search ``space`` for ``budget`` queries and return (and, with ``out_dir``, write) a :class:`SearchResult`.
 
     ``searcher`` is a registered name (``SEARCHERS``) or an instance; ``encoded_fns`` gives metrics a vectorised path
-    on encoding matrices. Raises :class:`InfeasibleConstraintsError` when no architecture meets the constraints
+    on encoding matrices; ``max_steps`` bounds the ask/tell steps (generations) whatever the number of queries.
+    Raises :class:`InfeasibleConstraintsError` when no architecture meets the constraints
     (before the search for cheap constraints; after saving the results for expensive ones).
     """
     if budget < 1:
@@ -156,6 +155,9 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     algo.setup(problem, seed, workdir=out)
     start, steps, stale, reason = time.perf_counter(), 0, 0, "budget"
     while problem.n_queries < budget:
+        if max_steps is not None and steps >= max_steps:
+            reason = "max_steps"
+            break
         if algo.done:
             reason = "exhausted"
             break

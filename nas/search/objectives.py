@@ -23,7 +23,7 @@ from search_spaces.base import SearchSpace
 
 __all__ = [
     "Metric", "Objective", "Constraint", "ArchFunction", "Predictor", "OBJECTIVES", "create_objective",
-    "macs_objective", "params_objective", "table_objective", "predictor_objective", "read_table",
+    "macs_objective", "params_objective", "table_objective", "predictor_objective", "hw_objective", "read_table",
     "MissingArchError",
 ]
 
@@ -180,11 +180,26 @@ def table_objective(space: SearchSpace, *, table: Mapping[str, float] | str | Pa
 @OBJECTIVES.register("predictor")
 def predictor_objective(space: SearchSpace, *, predictor: Predictor, name: str = "accuracy",
                         direction: str = "max") -> Objective:
-    """A fitted predictor's output (cheap): one batched ``predict`` call per population."""
+    """A fitted predictor's output (cheap): one batched ``predict`` call per population. A predictor that also
+    has ``predict_encoded(X)`` (rows of ``space.encode``) is called on whole encoding matrices."""
     if not callable(getattr(predictor, "predict", None)):
         raise TypeError(f"predictor must have a predict(archs) method, got {type(predictor).__name__}")
+    fast = getattr(predictor, "predict_encoded", None)
     return Objective(name, lambda archs: np.asarray(predictor.predict(list(archs)), dtype=np.float64).reshape(-1),
-                     direction=direction, expensive=False)
+                     direction=direction, expensive=False,
+                     fn_x=None if not callable(fast) else (lambda X: np.asarray(fast(X), np.float64).reshape(-1)))
+
+
+@OBJECTIVES.register("hw")
+def hw_objective(space: SearchSpace, *, profile: Any, name: str | None = None, **profile_kwargs: Any) -> Objective:
+    """A hardware cost (latency on a device, or MACs/params/size) from ``hw_profiles``: ``profile`` is a
+    registered profile name (``snapdragon855``, ``local_cpu``, ``macs``...) or a ``CostModel``. Cheap; whole
+    populations are priced from their encodings in one call."""
+    from hw_profiles import create_hw_profile
+
+    model = create_hw_profile(profile, **profile_kwargs) if isinstance(profile, str) else profile
+    return Objective(name or model.name, lambda archs: np.asarray(model(space, list(archs)), dtype=np.float64),
+                     fn_x=lambda X: np.asarray(model.evaluate_encoded(space, X).values, dtype=np.float64))
 
 
 def create_objective(kind: str, space: SearchSpace, **kwargs: Any) -> Objective:

@@ -111,6 +111,8 @@ class SearchProblem:
 
     def within_budget(self, X: np.ndarray, n_new: int) -> int:
         """Length of the longest prefix of ``X`` whose full evaluation makes at most ``n_new`` queries."""
+        if n_new >= len(X):
+            return len(X)
         seen: set[bytes] = set()
         for i, key in enumerate(self.view.keys(self.view.canonical(X))):
             r = self._index.get(key)
@@ -126,6 +128,10 @@ class SearchProblem:
         unknown = [n for n in names if n not in self._col]
         if unknown:
             raise KeyError(f"unknown metrics {unknown}; metrics: {self.names}")
+        if all(n in self._fast and not self.metrics[n].expensive for n in names):
+            # cheap and vectorised: computing is cheaper than caching (screening thousands of rejected children)
+            Xc = self.view.canonical(X)
+            return np.stack([np.asarray(self._fast[n](Xc), dtype=np.float64).reshape(-1) for n in names], axis=1)
         return self.values_at(self.rows(X), names)
 
     def values_at(self, rows: np.ndarray, names: Sequence[str]) -> np.ndarray:

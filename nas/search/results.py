@@ -46,14 +46,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @dataclass
 class SearchResult:
-    """Queried architectures in query order, their raw metrics (columns ``metric_names``) and the settings."""
+    """Queried architectures in query order (encodings ``X``), their raw metrics (columns ``metric_names``) and the
+    settings. Architecture objects, ids and dicts are decoded on first use (a 50,000-query search needs none)."""
 
-    space_spec: dict[str, Any]
+    space: Any
     objectives: list[dict[str, Any]]
     constraints: list[dict[str, Any]]
     metric_names: list[str]
-    arch_ids: list[str]
-    arch_dicts: list[dict[str, Any]]
     X: np.ndarray
     values: np.ndarray
     F: np.ndarray
@@ -64,12 +63,30 @@ class SearchResult:
     budget: int = 0
     stop_reason: str = "budget"
     seconds: float = 0.0
-    archs: list[Any] = field(default_factory=list, repr=False)
+    _archs: list[Any] | None = field(default=None, repr=False)
 
     # -- views ------------------------------------------------------------------------------------------------
     @property
+    def space_spec(self) -> dict[str, Any]:
+        return self.space.spec()
+
+    @property
+    def archs(self) -> list[Any]:
+        if self._archs is None:
+            self._archs = [self.space.decode(x) for x in self.X]
+        return self._archs
+
+    @property
+    def arch_ids(self) -> list[str]:
+        return [self.space.arch_id(a) for a in self.archs]
+
+    @property
+    def arch_dicts(self) -> list[dict[str, Any]]:
+        return [self.space.to_dict(a) for a in self.archs]
+
+    @property
     def n(self) -> int:
-        return len(self.arch_ids)
+        return len(self.X)
 
     @property
     def cv(self) -> np.ndarray:
@@ -118,9 +135,10 @@ class SearchResult:
     def records(self, rows: np.ndarray | None = None) -> list[dict[str, Any]]:
         rows = np.arange(self.n) if rows is None else rows
         front = set(self.front_indices().tolist())
-        return [{"query": int(i) + 1, "arch_id": self.arch_ids[i],
+        archs, feasible = self.archs, self.feasible
+        return [{"query": int(i) + 1, "arch_id": self.space.arch_id(archs[i]),
                  **{n: float(v) for n, v in zip(self.metric_names, self.values[i])},
-                 "feasible": bool(self.feasible[i]), "on_front": int(i) in front, "arch": self.arch_dicts[i]}
+                 "feasible": bool(feasible[i]), "on_front": int(i) in front, "arch": self.space.to_dict(archs[i])}
                 for i in rows]
 
     # -- files ------------------------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ class BayesianLinearSearch(Searcher):
 
     def __init__(self, *, n_init: int = 5, batch_size: int = 1, temperature: float = 0.5, noise: float = 0.1,
                  prior_var: float = 6.0, clip_quantile: float = 0.3, max_enumerate: int = 50_000,
-                 pool_size: int = 2000, n_elite: int = 10, pair_scale: float = 0.0) -> None:
+                 pool_size: int = 2000, n_elite: int = 10, pair_scale: float | str = 0.0,
+                 pair_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
+                 max_pair_features: int = 5000) -> None:
         if n_init < 1 or batch_size < 1:
             raise ValueError(f"n_init and batch_size must be >= 1, got {n_init}, {batch_size}")
         if not 0.0 <= clip_quantile < 1.0 or temperature <= 0 or noise <= 0 or prior_var <= 0:
@@ -61,10 +63,21 @@ class BayesianLinearSearch(Searcher):
                              f"{clip_quantile}, {temperature}, {noise}, {prior_var}")
         self.n_init, self.batch_size, self.temperature, self.noise = n_init, batch_size, temperature, noise
         self.prior_var, self.clip_quantile, self.max_enumerate = prior_var, clip_quantile, max_enumerate
+        if not (pair_scale == "auto" or (isinstance(pair_scale, (int, float)) and pair_scale >= 0)):
+            raise ValueError(f"pair_scale must be a non-negative number or 'auto', got {pair_scale!r}")
         self.pool_size, self.n_elite, self.pair_scale = pool_size, n_elite, pair_scale
+        self.pair_grid, self.max_pair_features = tuple(pair_grid), max_pair_features
 
     def _setup(self) -> None:
         p = self.problem
+        sizes = p.view.sizes
+        n_pairs = int((np.sum(sizes) ** 2 - np.sum(sizes**2)) // 2)
+        self._scales = (0.0,) if self.pair_scale == 0 else self.pair_grid if self.pair_scale == "auto" else (
+            float(self.pair_scale),)
+        if n_pairs > self.max_pair_features:  # too many gene pairs (e.g. OFA-MBv3): first-order features only
+            self._scales = (0.0,)
+        self._pairs = any(s > 0 for s in self._scales)
+        self.chosen_scales: list[float] = []
         self.expensive = [n for n in p.names if p.metrics[n].expensive]
         self.all_X = enumerate_encodings(p.view, self.max_enumerate)
         if self.all_X is not None:  # a small space: every feasible architecture is a candidate, features cached
@@ -122,15 +135,15 @@ class BayesianLinearSearch(Searcher):
         return C[keep], rows[keep], self._features(C[keep])
 
     def _features(self, X: np.ndarray) -> np.ndarray:
-        """One-hot features, plus (``pair_scale`` > 0) products of the one-hots of every gene pair, scaled."""
+        """One-hot features, plus (when pairs are enabled) products of the one-hots of every gene pair, unscaled."""
         oh = self.problem.view.onehot(X).astype(np.float64)
-        if self.pair_scale <= 0:
+        if not self._pairs:
             return oh
         view = self.problem.view
         blocks = [oh[:, view.offsets[i]: view.offsets[i] + view.sizes[i]] for i in range(view.n_genes)]
         pairs = [(blocks[i][:, :, None] * blocks[j][:, None, :]).reshape(len(X), -1)
                  for i in range(view.n_genes) for j in range(i + 1, view.n_genes)]
-        return np.concatenate([oh, self.pair_scale * np.concatenate(pairs, axis=1)], axis=1)
+        return np.concatenate([oh, np.concatenate(pairs, axis=1)], axis=1)
 
     def _cv(self, rows: np.ndarray) -> np.ndarray:
         G = self.problem.G_of(rows)
@@ -144,13 +157,33 @@ class BayesianLinearSearch(Searcher):
         A = self._features(p.encodings(rows))
         raw = p.raw(rows)
         out = {}
+        n_lin = p.view.n_features
         for name in self.expensive:
             y = raw[:, p.names.index(name)]
             t, mu, sd = self._transform(name, y)
-            w = posterior_sample(A, t, self.rng, noise=self.noise, prior_var=self._weight_var,
+            scale = self._choose_scale(A, t, n_lin)
+            col = np.ones(A.shape[1])
+            col[n_lin:] = scale
+            w = posterior_sample(A * col, t, self.rng, noise=self.noise, prior_var=self._weight_var,
                                  temperature=self.temperature)
-            out[name] = mu + sd * (feat @ w)
+            out[name] = mu + sd * (feat @ (w * col))
         return out
+
+    def _choose_scale(self, A: np.ndarray, t: np.ndarray, n_lin: int) -> float:
+        """Pair-feature scale with the highest marginal likelihood (empirical Bayes) among the allowed ones."""
+        if len(self._scales) == 1:
+            return self._scales[0]
+        G1, G2 = A[:, :n_lin] @ A[:, :n_lin].T, A[:, n_lin:] @ A[:, n_lin:].T
+        best, best_ll = self._scales[0], -np.inf
+        for s in self._scales:
+            K = self._weight_var * (G1 + s * s * G2) + self.noise * np.eye(len(t))
+            L = np.linalg.cholesky(K)
+            z = np.linalg.solve(L, t)
+            ll = -0.5 * z @ z - np.log(np.diag(L)).sum()
+            if ll > best_ll:
+                best, best_ll = s, ll
+        self.chosen_scales.append(best)
+        return best
 
     def _transform(self, name: str, y: np.ndarray) -> tuple[np.ndarray, float, float]:
         metric = self.problem.metrics[name]
@@ -216,4 +249,6 @@ class BayesianLinearSearch(Searcher):
     def config(self) -> dict[str, Any]:
         return {"n_init": self.n_init, "batch_size": self.batch_size, "temperature": self.temperature,
                 "noise": self.noise, "prior_var": self.prior_var, "clip_quantile": self.clip_quantile,
-                "max_enumerate": self.max_enumerate, "pool_size": self.pool_size, "n_elite": self.n_elite}
+                "max_enumerate": self.max_enumerate, "pool_size": self.pool_size, "n_elite": self.n_elite,
+                "pair_scale": self.pair_scale, "pair_grid": list(self.pair_grid),
+                "max_pair_features": self.max_pair_features}

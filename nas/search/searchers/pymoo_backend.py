@@ -121,7 +121,8 @@ class PymooSearcher(Searcher):
     """Drive a pymoo algorithm with ask/tell; evaluations go through the problem's cached, vectorised path."""
 
     def __init__(self, algorithm: str, *, pop_size: int = 50, operators: str = "sbx_pm",
-                 operator_kwargs: dict[str, Any] | None = None, eliminate_duplicates: bool = True) -> None:
+                 operator_kwargs: dict[str, Any] | None = None, eliminate_duplicates: bool = True,
+                 max_mating_iterations: int = 10) -> None:
         if algorithm not in _ALGORITHMS:
             raise ValueError(f"unknown pymoo algorithm {algorithm!r}; choose from {sorted(_ALGORITHMS)}")
         OPERATORS.get(operators)  # fail early with the list of operator sets
@@ -129,6 +130,10 @@ class PymooSearcher(Searcher):
             raise ValueError(f"pop_size must be >= 2, got {pop_size}")
         self.algorithm_name, self.pop_size, self.operators = algorithm, pop_size, operators
         self.operator_kwargs, self.eliminate_duplicates = dict(operator_kwargs or {}), eliminate_duplicates
+        # pymoo retries mating up to 100 times per generation to fill the offspring with non-duplicates; once a
+        # population has converged in a small space that is all it does. Fewer retries give a smaller batch instead
+        # (an empty one ends the search).
+        self.max_mating_iterations = max_mating_iterations
         self.max_objectives = _ALGORITHMS[algorithm][1]
 
     def _setup(self) -> None:
@@ -136,6 +141,7 @@ class PymooSearcher(Searcher):
         ops = OPERATORS.create(self.operators, view=view, **self.operator_kwargs)
         dup: Any = ArchDuplicateElimination(view) if self.eliminate_duplicates else False
         self.algorithm = _ALGORITHMS[self.algorithm_name][0](self.problem.n_obj, self.pop_size, ops, dup)
+        self.algorithm.mating.n_max_iterations = self.max_mating_iterations
         self.pymoo_problem = self.problem.to_pymoo()
         self.algorithm.setup(self.pymoo_problem, termination=NoTermination(), seed=self.seed, verbose=False)
         self._pending: Any = None
@@ -151,7 +157,8 @@ class PymooSearcher(Searcher):
 
     def config(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm_name, "pop_size": self.pop_size, "operators": self.operators,
-                "operator_kwargs": self.operator_kwargs, "eliminate_duplicates": self.eliminate_duplicates}
+                "operator_kwargs": self.operator_kwargs, "eliminate_duplicates": self.eliminate_duplicates,
+                "max_mating_iterations": self.max_mating_iterations}
 
 
 def _register(name: str, algorithm: str) -> None:
