@@ -33,3 +33,6 @@ __all__ = [
     "pareto_front", "hypervolume", "default_reference_point", "hv_improvement_2d", "SearchProblem", "Evaluation",
     "SearchResult", "SEARCHERS", "Searcher", "SearcherConfigError", "StorageError", "create_searcher",
 ]
+
+# Quantisation-policy objectives (EQ-Net); importing registers model_size, avg_bits, bitops, supernet_accuracy.
+from nas.search import objectives_quant as _objectives_quant  # noqa: E402,F401
