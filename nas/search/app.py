@@ -44,6 +44,12 @@ class SearchOutcome:
     exported: Path | None = None
 
 
+def _kwargs(node: Any) -> dict[str, Any]:
+    """The ``kwargs`` mapping of a config group entry as a plain dict (empty when absent)."""
+    kw = node.get("kwargs") if node is not None else None
+    return dict(OmegaConf.to_container(kw, resolve=True)) if kw is not None else {}  # type: ignore[arg-type]
+
+
 def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
     """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
     m = _CONSTRAINT.match(text)
@@ -62,7 +68,7 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
 
     if hw.name not in HW_PROFILES:
         raise ConfigError(f"unknown hardware profile {hw.name!r}; available: {HW_PROFILES.names()}")
-    model = create_hw_profile(hw.name, **OmegaConf.to_container(hw.get("kwargs") or {}, resolve=True))
+    model = create_hw_profile(hw.name, **_kwargs(hw))
     if not hasattr(space, "layers"):
         raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} has no layers(); "
                           "use the macs objective (no +hw) or a space that describes its layers")
@@ -72,20 +78,20 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
                      fn_x=lambda X: model.evaluate_encoded(space, X).values)
 
 
-def _custom_space(spec: str) -> SearchSpace:
+def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
     """``"pkg.module:factory"`` -> import the user's module (which may register supernets too) and call the factory."""
     module, _, attr = spec.partition(":")
     if not attr:
         if spec in SPACES:
-            return SPACES.create(spec)
-        raise ConfigError(f"search_space={spec!r}: give a registered name ({SPACES.names()}) or 'module:factory'")
+            return SPACES.create(spec, **kwargs)
+        raise ConfigError(f"search_space.name={spec!r}: give a registered name ({SPACES.names()}) or 'module:factory'")
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"search_space={spec!r}: cannot import {attr!r} from {module!r}: {exc}") from None
-    space = factory()
+    space = factory(**kwargs)
     if not isinstance(space, SearchSpace):
-        raise ConfigError(f"search_space={spec!r} returned {type(space).__name__}, not a SearchSpace")
+        raise ConfigError(f"search_space.name={spec!r} returned {type(space).__name__}, not a SearchSpace")
     return space
 
 
@@ -135,14 +141,14 @@ def _export_note(out: Path, exp: Experiment, n: int) -> str:
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
     """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    exp_kwargs = OmegaConf.to_container(cfg.experiment.get("kwargs") or {}, resolve=True)
+    exp_kwargs = _kwargs(cfg.experiment)
     exp = create_experiment(cfg.experiment.name, **exp_kwargs)  # type: ignore[arg-type]
     if cfg.get("search_space"):
         exp = _with_custom_space(exp, cfg)
     objectives, metrics = _metrics(cfg, exp)
     constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
     out = Path(cfg.out_dir)
-    searcher_kwargs = OmegaConf.to_container(cfg.searcher.get("kwargs") or {}, resolve=True)
+    searcher_kwargs = _kwargs(cfg.searcher)
     result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
                         seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
                         resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
@@ -163,7 +169,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
 
 
 def _with_custom_space(exp: Experiment, cfg: DictConfig) -> Experiment:
-    space = _custom_space(str(cfg.search_space))
+    kwargs = _kwargs(cfg.search_space)
+    space = _custom_space(str(cfg.search_space.name), kwargs)  # type: ignore[arg-type]
     if cfg.experiment.name != "custom":
         raise ConfigError("search_space=... needs experiment=custom (accuracy from experiment.kwargs.measurements "
                           "or supernet evaluation)")
