@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
@@ -49,7 +50,8 @@ log = logging.getLogger("nas.search.workers")
 EvaluateFn = Callable[[Any], Mapping[str, float]]
 #: a claim held by a trial in one of these states may be taken over
 DEAD_STATES = (TrialState.FAIL, TrialState.PRUNED)
-DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
+DIRECTIONS = {"min": StudyDirection.MINIMIZE, "max": StudyDirection.MAXIMIZE, "minimize": StudyDirection.MINIMIZE,
+              "maximize": StudyDirection.MAXIMIZE}
 
 
 @dataclass
@@ -73,7 +75,7 @@ def _make_sampler(sampler: str | BaseSampler, seed: int, kwargs: Mapping[str, An
     return OPTUNA_SAMPLERS.create(sampler, seed=seed, **dict(kwargs or {}))
 
 
-def _directions(objectives: Mapping[str, str]) -> list[str]:
+def _directions(objectives: Mapping[str, str]) -> list[StudyDirection]:
     if not objectives:
         raise ValueError("objectives must name at least one metric, e.g. {'top1': 'max', 'macs_M': 'min'}")
     bad = {k: v for k, v in objectives.items() if v not in DIRECTIONS}

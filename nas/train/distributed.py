@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ __all__ = ["DistConfig", "DistributedError", "LocalRun", "DDPRun", "init_distrib
            "torchrun_env", "NullLog"]
 
 BACKENDS = ("auto", "gloo", "nccl")
+M = TypeVar("M", bound=nn.Module)
 
 
 class DistributedError(ValueError):
@@ -116,7 +117,7 @@ class LocalRun:
 
         return resolve_device(name)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: M) -> M:
         """Model surgery before the model is moved and wrapped (synchronised BN)."""
         return model
 
@@ -193,7 +194,7 @@ class DDPRun(LocalRun):
     def device(self, name: str) -> torch.device:
         return self._device
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: M) -> M:
         if self.config.sync_bn:
             convert_sync_bn(model)
         return model
@@ -257,7 +258,7 @@ class DDPRun(LocalRun):
     def sync_sampler(self, sampler: Sampler) -> None:
         box = [sampler.state_dict() if self.is_main else None]
         dist.broadcast_object_list(box, src=0, device=self._device if self.backend == "nccl" else None)
-        if not self.is_main:
+        if not self.is_main and box[0] is not None:
             sampler.load_state_dict(box[0])
 
     def agree(self, step: int, finished: bool) -> None:

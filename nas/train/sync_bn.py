@@ -60,7 +60,7 @@ def sync_batch_norm(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm, channe
     mean = packed[:-1] / total
     centred = xf - mean[None, :, None, None]
     var = _all_sum((centred * centred).sum((0, 2, 3))) / total
-    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+    if bn.track_running_stats:
         _update_running(bn, channels, mean.detach(), var.detach() * (total / (total - 1).clamp_min(1)))
     y = centred * torch.rsqrt(var + bn.eps)[None, :, None, None]
     if bn.weight is not None:
@@ -70,10 +70,13 @@ def sync_batch_norm(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm, channe
 
 @torch.no_grad()
 def _update_running(bn: nn.modules.batchnorm._BatchNorm, c: int, mean: torch.Tensor, var: torch.Tensor) -> None:
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else float(bn.momentum)
-    bn.running_mean[:c].mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-    bn.running_var[:c].mul_(1 - factor).add_(var.to(bn.running_var.dtype), alpha=factor)
+    count, rm, rv = bn.num_batches_tracked, bn.running_mean, bn.running_var
+    if count is None or rm is None or rv is None:
+        return
+    count.add_(1)
+    factor = 1.0 / float(count) if bn.momentum is None else float(bn.momentum)
+    rm[:c].mul_(1 - factor).add_(mean.to(rm.dtype), alpha=factor)
+    rv[:c].mul_(1 - factor).add_(var.to(rv.dtype), alpha=factor)
 
 
 def _syncing(module: nn.Module, training: bool) -> bool:
@@ -111,7 +114,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _syncing(self, self.training) and self.track_running_stats:
+        if _syncing(self, self.training):
             return sync_batch_norm(x, self, x.size(1))
         return super().forward(x)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -224,7 +224,8 @@ class Trainer:
 
     def _open_logs(self, resumed: int | None) -> None:
         if not self.dist.is_main:
-            self.log = self.eval_log = self.tb = NullLog()  # type: ignore[assignment]
+            self.log = self.eval_log = cast(CSVLog, NullLog())  # other ranks log nothing
+            self.tb = cast(TensorBoardLog, NullLog())
             return
         tags = [f"loss_{t}" for t in self.sampler.tags]
         self.log = CSVLog(self.out_dir / "metrics.csv", ["epoch", "step", "lr", "loss", *tags, "img_s", "elapsed_s"],
