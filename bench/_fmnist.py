@@ -1,28 +1,24 @@
-"""Fashion-MNIST tensors for the NB201 ranking benchmarks, read from the Debian package's idx files.
+"""Fashion-MNIST tensors for the NB201 ranking benchmarks, resized once (area) to the benchmark's resolution.
 
-Kept minimal and bench-local: the benchmarks switch to ``nas.data``'s Fashion-MNIST module once it exists.
-Images are scaled to [0, 1] and standardised with the training set's mean/std (0.2860, 0.3530).
+The idx files are read by ``nas.data.fashion_mnist.read_idx`` and standardised with its mean/std; what is
+bench-specific is the fixed subsets (``fixed_subset``) and the one-off area down-sampling that the stand-alone table
+was produced with (the trainer's on-the-fly resize is bilinear, so the benchmark feeds it pre-resized tensors).
 """
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nas.data.fashion_mnist import DEFAULT_ROOT, MEAN, STD, read_idx
+
 __all__ = ["FMNIST_DIR", "load_split", "fixed_subset"]
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_DIR = DEFAULT_ROOT
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-MEAN, STD = 0.2860, 0.3530
-
-
-def _read(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path) as fh:
-        return np.frombuffer(fh.read(), np.uint8, offset=offset)
 
 
 def load_split(split: str, root: Path = FMNIST_DIR, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +29,8 @@ def load_split(split: str, root: Path = FMNIST_DIR, size: int = 28) -> tuple[tor
     if split not in _FILES:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(_FILES)}")
     img, lab = _FILES[split]
-    x = torch.from_numpy(_read(root / img, 16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
-    y = torch.from_numpy(_read(root / lab, 8).astype(np.int64))
+    x = torch.from_numpy(read_idx(root / img).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
+    y = torch.from_numpy(read_idx(root / lab).astype(np.int64))
     if size != 28:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="area" if size < 28 else "bilinear")
     return (x - MEAN) / STD, y
