@@ -12,7 +12,7 @@ __all__ = [
 ]
 
 # PA&DA and ShiftNAS live beside the trainer; importing them registers "pada" and "shiftnas".
+from nas.train import samplers_eqnet as _eqnet  # noqa: E402,F401  (registers "eqnet")
 from nas.train import samplers_pada as _pada  # noqa: E402,F401
 from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
 from nas.train import samplers_sorted as _sorted  # noqa: E402,F401  (registers "sortednet" and "fixed")
-from nas.train import samplers_eqnet as _eqnet  # noqa: E402,F401  (registers "eqnet")
