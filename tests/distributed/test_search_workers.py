@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ def _plant(url: str, study_name: str, space) -> dict[str, object]:
                                 load_if_exists=True)
     dists = {g.name: CategoricalDistribution(list(range(len(g.choices)))) for g in space.genes()}
     rng = np.random.default_rng(7)
-    dead = study.ask(dists)
+    with warnings.catch_warnings():  # asking outside study.optimize is the point: this worker never tells
+        warnings.simplefilter("ignore", UserWarning)
+        dead = study.ask(dists)
     dead_arch = space.decode(np.array([dead.params[g.name] for g in space.genes()]))
     dead.set_user_attr("arch_id", str(space.arch_id(dead_arch)))
     claims_for(storage, url).claim(study_name, str(space.arch_id(dead_arch)), dead._trial_id)
