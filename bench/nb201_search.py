@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,8 @@ MO_SEARCHERS: dict[str, dict[str, Any]] = {
     "pymoo_unsga3": {"pop_size": 20},
     "optuna_nsga2": {"sampler_kwargs": {"population_size": 20}},
     "regularized_evolution": {"population_size": 20, "sample_size": 5},
-    "bayesian_linear": {},
+    # second-order (gene-pair) features, their weight chosen by marginal likelihood at every step
+    "bayesian_linear": {"pair_scale": "auto"},
 }
 QUICK_SO = ("random", "regularized_evolution", "optuna_tpe", "bayesian_linear")
 QUICK_MO = ("random", "pymoo_nsga2", "bayesian_linear")
@@ -88,6 +90,38 @@ def hv_run(space: NB201Space, error: dict[str, float], max_params: float, ref: n
     return hypervolume(res.F[res.front_indices()], ref) / hv_opt
 
 
+_DATA: dict[str, Any] = {}
+
+
+def dataset(ds: str) -> dict[str, Any]:
+    """Per-process cache: space, accuracy/error tables, optimum, exhaustive front and its hypervolume."""
+    if ds not in _DATA:
+        space, archs, acc, params = load(ds)
+        if ds == "c10":
+            cost = pd.read_csv(COST)["params"].to_numpy()
+            if not np.array_equal(cost, params.astype(np.int64)):
+                raise RuntimeError("analytic NB201 params disagree with nb201_cost.csv")
+        ids = [a.id for a in archs]
+        F_all = np.stack([params / params.max(), 1.0 - acc / 100.0], axis=1)
+        front = F_all[pareto_front(F_all)]
+        ref = 1.1 * front.max(axis=0)  # 1.1 x the exhaustive front's worst point in each objective
+        _DATA[ds] = {"space": space, "table": dict(zip(ids, acc)), "opt": float(acc.max()),
+                     "error": dict(zip(ids, 1.0 - acc / 100.0)), "max_params": float(params.max()), "ref": ref,
+                     "hv_opt": hypervolume(front, ref)}
+    return _DATA[ds]
+
+
+def run_task(task: tuple[str, str, str, int, int]) -> Any:
+    kind, ds, name, seed, budget = task
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("nas.search").setLevel(logging.ERROR)
+    d = dataset(ds)
+    if kind == "so":
+        return regret_run(d["space"], d["table"], d["opt"], name, SO_SEARCHERS[name], seed, budget)
+    return hv_run(d["space"], d["error"], d["max_params"], d["ref"], d["hv_opt"], name, MO_SEARCHERS[name], seed,
+                  budget)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 seeds, 100 queries, a few searchers")
@@ -95,43 +129,37 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--searchers", nargs="+", default=None, help="single-objective searchers to run")
     ap.add_argument("--mo-searchers", nargs="+", default=None, help="multi-objective searchers to run")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = ap.parse_args()
     if not TABLE.exists():
         sys.exit(f"NAS-Bench-201 table not found at {TABLE} (expected ../shared/yardsticks beside the checkout)")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("nas.search").setLevel(logging.ERROR)
     n_seeds = args.seeds or (3 if args.quick else 20)
     queries = tuple(q for q in QUERIES if q <= 100) if args.quick else QUERIES
     so = args.searchers or (QUICK_SO if args.quick else tuple(SO_SEARCHERS))
     mo = args.mo_searchers or (QUICK_MO if args.quick else tuple(MO_SEARCHERS))
     budget = max(queries)
 
+    tasks = [("so", ds, name, seed, budget) for ds in args.datasets for name in so for seed in range(n_seeds)]
+    tasks += [("mo", ds, name, seed, 100) for ds in args.datasets for name in mo for seed in range(n_seeds)]
+    outputs, t0 = [], time.perf_counter()
+    pool = multiprocessing.get_context("fork").Pool(args.jobs) if args.jobs > 1 else None
+    for i, out in enumerate(pool.imap(run_task, tasks, chunksize=1) if pool else map(run_task, tasks)):
+        outputs.append(out)
+        if (i + 1) % max(1, len(tasks) // 20) == 0:
+            print(f"  {i + 1}/{len(tasks)} runs done, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    if pool:
+        pool.close()
     regrets: dict[tuple[str, str], np.ndarray] = {}
     cpu: dict[str, list[float]] = {}
     hvs: dict[tuple[str, str], np.ndarray] = {}
-    for ds in args.datasets:
-        space, archs, acc, params = load(ds)
-        if ds == "c10":
-            cost = pd.read_csv(COST)["params"].to_numpy()
-            assert np.array_equal(cost, params.astype(np.int64)), "analytic params disagree with nb201_cost.csv"
-        ids = [a.id for a in archs]
-        table, opt = dict(zip(ids, acc)), float(acc.max())
-        for name in so:
-            runs = [regret_run(space, table, opt, name, SO_SEARCHERS[name], s, budget) for s in range(n_seeds)]
-            regrets[(ds, name)] = np.stack([r[0] for r in runs])
-            cpu.setdefault(name, []).extend(r[1] for r in runs)
-            m = regrets[(ds, name)].mean(0)
-            print(f"{ds:5s} {name:22s} mean regret " + " ".join(f"{q}:{m[q - 1]:.3f}" for q in queries), flush=True)
-        # exhaustive front of (params / max params, 1 - acc)
-        F_all = np.stack([params / params.max(), 1.0 - acc / 100.0], axis=1)
-        front = F_all[pareto_front(F_all)]
-        ref = 1.1 * front.max(axis=0)
-        hv_opt = hypervolume(front, ref)
-        error = dict(zip(ids, 1.0 - acc / 100.0))
-        for name in mo:
-            hvs[(ds, name)] = np.array([hv_run(space, error, params.max(), ref, hv_opt, name, MO_SEARCHERS[name], s,
-                                               100) for s in range(n_seeds)])
-            print(f"{ds:5s} {name:22s} HV ratio @100 median {np.median(hvs[(ds, name)]):.4f}", flush=True)
+    for (kind, ds, name, _, _), out in zip(tasks, outputs):
+        if kind == "so":
+            regrets.setdefault((ds, name), []).append(out[0])
+            cpu.setdefault(name, []).append(out[1])
+        else:
+            hvs.setdefault((ds, name), []).append(out)
+    regrets = {k: np.stack(v) for k, v in regrets.items()}
+    hvs = {k: np.array(v) for k, v in hvs.items()}
     report(args.datasets, so, mo, queries, regrets, hvs, cpu, n_seeds)
 
 

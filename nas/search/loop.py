@@ -48,6 +48,7 @@ class CheckpointMismatchError(ValueError):
 
 
 def _describe(problem: SearchProblem, row: int) -> dict[str, Any]:
+    problem.values_at(np.array([row]), problem.cheap_names)
     vals = problem.raw([row])[0]
     return {"arch_id": problem.space.arch_id(problem.arch(row)),
             **{n: float(v) for n, v in zip(problem.names, vals) if np.isfinite(v)}}

@@ -47,6 +47,15 @@ def enumerate_encodings(view: Any, limit: int) -> np.ndarray | None:
     return np.unique(view.canonical(grid), axis=0)
 
 
+def _nondominated(F: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows (minimisation); a sort and a running minimum for two objectives."""
+    if F.shape[1] != 2:
+        return pareto_front(F)
+    order = np.lexsort((F[:, 1], F[:, 0]))
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(F[order, 1])[:-1]])
+    return order[F[order, 1] < best_before]
+
+
 @SEARCHERS.register("bayesian_linear")
 class BayesianLinearSearch(Searcher):
     """Model-based search; see the module docstring."""
@@ -212,17 +221,17 @@ class BayesianLinearSearch(Searcher):
         return self._hv_improvement(F) - penalty
 
     def _hv_improvement(self, F: np.ndarray) -> np.ndarray:
-        """Gain of each candidate over the queried front. The reference point is the front's nadir pushed out by
-        10% of its range, except for cheap objectives, whose exact range over the candidates is used: otherwise
-        candidates beyond the front's current extent (more params, higher accuracy) would look worthless."""
+        """Gain of each candidate over the queried front under this draw. Reference point: the nadir of the front
+        of queried and (sampled) candidate points, pushed out by 10% of its range; candidates beyond it (e.g. more
+        parameters than the most accurate architecture of the draw) are dominated under the draw and gain nothing."""
         p = self.problem
         rows = np.array(p.history)
         front_F = p.F_of(rows)[pareto_front(p.F_of(rows), self._cv(rows))]
         if not len(front_F):
             return -F.sum(1)
-        cheap = np.array([not o.expensive for o in p.objectives])
-        lo = np.where(cheap, np.minimum(front_F.min(0), F.min(0)), front_F.min(0))
-        hi = np.where(cheap, np.maximum(front_F.max(0), F.max(0)), front_F.max(0))
+        both = np.vstack([front_F, F])
+        nd = both[_nondominated(both)]
+        lo, hi = nd.min(0), nd.max(0)
         ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
         if F.shape[1] == 2:
             gain = hv_improvement_2d(front_F, F, ref)
