@@ -17,8 +17,9 @@ symmetry sampled in training). Steps, all on the same training subset, batch and
    agreement of both, and interleaved median latency of the float export vs int8 at batch 1 and ``--batch``, also
    for the full-size NB201 network (C=16, N=5, 32 px) unless ``--no-big``.
 
-Default budget: 6000 training images, 2 + 2 epochs, 2000 test images, 1 thread: about 6-10 minutes of one core
-(longer under load); ``--train-images 50000 --fp-epochs 10 --epochs 10`` for a fuller run.
+Default budget: 6000 training images, 2 + 2 epochs (94 steps of 128 per phase), 2000 test images, 1 thread:
+measured 297 s of CPU time (user + sys; 15 min wall on the shared, loaded 2-core machine);
+``--train-images 50000 --fp-epochs 10 --epochs 10`` for a fuller run.
 Ends with ``RESULT w8a8=.. w4a4=.. w3a3=.. mixed_a=.. mixed_b=.. qat_w8a8=.. qat_w4a4=.. qat_w3a3=.. fp=..
 int8_top1=.. int8_agree=.. int8_speedup=..`` (top-1 in %, speedup = float / int8 latency at batch ``--batch``).
 """
