@@ -40,8 +40,6 @@ def create_experiment(name: str, **kwargs: Any) -> Experiment:
     return EXPERIMENTS.create(name, **kwargs)
 
 
-EMBEDDED = Path(__file__).resolve().parent / "embedded"
-
 
 def _fit_predictor(space: SearchSpace, archs: Sequence[Any], y: np.ndarray, name: str, seed: int) -> Any:
     from predictors import create_predictor
@@ -50,13 +48,14 @@ def _fit_predictor(space: SearchSpace, archs: Sequence[Any], y: np.ndarray, name
 
 
 @EXPERIMENTS.register("fmnist_default")
-def fmnist_default(*, directory: str | None = None, predictor: str = "mlp_ensemble", seed: int = 0) -> Experiment:
+def fmnist_default(*, directory: str | None = None, predictor: str = "ridge_svr", seed: int = 0) -> Experiment:
     """The embedded default: a supernet trained on Fashion-MNIST by ``nas.train`` and measured subnet accuracies
     (both committed under ``nas/embedded/``); accuracy is predicted by a predictor fitted on those measurements."""
+    from nas import embedded
     from nas.train.checkpoint import load_supernet
     from nas.train.evaluation import read_measurements
 
-    root = Path(directory) if directory else EMBEDDED / "fmnist_ofa_mbv3"
+    root = Path(directory) if directory else embedded.path(embedded.DEFAULT)
     if not (root / "measurements.csv").is_file():
         raise FileNotFoundError(f"{root} holds no measurements.csv; regenerate it with the commands in "
                                 f"{root / 'README.md'}")
@@ -86,7 +85,7 @@ def ofa_imagenet(*, resolution: int = 224) -> Experiment:
 
 
 @EXPERIMENTS.register("custom")
-def custom(*, measurements: str | None = None, space: str | None = None, predictor: str = "mlp_ensemble",
+def custom(*, measurements: str | None = None, space: str | None = None, predictor: str = "ridge_svr",
            supernet: str | None = None, seed: int = 0) -> Experiment:
     """A user's space (``search_space=...``) with accuracy from a measurements CSV (``arch`` JSON + ``top1``)."""
     from nas.train.evaluation import read_measurements

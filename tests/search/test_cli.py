@@ -78,7 +78,7 @@ def test_constraint_on_a_metric_the_search_lacks_is_refused(tmp_path):
 
 @pytest.mark.parametrize("hw", [None, "snapdragon855"])
 def test_default_search_runs_on_the_embedded_default(tmp_path, hw):
-    if not (REPO / "nas" / "embedded" / "fmnist_ofa_mbv3" / "measurements.csv").is_file():
+    if not (REPO / "nas" / "embedded" / "ofa_mbv3_fmnist" / "measurements.csv").is_file():
         pytest.skip("embedded default not generated")
     args = [f"out_dir={tmp_path / 'r'}", "budget=400", "progress=false"] + ([f"+hw={hw}"] if hw else [])
     proc = _run(args, cwd=tmp_path)
