@@ -38,6 +38,7 @@ COST = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nb201_cost.csv"
 DATASETS = {"c10": ("CIFAR10TestAccuracy200Epochs", 10), "c100": ("CIFAR100TestAccuracy200Epochs", 100),
             "in16": ("ImageNetTestAccuracy200Epochs", 120)}
 QUERIES = (25, 50, 100, 200, 400)
+MAX_STEPS = 5000  # ask/tell steps; a searcher proposing mostly known cells stops there and keeps its best
 # Settings for a 400-query budget: small populations so evolution starts early (defaults are for 10^4+ evals).
 SO_SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
@@ -76,7 +77,7 @@ def regret_run(space: NB201Space, table: dict[str, float], opt: float, searcher:
                seed: int, budget: int) -> tuple[np.ndarray, float]:
     t0 = time.process_time()
     res = run_search(space, [table_objective(space, table=table)], [], searcher, budget=budget, seed=seed,
-                     searcher_kwargs=kwargs)
+                     searcher_kwargs=kwargs, max_steps=MAX_STEPS)
     trace = res.trace()
     full = np.concatenate([trace, np.full(budget - len(trace), trace[-1])])  # a stalled search keeps its best
     return opt - full, time.process_time() - t0
@@ -86,7 +87,8 @@ def hv_run(space: NB201Space, error: dict[str, float], max_params: float, ref: n
            searcher: str, kwargs: dict[str, Any], seed: int, budget: int) -> float:
     objectives = [Objective("params_frac", lambda a: np.array([space.params(x) for x in a]) / max_params),
                   table_objective(space, table=error, name="error", direction="min")]
-    res = run_search(space, objectives, [], searcher, budget=budget, seed=seed, searcher_kwargs=kwargs)
+    res = run_search(space, objectives, [], searcher, budget=budget, seed=seed, searcher_kwargs=kwargs,
+                     max_steps=MAX_STEPS)
     return hypervolume(res.F[res.front_indices()], ref) / hv_opt
 
 

@@ -1,10 +1,14 @@
 """Thompson sampling over a Bayesian linear model of one-hot features (BOCS-style model-based search).
 
 Following BOCS (Baptista & Poloczek, ICML 2018: Bayesian linear regression on binary features, Thompson sampling,
-acquisition maximised over the discrete space) with a Gaussian prior and first-order (depth-masked one-hot)
-features. Each expensive metric gets its own model; cheap metrics (MACs, params, a latency table) and cheap
-constraints are computed exactly on the candidates, so queries are spent only where the expensive metric is
-uncertain and the architecture can be feasible. Per step: fit on everything queried so far, draw one weight vector
+acquisition maximised over the discrete space) with a Gaussian prior on depth-masked one-hot features and,
+optionally (``pair_scale``), BOCS's second-order terms: products of the one-hots of every pair of genes, whose prior
+scale is fixed or chosen at every step by marginal likelihood (``pair_scale="auto"``, empirical Bayes over
+``pair_grid``; first-order terms only when the pairs would exceed ``max_pair_features``).
+
+Each expensive metric gets its own model; cheap metrics (MACs, params, a latency table) and cheap constraints are
+computed exactly on the candidates, so queries are spent only where the expensive metric is uncertain and the
+architecture can be feasible. Per step: fit on everything queried so far, draw one weight vector
 from the posterior (scaled by ``temperature`` < 1 to favour exploitation), and propose the best not-yet-queried
 candidate under that draw: the argmax for one objective, or the largest hypervolume improvement over the current
 front for several. Candidates are the whole space when it is small enough to enumerate (NAS-Bench-201: 15,625),

@@ -39,15 +39,20 @@ __all__ = ["PymooSearcher", "ArchDuplicateElimination", "OPERATORS", "reference_
 
 
 class ArchDuplicateElimination(DuplicateElimination):
-    """Duplicates are rows encoding the same architecture (equal canonical encodings)."""
+    """Duplicates are rows encoding the same architecture (equal canonical encodings); with ``known``, offspring
+    that were already evaluated at any earlier generation are duplicates too (an archive, as in NSGA-Net), so a
+    converged population keeps proposing new architectures instead of free repeats."""
 
-    def __init__(self, view: EncodedView) -> None:
+    def __init__(self, view: EncodedView, known: Any = None) -> None:
         super().__init__()
-        self.view = view
+        self.view, self.known = view, known
 
     def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
+        X = pop.get("X")
         seen = set() if other is None else set(self.view.keys(self.view.canonical(other.get("X"))))
-        for i, key in enumerate(self.view.keys(self.view.canonical(pop.get("X")))):
+        if other is None and self.known is not None and len(X):
+            is_duplicate |= self.known(X)
+        for i, key in enumerate(self.view.keys(self.view.canonical(X))):
             if key in seen:
                 is_duplicate[i] = True
             elif other is None:
@@ -122,7 +127,7 @@ class PymooSearcher(Searcher):
 
     def __init__(self, algorithm: str, *, pop_size: int = 50, operators: str = "sbx_pm",
                  operator_kwargs: dict[str, Any] | None = None, eliminate_duplicates: bool = True,
-                 max_mating_iterations: int = 10) -> None:
+                 eliminate_known: bool = True, max_mating_iterations: int = 10) -> None:
         if algorithm not in _ALGORITHMS:
             raise ValueError(f"unknown pymoo algorithm {algorithm!r}; choose from {sorted(_ALGORITHMS)}")
         OPERATORS.get(operators)  # fail early with the list of operator sets
@@ -133,22 +138,31 @@ class PymooSearcher(Searcher):
         # pymoo retries mating up to 100 times per generation to fill the offspring with non-duplicates; once a
         # population has converged in a small space that is all it does. Fewer retries give a smaller batch instead
         # (an empty one ends the search).
-        self.max_mating_iterations = max_mating_iterations
+        self.max_mating_iterations, self.eliminate_known = max_mating_iterations, eliminate_known
         self.max_objectives = _ALGORITHMS[algorithm][1]
 
     def _setup(self) -> None:
         view = self.problem.view
         ops = OPERATORS.create(self.operators, view=view, **self.operator_kwargs)
-        dup: Any = ArchDuplicateElimination(view) if self.eliminate_duplicates else False
+        known = self.problem.is_queried if self.eliminate_known else None
+        dup: Any = ArchDuplicateElimination(view, known) if self.eliminate_duplicates else False
         self.algorithm = _ALGORITHMS[self.algorithm_name][0](self.problem.n_obj, self.pop_size, ops, dup)
         self.algorithm.mating.n_max_iterations = self.max_mating_iterations
         self.pymoo_problem = self.problem.to_pymoo()
         self.algorithm.setup(self.pymoo_problem, termination=NoTermination(), seed=self.seed, verbose=False)
         self._pending: Any = None
+        self._done = False
 
     def ask(self) -> np.ndarray:
         self._pending = self.algorithm.ask()
+        if self._pending is None or not len(self._pending):  # pymoo: mating found no new offspring, terminate
+            self._done = True
+            return np.zeros((0, self.problem.view.n_genes), dtype=np.int64)
         return np.asarray(np.rint(self._pending.get("X")), dtype=np.int64)
+
+    @property
+    def done(self) -> bool:
+        return self._done
 
     def tell(self, X: np.ndarray, evaluation: Evaluation) -> None:
         pop = self._pending[: len(X)]
@@ -158,7 +172,7 @@ class PymooSearcher(Searcher):
     def config(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm_name, "pop_size": self.pop_size, "operators": self.operators,
                 "operator_kwargs": self.operator_kwargs, "eliminate_duplicates": self.eliminate_duplicates,
-                "max_mating_iterations": self.max_mating_iterations}
+                "eliminate_known": self.eliminate_known, "max_mating_iterations": self.max_mating_iterations}
 
 
 def _register(name: str, algorithm: str) -> None:
