@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from predictors._io import read_bundle, write_bundle
+from predictors._threads import single_thread
 from predictors.features import FeatureEncoder
 from predictors.targets import TARGETS, TargetTransform
 from search_spaces import SPACES, InvalidArchError, SearchSpace, create_space
@@ -103,14 +104,16 @@ class Predictor(abc.ABC):
         if not np.all(np.isfinite(y)):
             raise ValueError(f"targets must be finite, got {y[~np.isfinite(y)][:5].tolist()}")
         self._check_archs(archs)
-        self._fit_archs(archs, y)
+        with single_thread():
+            self._fit_archs(archs, y)
         self.n_train_ = len(archs)
         return self
 
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         """Predicted metric of each architecture (same units as the ``y`` given to ``fit``)."""
         archs = self._ready(archs)
-        return np.asarray(self._predict_archs(archs), dtype=np.float64).reshape(-1)
+        with single_thread():
+            return np.asarray(self._predict_archs(archs), dtype=np.float64).reshape(-1)
 
     def predict_encoded(self, X: np.ndarray) -> np.ndarray:
         """``predict`` on rows of ``space.encode`` (what searchers hold for whole populations)."""
@@ -162,7 +165,8 @@ class ProbabilisticPredictor(Predictor):
 
     def predict_std(self, archs: Sequence[Any]) -> np.ndarray:
         archs = self._ready(archs)
-        return np.asarray(self._predict_std_archs(archs), dtype=np.float64).reshape(-1)
+        with single_thread():
+            return np.asarray(self._predict_std_archs(archs), dtype=np.float64).reshape(-1)
 
     @abc.abstractmethod
     def _predict_std_archs(self, archs: list[Any]) -> np.ndarray: ...

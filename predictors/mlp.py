@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from predictors._threads import single_thread
 from predictors.base import FeaturePredictor, ProbabilisticPredictor, register
 from search_spaces import SearchSpace
 from search_spaces.registry import Registry
@@ -64,6 +65,13 @@ def _build(n_in: int, hidden: int, layers: int, gen: torch.Generator) -> nn.Sequ
 def train_mlp(X: np.ndarray, t: np.ndarray, *, hidden: int, layers: int, steps: int, batch_size: int, lr: float,
               weight_decay: float, rank_loss: str, rank_weight: float, seed: int) -> nn.Sequential:
     """Train one MLP on standardised targets ``t``; deterministic for a given seed."""
+    with single_thread():
+        return _train(X, t, hidden=hidden, layers=layers, steps=steps, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, rank_loss=rank_loss, rank_weight=rank_weight, seed=seed)
+
+
+def _train(X: np.ndarray, t: np.ndarray, *, hidden: int, layers: int, steps: int, batch_size: int, lr: float,
+           weight_decay: float, rank_loss: str, rank_weight: float, seed: int) -> nn.Sequential:
     gen = torch.Generator().manual_seed(seed)
     net = _build(X.shape[1], hidden, layers, gen)
     xt, yt = torch.from_numpy(X.astype(np.float32)), torch.from_numpy(t.astype(np.float32))
@@ -114,7 +122,7 @@ class _MLPBase(FeaturePredictor):
         self._y = (mu, sd)
 
     def _all(self, X: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), single_thread():
             xt = torch.from_numpy(np.asarray(X, dtype=np.float32))
             out = np.stack([net(xt).squeeze(1).numpy().astype(np.float64) for net in self._nets])
         return out * self._y[1] + self._y[0]
