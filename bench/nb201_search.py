@@ -38,7 +38,7 @@ COST = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nb201_cost.csv"
 DATASETS = {"c10": ("CIFAR10TestAccuracy200Epochs", 10), "c100": ("CIFAR100TestAccuracy200Epochs", 100),
             "in16": ("ImageNetTestAccuracy200Epochs", 120)}
 QUERIES = (25, 50, 100, 200, 400)
-MAX_STEPS = 5000  # ask/tell steps; a searcher proposing mostly known cells stops there and keeps its best
+MAX_STEPS = 2000  # ask/tell steps; a searcher proposing mostly known cells stops there and keeps its best
 # Settings for a 400-query budget: small populations so evolution starts early (defaults are for 10^4+ evals).
 SO_SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
