@@ -39,7 +39,7 @@ class EnsemblePredictor(ProbabilisticPredictor):
         self.weights = None if weights is None else [float(x) for x in w]
         self._w = w / w.sum()
         self._models: list[Predictor] = [
-            PREDICTORS.create(name, space=space, **{"seed": self.seed + k, **kwargs})
+            PREDICTORS.create(str(name), space=space, **{"seed": self.seed + k, **dict(kwargs)})
             for k, (name, kwargs) in enumerate(self.members)]
 
     @property

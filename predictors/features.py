@@ -104,16 +104,20 @@ class LayerCost(Featurizer):
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__(space)
-        self.n_segments = max(len(set(segments(space.layers(a)))) for a in (space.min_arch(), space.max_arch()))
+        self.n_segments = max(len(set(segments(self._layers(a)))) for a in (space.min_arch(), space.max_arch()))
 
     @classmethod
     def unavailable(cls, space: SearchSpace) -> str | None:
         return None if _has(space, "layers") else "the space does not describe its layers (no layers() method)"
 
+    def _layers(self, arch: Any) -> list[LayerSpec]:
+        layers: Any = self.space.layers  # type: ignore[attr-defined]  # optional; checked by unavailable()
+        return list(layers(arch))
+
     def __call__(self, archs: Sequence[Any]) -> np.ndarray:
         out = np.zeros((len(archs), 2 * self.n_segments))
         for i, arch in enumerate(archs):
-            layers = self.space.layers(arch)
+            layers = self._layers(arch)
             for layer, seg in zip(layers, segments(layers)):
                 s = min(seg, self.n_segments - 1)  # a network with extra segments folds them into the last one
                 out[i, 2 * s] += layer_macs(layer)
