@@ -25,8 +25,9 @@ def main(cfg: DictConfig) -> None:
         supernet = cfg.get("supernet") or _supernet_of(saved)
         data = data or (OmegaConf.to_container(saved.get("export_data"), resolve=True)
                         if saved.get("export_data") else None)
-        export_front_point(cfg.results, rank=int(cfg.rank), out=cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}",
-                           supernet=supernet, data=data, overwrite=bool(cfg.overwrite))  # type: ignore[arg-type]
+        out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
+        print(export_front_point(cfg.results, rank=int(cfg.rank), out=out,
+                                       supernet=supernet, data=data, overwrite=bool(cfg.overwrite)))  # type: ignore[arg-type]
     else:
         meta = export_arch(cfg.supernet, json.loads(cfg.arch), cfg.out, data=data,  # type: ignore[arg-type]
                            overwrite=bool(cfg.overwrite))

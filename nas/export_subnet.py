@@ -63,8 +63,11 @@ def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: 
 
 
 def export_front_point(results: str | Path, *, rank: int, out: str | Path, supernet: str | Path | None = None,
-                       data: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``)."""
+                       data: dict[str, Any] | None = None, overwrite: bool = False) -> str:
+    """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``).
+
+    Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
+    one when ``data`` is given."""
     results = Path(results)
     try:
         front = json.loads((results / "front_ranked.json").read_text())
@@ -81,8 +84,7 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, super
     meta = export_arch(supernet, point["arch"], out, data=data, overwrite=overwrite, extra=extra)
     pred = point.get("top1")
     measured = meta.get("measured_test_top1")
-    if measured is not None:
-        print(f"exported {meta['arch_id']} to {out}: predicted top-1 {pred:.2f}%, measured test top-1 {measured:.2f}%")
-    else:
-        print(f"exported {meta['arch_id']} to {out}")
-    return Path(out)
+    line = f"exported rank {rank} {meta['arch_id']} to {out}"
+    if measured is not None and pred is not None:
+        line += f": predicted top-1 {pred:.2f}%, measured test top-1 {measured:.2f}% ({measured - pred:+.2f})"
+    return line

@@ -41,7 +41,7 @@ class SearchOutcome:
     experiment: Experiment
     out_dir: Path
     table: str
-    exported: Path | None = None
+    exported: str | None = None
 
 
 def _kwargs(node: Any) -> dict[str, Any]:
@@ -105,11 +105,16 @@ def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[st
 
 
 def front_table(result: SearchResult, limit: int = 20) -> str:
-    """The front as a fixed-width table (rank, arch id, every metric)."""
+    """The front as a fixed-width table (rank, arch id, every metric; MACs added when not an objective)."""
     rows = result.records(result.front_indices())
     acc = [o["name"] for o in result.objectives][0]
     rows.sort(key=lambda r: -r[acc])
-    cols = result.metric_names
+    cols = list(result.metric_names)
+    macs = getattr(result.space, "macs", None)
+    if "macs_M" not in cols and callable(macs):
+        for r in rows:
+            r["macs_M"] = macs(result.space.from_dict(r["arch"])) / 1e6
+        cols.append("macs_M")
     head = f"{'rank':>4}  {'arch id':<48} " + " ".join(f"{c:>10}" for c in cols)
     lines = [head, "-" * len(head)]
     for rank, r in enumerate(rows[:limit]):
@@ -164,7 +169,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         from nas.export_subnet import export_front_point
 
         outcome.exported = export_front_point(out, rank=int(cfg.export), supernet=exp.supernet_path,
-                                              data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}")
+                                              data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
+                                              overwrite=True)  # the search's own output: a rerun replaces it
     return outcome
 
 
@@ -197,4 +203,5 @@ def summarise(outcome: SearchOutcome) -> str:
     objs = " vs ".join(f"{o['name']} ({o['direction']})" for o in r.objectives)
     return (f"{outcome.experiment.name}: {r.searcher} searched {r.n} architectures of {outcome.experiment.space.name} "
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
-            f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)")
+            f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
+            + (f"\n{outcome.exported}" if outcome.exported else ""))
