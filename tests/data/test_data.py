@@ -127,3 +127,10 @@ def test_image_folder_bad_input(tmp_path):
     test = _folder(tmp_path / "test", {"a": 1})
     with pytest.raises(DataError, match="missing"):
         create_data("image_folder", root=str(train), test_root=str(test), val_size=2)
+
+
+def test_image_folder_with_images_but_no_class_subfolders_is_a_clear_error(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(DataError, match=r"no images found .* one sub-folder per class .* found sub-folders \[\]"):
+        create_data("image_folder", root=str(tmp_path))

@@ -118,3 +118,10 @@ def test_progressive_rejects_a_phase_outside_the_space():
         create_sampler("progressive", SPACE, phases=[{"name": "wide", "choices": {"e": [6]}}])
     with pytest.raises(ValueError, match="unknown keys"):
         create_sampler("progressive", SPACE, phases=[{"name": "a", "epoch": 3}])
+    # caught when the config is read, not after the earlier phases have trained
+    with pytest.raises(ValueError, match=r"phase 'b': epochs must be >= 1, got 0"):
+        create_sampler("progressive", SPACE, phases=[{"name": "a"}, {"name": "b", "epochs": 0}])
+    with pytest.raises(ValueError, match=r"phase 'b': lr must be > 0"):
+        create_sampler("progressive", SPACE, phases=[{"name": "a"}, {"name": "b", "lr": -0.1}])
+    with pytest.raises(ChoiceError, match=r"phase 'deep': d=3 .* allowed values are \[1, 2\]"):
+        create_sampler("progressive", create_space("ofa_mbv3_fmnist"), phases=[{"name": "deep", "choices": {"d": [3]}}])

@@ -63,8 +63,14 @@ class ProgressiveShrinking(PhasedSampler):
             sampler = UniformSampler(space, choices=choices.to_dict(), n_subnets=int(p.get("n_subnets", 1)),
                                      label_smoothing=label_smoothing, kd_ratio=kd_ratio if kd else 0.0,
                                      temperature=temperature, seed=seed + i, label=f"phase {name!r}")
-            self._phases.append(Phase(name, sampler, int(p.get("epochs", epochs)), p.get("lr"),
-                                      p.get("warmup_epochs")))
+            n_epochs, lr, warmup = int(p.get("epochs", epochs)), p.get("lr"), p.get("warmup_epochs")
+            if n_epochs < 1:
+                raise ValueError(f"phase {name!r}: epochs must be >= 1, got {n_epochs}")
+            if lr is not None and not float(lr) > 0:
+                raise ValueError(f"phase {name!r}: lr must be > 0 (or omitted for the trainer's lr), got {lr}")
+            if warmup is not None and not float(warmup) >= 0:
+                raise ValueError(f"phase {name!r}: warmup_epochs must be >= 0, got {warmup}")
+            self._phases.append(Phase(name, sampler, n_epochs, lr, warmup))
             self._sort.append(self._keep_widths(choices, previous, p.get("sort_channels")))
             previous = choices.values(sort_group) if sort_group in choices.groups else None
 
