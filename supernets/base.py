@@ -18,6 +18,7 @@ from torch import nn
 
 from search_spaces import SearchSpace, create_space
 from search_spaces.registry import Registry
+from supernets.ops import DerivedWeight
 
 __all__ = ["Supernet", "Exported", "SUPERNETS", "create_supernet", "supernet_from_spec"]
 
@@ -76,6 +77,17 @@ class Supernet(nn.Module, abc.ABC):
                 self.set_arch(previous)
             else:
                 self._arch = None
+
+    def clear_derived(self) -> None:
+        """Drop the memoised slices/kernels of grad-free forwards (needed only after writes through ``.data``)."""
+        for module in self.modules():
+            derived = getattr(module, "_derived", None)
+            if isinstance(derived, DerivedWeight):
+                derived.clear()
+
+    def train(self, mode: bool = True) -> Supernet:
+        self.clear_derived()
+        return super().train(mode)
 
     def export(self, arch: Any | None = None) -> Exported:
         """A static ``nn.Module`` computing what the supernet computes for ``arch`` (in eval mode)."""

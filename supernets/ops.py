@@ -6,20 +6,55 @@ Each op exports its active slice as a plain module and owns the weight surgery o
 
 Kernel elasticity follows OFA: a smaller kernel is the centre crop of the next larger one, optionally passed
 through a learnable per-layer transform matrix (identity-initialised), e.g. K5 = M(7->5) . centre5(W7).
-The ops only take slices (views) of their parameters, so gradients flow to the shared weights.
+The ops only take slices (views) of their parameters, so gradients flow to the shared weights. Without autograd
+(evaluation, BN recalibration, export) the derived kernels are memoised per op (:class:`DerivedWeight`): a slice
+or transformed kernel is computed once per active configuration and reused until a source tensor changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticSE", "ElasticLinear", "sub_kernel",
+    "DerivedWeight", "ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticSE", "ElasticLinear",
+    "sub_kernel",
 ]
+
+
+class DerivedWeight:
+    """Memo of one tensor derived from parameters (a contiguous slice, a transformed kernel) for grad-free forwards.
+
+    With autograd on, ``get`` always recomputes (the graph must reach the shared weights). With it off, the value is
+    reused while the configuration ``key`` and every source tensor's storage and in-place version counter are the
+    same, so an optimizer step, ``load_state_dict``, channel re-sorting or ``.to(device)`` invalidates it. The memo
+    is not module state: it is never saved, and a forward's result still depends only on input and active arch.
+    Writes through ``param.data`` bypass version counters; :meth:`Supernet.clear_derived` (also run by ``train()``
+    and ``eval()``) drops every memo after such a write.
+    """
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def get(self, key: tuple, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return compute()
+        full = (key, torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in sources))
+        if full != self._key or self._value is None:
+            self._value, self._key = compute().contiguous(), full
+        return self._value
+
+    def clear(self) -> None:
+        self._key, self._value = None, None
+
+    def __deepcopy__(self, memo: dict) -> DerivedWeight:
+        return DerivedWeight()
 
 
 class ElasticConv2d(nn.Module):
@@ -29,6 +64,7 @@ class ElasticConv2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_c, out_c, kernel, stride, kernel // 2, bias=bias)
         self.active_out = out_c
+        self._derived = DerivedWeight()
 
     def set_active(self, out_c: int) -> None:
         if not 0 < out_c <= self.conv.out_channels:
@@ -42,7 +78,8 @@ class ElasticConv2d(nn.Module):
         return None if self.conv.bias is None else self.conv.bias[: self.active_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.active_weight(x.size(1))
+        in_c = x.size(1)
+        w = self._derived.get((self.active_out, in_c), (self.conv.weight,), lambda: self.active_weight(in_c))
         return F.conv2d(x, w, self.active_bias(), self.conv.stride, self.conv.padding)
 
     def export(self, in_c: int) -> nn.Conv2d:
@@ -88,6 +125,7 @@ class ElasticDepthwiseConv2d(nn.Module):
         )
         self.active_kernel = k
         self.active_channels = channels
+        self._derived = DerivedWeight()
 
     def set_active(self, channels: int, kernel: int) -> None:
         if kernel not in self.kernels:
@@ -109,7 +147,9 @@ class ElasticDepthwiseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.active_kernel
-        return F.conv2d(x, self.active_weight(), None, self.conv.stride, k // 2, groups=x.size(1))
+        sources = (self.conv.weight, *self.matrices.values())
+        w = self._derived.get((self.active_channels, k), sources, self.active_weight)
+        return F.conv2d(x, w, None, self.conv.stride, k // 2, groups=x.size(1))
 
     def export(self) -> nn.Conv2d:
         k, c = self.active_kernel, self.active_channels

@@ -251,3 +251,38 @@ def test_supernet_rejects_foreign_space_and_bad_arch():
     a = net.space.max_arch()
     with pytest.raises(ValueError, match="r=30"):
         net.set_arch(type(a)(ks=a.ks, e=a.e, d=a.d, r=30))
+
+
+def test_grad_free_forward_memo_follows_arch_and_weight_changes():
+    """Eval forwards reuse memoised kernels; switching arch, an optimizer step, sorting or .data writes never
+    leave a stale kernel behind (each result equals the same forward computed with autograd on)."""
+    space = create_space("ofa_mbv3_tiny")
+    net = _perturbed("ofa_mbv3", "ofa_mbv3_tiny").eval()
+    x = torch.randn(2, space.in_chans, space.resolutions[0], space.resolutions[0])
+    rng = np.random.default_rng(3)
+    archs = [space.min_arch(), space.sample(rng), space.max_arch(), space.min_arch()]
+
+    def check(arch) -> torch.Tensor:
+        net.set_arch(arch)
+        with torch.no_grad():
+            memo = net(x)
+        return torch.testing.assert_close(memo, net(x).detach()) or memo
+
+    for arch in archs:
+        check(arch)
+    memos = [m._derived for m in net.modules() if hasattr(m, "_derived")]
+    assert memos and all(d._value is not None for d in memos if d._key is not None)
+    assert sum(d._key is not None for d in memos) > len(memos) // 2  # grad-free forwards did memoise
+    before = check(archs[0])
+    with torch.no_grad():  # an optimizer-style in-place update of every parameter, transform matrices included
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert not torch.allclose(check(archs[0]), before)
+    net.sort_channels()
+    check(archs[1])
+    for p in net.parameters():
+        p.data.mul_(0.9)  # invisible to version counters: clear_derived (or train()/eval()) drops the memo
+    net.clear_derived()
+    check(archs[1])
+    net.train().eval()
+    check(archs[2])
