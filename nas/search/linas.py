@@ -66,10 +66,10 @@ class _Signature(Searcher):
         self.settings = settings
 
     def ask(self) -> np.ndarray:
-        raise NotImplementedError("LINAS's driver proposes the batches")
+        raise RuntimeError("a LINAS run is driven by linas_search, which proposes its batches itself")
 
     def tell(self, X: np.ndarray, evaluation: Any) -> None:
-        raise NotImplementedError("LINAS's driver proposes the batches")
+        raise RuntimeError("a LINAS run is driven by linas_search, which proposes its batches itself")
 
     def config(self) -> dict[str, Any]:
         return self.settings

@@ -18,6 +18,7 @@ journal file. Two things are added here for the parallel search workers of :mod:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import time
@@ -125,20 +126,20 @@ def _open(url: str, heartbeat_interval: int, grace_period: int | None, retry: An
                                  f"{'; '.join(URL_FORMS)}") from exc
 
 
-class ClaimStore:
+class ClaimStore(abc.ABC):
     """Atomic ``(study, arch id) -> trial id`` claims. Subclasses implement the three primitives."""
 
+    @abc.abstractmethod
     def claim(self, study: str, arch_id: str, trial_id: int) -> int:
         """Claim ``arch_id`` for ``trial_id`` unless claimed; returns the owning trial id."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def takeover(self, study: str, arch_id: str, old: int, new: int) -> bool:
         """Move the claim from ``old`` to ``new`` iff ``old`` still owns it (compare-and-swap)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def count(self, study: str) -> int:
         """Number of distinct architectures claimed in ``study``."""
-        raise NotImplementedError
 
 
 def _key(arch_id: str) -> str:
