@@ -137,24 +137,26 @@ class Constraint:
 OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
+def _analytic_cost(space: SearchSpace, attr: str, scale: float, name: str) -> Objective:
+    """An analytic cost of the space (``space.<attr>(arch)``), vectorised on encodings when the space allows."""
+    cost = getattr(space, attr, None)
+    if not callable(cost):
+        raise TypeError(f"space {space.name!r} has no {attr}(arch); cannot build a {attr} objective")
+    fast = encoded_cost(space, attr)
+    return Objective(name, lambda archs: np.array([cost(a) * scale for a in archs], dtype=np.float64),
+                     fn_x=None if fast is None else (lambda X: fast(X) * scale))
+
+
 @OBJECTIVES.register("macs")
 def macs_objective(space: SearchSpace, *, scale: float = 1e-6, name: str = "macs_M") -> Objective:
     """Analytic MACs of the space (millions by default); requires ``space.macs``."""
-    if not hasattr(space, "macs"):
-        raise TypeError(f"space {space.name!r} has no macs(arch); cannot build a MACs objective")
-    fast = encoded_cost(space, "macs")
-    return Objective(name, lambda archs: np.array([space.macs(a) * scale for a in archs], dtype=np.float64),
-                     fn_x=None if fast is None else (lambda X: fast(X) * scale))
+    return _analytic_cost(space, "macs", scale, name)
 
 
 @OBJECTIVES.register("params")
 def params_objective(space: SearchSpace, *, scale: float = 1e-6, name: str = "params_M") -> Objective:
     """Analytic parameter count (millions by default); requires ``space.params``."""
-    if not hasattr(space, "params"):
-        raise TypeError(f"space {space.name!r} has no params(arch); cannot build a params objective")
-    fast = encoded_cost(space, "params")
-    return Objective(name, lambda archs: np.array([space.params(a) * scale for a in archs], dtype=np.float64),
-                     fn_x=None if fast is None else (lambda X: fast(X) * scale))
+    return _analytic_cost(space, "params", scale, name)
 
 
 @OBJECTIVES.register("table")
