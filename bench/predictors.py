@@ -7,9 +7,11 @@ Data (read from ``../shared/yardsticks``, never copied):
 
 For n_train in {50, 100, 250, 500} and 5 seeded draws, every predictor is fitted on n_train random architectures
 and scored on all the remaining ones: Kendall tau, Spearman rho, RMSE (points), precision of the predicted top
-10 %, fit and predict seconds (means over draws). Baselines: the training mean (tau 0 by construction) and ranking by
-MACs (no training). Ends with ``RESULT tau_ofa_n100=.. top10_ofa_n100=.. tau_ofa_n500=.. fit_s_n500=..
-tau_nb201_n100=..`` (best predictor per column; fit_s_n500 is that of the best-tau predictor at n = 500).
+10 %, fit and predict seconds, wall and process CPU (means over draws; one thread, so CPU seconds are what the fit
+costs on an idle core, wall seconds what it took on the shared machine). Baselines: the training mean (tau 0 by
+construction) and ranking by MACs (no training). Ends with ``RESULT tau_ofa_n100=.. top10_ofa_n100=..
+tau_ofa_n500=.. fit_s_n500=.. fit_cpu_s_n500=.. tau_nb201_n100=..`` (best predictor per column; fit_s_n500 and
+fit_cpu_s_n500 are those of the best-tau predictor at n = 500).
 
     python bench/predictors.py            # full run
     python bench/predictors.py --quick    # 1 draw, n_train in {100, 500}, 3,000 NB201 test cells
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -82,20 +85,20 @@ def run_one(data: Dataset, make: Callable[[], Any] | None, n: int, seed: int, ma
     if max_test is not None:
         te = te[:max_test]
     train, test = [data.archs[i] for i in tr], [data.archs[i] for i in te]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if make is None:  # baselines
         pred = data.macs[te] if baseline == "macs" else np.full(len(te), data.y[tr].mean())
-        fit_s = pred_s = 0.0
+        fit_s = pred_s = fit_cpu = pred_cpu = 0.0
     else:
         model = make().fit(train, data.y[tr])
-        fit_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t1, c1 = time.perf_counter(), time.process_time()
         pred = model.predict(test)
-        pred_s = time.perf_counter() - t1
+        pred_s, pred_cpu = time.perf_counter() - t1, time.process_time() - c1
     out = score(data.y[te], pred)
     if baseline == "macs":
         out["rmse"] = float("nan")  # MACs are not in accuracy units
-    return {**out, "fit_s": fit_s, "pred_s": pred_s}
+    return {**out, "fit_s": fit_s, "pred_s": pred_s, "fit_cpu_s": fit_cpu, "pred_cpu_s": pred_cpu}
 
 
 def bench(data: Dataset, names: Sequence[str], ns: Sequence[int], seeds: int,
@@ -114,7 +117,8 @@ def bench(data: Dataset, names: Sequence[str], ns: Sequence[int], seeds: int,
             results[(name, n)] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
             r = results[(name, n)]
             print(f"{data.name:6s} n={n:4d} {name:14s} tau {r['tau']:.4f} rho {r['rho']:.4f} rmse {r['rmse']:.4f} "
-                  f"top10 {r['top10']:.3f} fit {r['fit_s']:6.2f}s pred {r['pred_s']:5.2f}s", flush=True)
+                  f"top10 {r['top10']:.3f} fit {r['fit_s']:6.2f}s (cpu {r['fit_cpu_s']:6.2f}s) "
+                  f"pred {r['pred_s']:5.2f}s (cpu {r['pred_cpu_s']:5.2f}s) load {os.getloadavg()[0]:.2f}", flush=True)
     return results
 
 
@@ -126,6 +130,16 @@ def table(title: str, results: dict[tuple[str, int], dict[str, float]], ns: Sequ
         cells = " ".join(f"{results[(name, n)]['tau']:.3f}/{results[(name, n)]['top10']:.2f}".rjust(13) for n in ns)
         last = results[(name, ns[-1])]
         print(f"{name:14s} {cells}   {last['fit_s']:9.2f}  {last['pred_s']:10.2f}  {last['rmse']:8.4f}")
+
+
+def full_table(title: str, results: dict[tuple[str, int], dict[str, float]]) -> None:
+    """Every metric of every predictor at every n_train (means over draws), as a markdown table."""
+    print(f"\n## {title}: all metrics (mean over draws; wall and process-CPU seconds, one thread)")
+    print("| n | predictor | tau | rho | RMSE | top10 | fit s | fit cpu s | predict s | predict cpu s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, n), r in sorted(results.items(), key=lambda kv: kv[0][1]):
+        print(f"| {n} | {name} | {r['tau']:.4f} | {r['rho']:.4f} | {r['rmse']:.4f} | {r['top10']:.3f} | "
+              f"{r['fit_s']:.2f} | {r['fit_cpu_s']:.2f} | {r['pred_s']:.2f} | {r['pred_cpu_s']:.2f} |")
 
 
 def best(results: dict[tuple[str, int], dict[str, float]], n: int, key: str) -> tuple[str, float]:
@@ -145,13 +159,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     ns = (100, 500) if args.quick else (50, 100, 250, 500)
     seeds = args.seeds or (1 if args.quick else 5)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     ofa = bench(load_ofa(), args.predictors, ns, seeds, None)
     nb = bench(load_nb201(), args.predictors, ns, seeds, 3000 if args.quick else None)
     table("OFA-MBv3 ImageNet (dev.csv, 1,051 distinct subnets)", ofa, ns)
     table("NAS-Bench-201 CIFAR-10 (15,625 cells)", nb, ns)
+    full_table("OFA-MBv3 ImageNet", ofa)
+    full_table("NAS-Bench-201 CIFAR-10", nb)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     name500, tau500 = best(ofa, 500, "tau")
     print(f"RESULT tau_ofa_n100={best(ofa, 100, 'tau')[1]:.4f} top10_ofa_n100={best(ofa, 100, 'top10')[1]:.3f} "
           f"tau_ofa_n500={tau500:.4f} fit_s_n500={ofa[(name500, 500)]['fit_s']:.2f} "
+          f"fit_cpu_s_n500={ofa[(name500, 500)]['fit_cpu_s']:.2f} "
           f"tau_nb201_n100={best(nb, 100, 'tau')[1]:.4f} best_ofa_n100={best(ofa, 100, 'tau')[0]} "
           f"best_ofa_n500={name500}")
 

@@ -18,8 +18,8 @@ from search_spaces import SearchSpace
 
 __all__ = ["EnsemblePredictor", "DEFAULT_MEMBERS"]
 
-#: GP on cost-aware features + OFA-style MLP on the same features
-DEFAULT_MEMBERS: tuple[tuple[str, dict[str, Any]], ...] = (("gp", {}), ("mlp", {}))
+#: GP on cost-aware features + a small deep ensemble of MLPs on the same features
+DEFAULT_MEMBERS: tuple[tuple[str, dict[str, Any]], ...] = (("gp", {}), ("mlp_ensemble", {"members": 3}))
 
 
 @register("ensemble")

@@ -7,10 +7,12 @@
 * ``layer_cost``: log MACs and log parameters per *segment* of the concrete network (``space.layers``): consecutive
   layers with the same output channels and no stride, i.e. the stages of a CNN. Where compute is spent matters as
   much as how much (nn-Meter prices kernels the same way, per layer signature).
+* ``slot_cost``: log MACs of each layer slot (segment, position in the segment): where inside a stage the compute
+  sits, and how a block's kernel and expansion combine.
 
-Featurizers are registered in :data:`FEATURES`; ``"auto"`` takes ``cost``, ``layer_cost`` and ``onehot`` where the
-space supports them, so a joint architecture x quantisation space gets its quantisation genes through ``onehot``
-and its bit-aware cost through ``space.macs`` without any code here knowing about either.
+Featurizers are registered in :data:`FEATURES`; ``"auto"`` takes ``cost``, ``layer_cost``, ``slot_cost`` and
+``onehot`` where the space supports them, so a joint architecture x quantisation space gets its quantisation genes
+through ``onehot`` and its bit-aware cost through ``space.macs`` without any code here knowing about either.
 """
 
 from __future__ import annotations
@@ -125,7 +127,46 @@ class LayerCost(Featurizer):
         return np.log1p(out)
 
 
-AUTO = ("cost", "layer_cost", "onehot")
+@FEATURES.register("slot_cost")
+class SlotCost(LayerCost):
+    """log1p MACs of each layer *slot*: (segment, position within the segment), slots of the largest network.
+
+    Finer than ``layer_cost``: where in a stage the compute sits (the first, strided block of a stage or a later
+    residual one) and how a block's kernel and expansion combine (MACs of a block ~ expand x (1 + kernel^2 / c)).
+    An inactive slot (a block beyond the stage's depth) is 0.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        Featurizer.__init__(self, space)
+        counts: dict[int, int] = {}
+        for arch in (space.min_arch(), space.max_arch()):
+            for seg, n in self._counts(self._layers(arch)).items():
+                counts[seg] = max(counts.get(seg, 0), n)
+        self.offsets = {seg: int(sum(counts[s] for s in sorted(counts) if s < seg)) for seg in counts}
+        self.width = int(sum(counts.values()))
+
+    @staticmethod
+    def _counts(layers: Sequence[LayerSpec]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for seg in segments(layers):
+            out[seg] = out.get(seg, 0) + 1
+        return out
+
+    def __call__(self, archs: Sequence[Any]) -> np.ndarray:
+        out = np.zeros((len(archs), self.width))
+        for i, arch in enumerate(archs):
+            layers = self._layers(arch)
+            pos: dict[int, int] = {}
+            for layer, seg in zip(layers, segments(layers)):
+                j = pos.get(seg, 0)
+                pos[seg] = j + 1
+                col = self.offsets.get(seg, self.width) + j
+                if col < self.width:  # layers beyond the largest network's slots are dropped
+                    out[i, col] += layer_macs(layer)
+        return np.log1p(out)
+
+
+AUTO = ("cost", "layer_cost", "slot_cost", "onehot")
 
 # Feature rows are pure functions of (featurizer, space, arch); searches and benchmarks ask for the same
 # architectures again and again, so recent rows are memoised (bounded, oldest evicted first).

@@ -2,15 +2,20 @@
 
 The kernel encodes the prior knowledge a NAS accuracy predictor should start from: accuracy is, first, a smooth
 function of where and how much compute a network spends. On the standardised continuous features ``c`` (log
-MACs/params, per segment where the space lists its layers) it puts a linear plus quadratic kernel; on the masked
-one-hot ``o`` a linear kernel (additive per-choice effects, as in DyNAS-T's Ridge) plus an RBF (interactions):
+MACs/params, per segment and per layer slot where the space lists its layers) it puts a linear plus quadratic
+kernel; on the masked one-hot ``o`` a linear kernel (additive per-choice effects, as in DyNAS-T's Ridge) plus an RBF
+(interactions):
 
     k(x, x') = a0 (1 + c.c') + a1 (c.c')^2 + a2 o.o' (10 / |o|) + a3 exp(-|o - o'|^2 / 2 l^2),  noise s^2
 
-Amplitudes, length scale and noise are fitted by maximising the log marginal likelihood (type-II ML, L-BFGS-B on
+With ``ard=True`` (default; automatic relevance determination, MacKay 1994 / Neal 1996) each continuous feature has
+its own weight, c_j -> w_j c_j, so the fit learns which cost features (which stages, which slots) matter; the weights
+are fitted with the rest, under a log-normal prior (log w_j ~ N(0, ``ard_prior``^2); MAP-II) that keeps ~50 weights
+from over-fitting a hundred measurements (without it the predictive deviation gets overconfident). Amplitudes,
+length scale, weights and noise are fitted by maximising the log marginal likelihood (type-II ML, L-BFGS-B on
 analytic gradients from torch autograd, float64), so no cross-validation loop is needed and ``predict_std`` is the
-calibrated predictive standard deviation of a new measurement. Exact GP: O(n^3) fit, fine up to a few thousand
-measured architectures.
+calibrated predictive standard deviation of a new measurement. Exact GP: O(n^3)
+fit, fine up to a few thousand measured architectures.
 """
 
 from __future__ import annotations
@@ -32,18 +37,29 @@ _HYPER = (("log_a_bias", -1.0, (-10.0, 6.0)), ("log_a_quad", -1.0, (-10.0, 6.0))
           ("log_a_rbf", -1.0, (-10.0, 6.0)), ("log_ls", float(np.log(3.0)), (-3.0, 4.0)),
           ("log_noise", float(np.log(0.05)), (-12.0, 1.0)))
 _JITTER = 1e-6
+_ARD_BOUNDS = (-6.0, 3.0)  # log weight of each continuous feature (ard=True)
 
 
 class _Kernel:
     """The composite kernel on a feature matrix split into continuous and one-hot columns."""
 
-    def __init__(self, binary: np.ndarray, quadratic: bool, rbf: bool) -> None:
+    def __init__(self, binary: np.ndarray, quadratic: bool, rbf: bool, ard: bool = False) -> None:
         self.cont = torch.as_tensor(np.flatnonzero(~binary))
         self.bin = torch.as_tensor(np.flatnonzero(binary))
         self.quadratic, self.rbf = quadratic and len(self.cont) > 0, rbf and len(self.bin) > 0
+        self.ard = ard and len(self.cont) > 0
+
+    def extra(self) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """Initial values and bounds of the hyper-parameters beyond :data:`_HYPER` (the ARD log weights)."""
+        n = len(self.cont) if self.ard else 0
+        return np.zeros(n), [_ARD_BOUNDS] * n
+
+    def _c(self, th: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        c = A[:, self.cont]
+        return c * torch.exp(th[len(_HYPER):len(_HYPER) + len(self.cont)]) if self.ard else c
 
     def __call__(self, th: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-        ca, cb = A[:, self.cont], B[:, self.cont]
+        ca, cb = self._c(th, A), self._c(th, B)
         cc = ca @ cb.T
         K = torch.exp(th[0]) * (1.0 + cc)
         if self.quadratic:
@@ -58,7 +74,7 @@ class _Kernel:
         return K
 
     def diag(self, th: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        c = A[:, self.cont]
+        c = self._c(th, A)
         cc = (c**2).sum(1)
         d = torch.exp(th[0]) * (1.0 + cc)
         if self.quadratic:
@@ -75,11 +91,14 @@ class GPPredictor(FeaturePredictor, ProbabilisticPredictor):
     """Exact GP regression on cost-aware features; ``predict_std`` includes the fitted measurement noise."""
 
     def __init__(self, space: SearchSpace, *, features: str | Sequence[str] = "auto", target: str = "auto",
-                 seed: int = 0, quadratic_cost: bool = True, rbf: bool = True, max_iter: int = 200) -> None:
+                 seed: int = 0, quadratic_cost: bool = True, rbf: bool = True, ard: bool = True,
+                 ard_prior: float = 0.5, max_iter: int = 200) -> None:
         super().__init__(space, features=features, target=target, seed=seed)
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        self.quadratic_cost, self.rbf, self.max_iter = bool(quadratic_cost), bool(rbf), int(max_iter)
+        self.quadratic_cost, self.rbf, self.ard, self.max_iter = bool(quadratic_cost), bool(rbf), bool(ard), \
+            int(max_iter)
+        self.ard_prior = float(ard_prior)
         self._theta = np.array([v for _, v, _ in _HYPER])
         self._Xtr = np.zeros((0, 0), dtype=np.float32)
         self._alpha = np.zeros(0)
@@ -89,7 +108,7 @@ class GPPredictor(FeaturePredictor, ProbabilisticPredictor):
     # -- fitting ----------------------------------------------------------------------------------
     def _kernel(self) -> _Kernel:
         assert self.encoder is not None
-        return _Kernel(self.encoder.binary_mask(), self.quadratic_cost, self.rbf)
+        return _Kernel(self.encoder.binary_mask(), self.quadratic_cost, self.rbf, self.ard)
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         # the training features are kept as float32 (half the file size) and used as such, so a reloaded model
@@ -109,12 +128,15 @@ class GPPredictor(FeaturePredictor, ProbabilisticPredictor):
                 return 1e10, np.zeros_like(theta)
             a = torch.cholesky_solve(t[:, None], L)[:, 0]
             loss = 0.5 * t @ a + torch.log(torch.diagonal(L)).sum()
+            if self.ard_prior > 0:  # log-normal prior on the ARD weights (MAP-II): shrinks them towards 1
+                loss = loss + 0.5 * (th[len(_HYPER):] ** 2).sum() / self.ard_prior**2
             loss.backward()
             assert th.grad is not None
             return float(loss.detach()), th.grad.numpy().copy()
 
-        th0 = np.array([v for _, v, _ in _HYPER])
-        res = minimize(nll, th0, jac=True, method="L-BFGS-B", bounds=[b for _, _, b in _HYPER],
+        init, extra_bounds = kernel.extra()
+        th0 = np.concatenate([[v for _, v, _ in _HYPER], init])
+        res = minimize(nll, th0, jac=True, method="L-BFGS-B", bounds=[b for _, _, b in _HYPER] + extra_bounds,
                        options={"maxiter": self.max_iter})
         self._theta, self._y = np.asarray(res.x, dtype=np.float64), (mu, sd)
         self._chol = None
@@ -165,5 +187,9 @@ class GPPredictor(FeaturePredictor, ProbabilisticPredictor):
                 {"theta": self._theta, "X": self._Xtr, "alpha": self._alpha})
 
     def _load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        width = len(_HYPER) + len(self._kernel().extra()[0])
+        if arrays["theta"].shape != (width,):
+            raise ValueError(f"saved GP has {arrays['theta'].shape[0]} kernel hyper-parameters; its parameters "
+                             f"(ard={self.ard}) and features give {width}")
         self._theta, self._Xtr, self._alpha = arrays["theta"], arrays["X"].astype(np.float32), arrays["alpha"]
         self._y, self._chol = (float(meta["y_mean"]), float(meta["y_std"])), None

@@ -17,7 +17,7 @@ from predictors import (
     top_k_precision,
 )
 from predictors.datasets import read_ofa_accuracy_csv
-from predictors.features import LayerCost, resolve_features, segments
+from predictors.features import LayerCost, SlotCost, resolve_features, segments
 from predictors.targets import AutoTarget, RankGauss
 from predictors.trees import export_trees, predict_trees
 from search_spaces import create_space
@@ -27,7 +27,7 @@ DEV_CSV = Path(__file__).resolve().parents[2] / "../shared/yardsticks/ofa_mbv3_i
 
 
 def test_auto_features_follow_what_the_space_offers() -> None:
-    assert resolve_features(create_space("ofa_mbv3"), "auto") == ("cost", "layer_cost", "onehot")
+    assert resolve_features(create_space("ofa_mbv3"), "auto") == ("cost", "layer_cost", "slot_cost", "onehot")
     assert resolve_features(create_space("nb201"), "auto") == ("cost", "onehot")
     with pytest.raises(FeatureUnavailableError, match="layers"):
         FeatureEncoder(create_space("nb201"), ["layer_cost"])
@@ -43,6 +43,20 @@ def test_layer_cost_segments_partition_the_network_macs() -> None:
     layers = space.layers(space.min_arch())
     seg = segments(layers)
     assert seg == sorted(seg) and layer_macs(layers[0]) > 0
+
+
+def test_slot_cost_places_each_layer_in_its_stage_slot() -> None:
+    space = create_space("ofa_mbv3")
+    feat = SlotCost(space)
+    # stem + first block, 4 slots in each of 5 stages, final expand + pool, feature mix, classifier
+    assert feat.width == 2 + 5 * 4 + 2 + 1 + 1
+    archs = [space.sample(i) for i in range(5)] + [space.min_arch(), space.max_arch()]
+    F = feat(archs)
+    np.testing.assert_allclose(np.expm1(F).sum(1), [space.macs(a) for a in archs], rtol=1e-9)
+    for row, arch in zip(F, archs):
+        stage_slots = row[2:22].reshape(5, 4)
+        # a stage of depth d fills exactly its first d slots
+        np.testing.assert_array_equal(stage_slots > 0, np.arange(4)[None, :] < np.asarray(arch.d)[:, None])
 
 
 def test_encoder_standardises_only_continuous_columns() -> None:
