@@ -86,5 +86,14 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, super
     measured = meta.get("measured_test_top1")
     line = f"exported rank {rank} {meta['arch_id']} to {out}"
     if measured is not None and pred is not None:
-        line += f": predicted top-1 {pred:.2f}%, measured test top-1 {measured:.2f}% ({measured - pred:+.2f})"
+        searched = "measured val" if _measured_search(config) else "predicted"
+        line += f": {searched} top-1 {pred:.2f}%, measured test top-1 {measured:.2f}% ({measured - pred:+.2f})"
     return line
+
+
+def _measured_search(config_yaml: str) -> bool:
+    """Whether the search measured accuracy on a supernet (``supernet.checkpoint``) instead of predicting it."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(config_yaml)
+    return bool(OmegaConf.select(cfg, "supernet.checkpoint", default=None))

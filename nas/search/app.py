@@ -146,17 +146,27 @@ def _export_note(out: Path, exp: Experiment, n: int) -> str:
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
     """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    exp_kwargs = _kwargs(cfg.experiment)
-    exp = create_experiment(cfg.experiment.name, **exp_kwargs)  # type: ignore[arg-type]
-    if cfg.get("search_space"):
-        exp = _with_custom_space(exp, cfg)
+    measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
+    if measured:  # accuracy measured on a trained supernet, in LINAS rounds
+        from nas.search.measured import linas_from_config, measured_experiment
+
+        override = _custom_space(str(cfg.search_space.name), _kwargs(cfg.search_space)) \
+            if cfg.get("search_space") else None  # type: ignore[arg-type]
+        exp = measured_experiment(cfg, override)
+    else:
+        exp = create_experiment(cfg.experiment.name, **_kwargs(cfg.experiment))  # type: ignore[arg-type]
+        if cfg.get("search_space"):
+            exp = _with_custom_space(exp, cfg)
     objectives, metrics = _metrics(cfg, exp)
     constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
     out = Path(cfg.out_dir)
     searcher_kwargs = _kwargs(cfg.searcher)
-    result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
-                        seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                        resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
+    if measured:
+        result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
+    else:
+        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
+                            seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
+                            resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
     ranked = front_ranked(result)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -78,12 +78,19 @@ def test_constraint_on_a_metric_the_search_lacks_is_refused(tmp_path):
 
 @pytest.mark.parametrize("hw", [None, "snapdragon855"])
 def test_default_search_runs_on_the_embedded_default(tmp_path, hw):
-    if not (REPO / "nas" / "embedded" / "ofa_mbv3_fmnist" / "measurements.csv").is_file():
-        pytest.skip("embedded default not generated")
-    args = [f"out_dir={tmp_path / 'r'}", "budget=400", "progress=false"] + ([f"+hw={hw}"] if hw else [])
+    args = [f"out_dir={tmp_path / 'r'}", "budget=400", "progress=false"] + (
+        [f"+hw={hw}", "export=0", "constraints=['latency_ms<=0.3']"] if hw else [])
     proc = _run(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     front = json.loads((tmp_path / "r" / "front_ranked.json").read_text())
     assert len(front) >= 3
     cost = "latency_ms" if hw else "macs_M"
     assert cost in front[0], front[0]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("rank"))
+    assert "top1" in header and "macs_M" in header and (hw is None or "latency_ms" in header)
+    if hw:  # the exported best point: its measured Fashion-MNIST test top-1 next to the predicted one
+        assert max(p["latency_ms"] for p in front) <= 0.3
+        line = proc.stdout.strip().splitlines()[-1]
+        assert line.startswith("exported rank 0") and "predicted top-1" in line and "measured test top-1" in line
+        meta = json.loads((tmp_path / "r" / "subnet_rank0" / "metadata.json").read_text())
+        assert 70.0 < meta["measured_test_top1"] <= 100.0
