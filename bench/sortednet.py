@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chain-order", default="embed,heads,mlp,depth",
                    help="comma-separated dims raised round-robin along the chain (width first)")
     p.add_argument("--chain-weights", default=None, help="comma-separated draw weights of the chain members")
+    p.add_argument("--always", default="", help="chain ends in every step: smallest, largest or smallest,largest")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adamw")
     p.add_argument("--lr", type=float, default=5e-3)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     order = args.chain_order.split(",") if args.chain_order else None
     weights = [float(w) for w in args.chain_weights.split(",")] if args.chain_weights else None
     sampler = SortedNetSampler(net.space, g_acc=args.g_acc, distribution=args.distribution, chain_order=order,
-                               chain_weights=weights, seed=args.seed)
+                               chain_weights=weights, always=[a for a in args.always.split(",") if a],
+                               seed=args.seed)
     print(f"SortedNet: {args.space}, grid {dict(zip(sampler.grid.names, sampler.grid.shape))} "
           f"({len(sampler.grid)} sub-models), g_acc={args.g_acc}, {args.distribution} distribution "
           f"(chain order {order or list(sampler.grid.names)}, weights {weights or 'uniform'}), "

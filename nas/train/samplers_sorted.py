@@ -5,7 +5,9 @@ Each step draws ``g_acc`` sub-models from a configurable distribution over a sor
 over the points of a sorted chain with given weights. The trainer runs the plan's tasks on the step's batch and
 accumulates their gradients before one optimizer step, so the step minimises
 ``sum_{n in B} w_n L_n(x; theta_n)`` with ``w_n = 1/g_acc`` (SoFT's normalisation) or 1. Depth sub-models share
-the supernet's final norm and head. The RNG is the only state (saved in checkpoints).
+the supernet's final norm and head. ``always=("smallest",)`` (or ``"largest"``, or both) puts those ends of the
+chain into every step and draws the other ``g_acc - len(always)`` sub-models, the sandwich rule's cure for the
+smallest sub-model getting only ``g_acc / N`` of the updates. The RNG is the only state (saved in checkpoints).
 
 ``fixed`` trains one architecture inside the supernet; since only the arch's prefix slices get gradients, this
 is the same computation as training the exported subnet alone from the same initial weights (the stand-alone
@@ -39,7 +41,7 @@ class SortedNetSampler(Sampler):
     def __init__(self, space: SearchSpace, *, dims: Sequence[str] | None = None,
                  fixed: Mapping[str, Any] | None = None, g_acc: int = 4, distribution: str = "grid",
                  probs: Mapping[str, Sequence[float]] | None = None, chain_order: Sequence[str] | None = None,
-                 chain_weights: Sequence[float] | None = None, normalize: bool = True,
+                 chain_weights: Sequence[float] | None = None, always: Sequence[str] = (), normalize: bool = True,
                  label_smoothing: float = 0.0, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
         if g_acc < 1:
@@ -53,6 +55,11 @@ class SortedNetSampler(Sampler):
         self.chain = self.grid.chain(chain_order)
         self.g_acc, self.distribution, self.probs = g_acc, distribution, dict(probs or {})
         self.chain_weights = self._chain_weights(chain_weights)
+        ends = {"smallest": self.chain[0], "largest": self.chain[-1]}
+        bad = [a for a in always if a not in ends]
+        if bad or len(set(always)) != len(always) or len(always) > g_acc:
+            raise ValueError(f"always={list(always)}: give distinct values from {list(ends)}, at most g_acc={g_acc}")
+        self.always = [ends[a] for a in always]
         self.grid.sample(np.random.default_rng(0), self.probs)  # validate probs now, not at the first step
         self.recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self.weight = 1.0 / g_acc if normalize else 1.0
@@ -73,8 +80,8 @@ class SortedNetSampler(Sampler):
         return self.grid.sample(self.rng, self.probs)
 
     def plan(self, step: int, batch: Batch) -> StepPlan:
-        return StepPlan([SubnetTask(self.grid.arch(self.draw()), self.recipe, weight=self.weight, tag="sorted")
-                         for _ in range(self.g_acc)])
+        points = self.always + [self.draw() for _ in range(self.g_acc - len(self.always))]
+        return StepPlan([SubnetTask(self.grid.arch(p), self.recipe, weight=self.weight, tag="sorted") for p in points])
 
     def chain_archs(self) -> list[Any]:
         """The sorted chain theta_1 subset ... subset theta_N as architectures."""

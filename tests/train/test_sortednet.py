@@ -149,6 +149,14 @@ def test_sampler_distribution_is_configurable():
         SortedNetSampler(sp, probs={"depth": [1, 1]})
     with pytest.raises(ValueError, match="unknown sorted dims"):
         SortedNetSampler(sp, dims=["depth", "width"])
+    ends = SortedNetSampler(sp, g_acc=3, always=["smallest", "largest"], seed=0)
+    chain = ends.chain_archs()
+    for plan in (ends.plan(i, None) for i in range(20)):  # both ends in every step, one drawn sub-model
+        assert plan.archs[:2] == [chain[0], chain[-1]] and len(plan) == 3
+    with pytest.raises(ValueError, match="smallest"):
+        SortedNetSampler(sp, g_acc=1, always=["smallest", "largest"])
+    with pytest.raises(ValueError, match="smallest"):
+        SortedNetSampler(sp, always=["middle"])
     cnn = SortedNetSampler(create_space("ofa_mbv3_tiny"), dims=["depth", "expand", "kernel"], fixed={"r": 28})
     assert len(cnn.chain) == 1 + 1 + 2 + 2 and all(a.r == 28 for a in cnn.chain_archs())
 
