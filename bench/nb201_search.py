@@ -16,8 +16,12 @@ A *query* is the first look-up of a distinct cell; repeats are free (the search 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import json
 import logging
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,11 +30,14 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.search import Objective, hypervolume, pareto_front, run_search, table_objective  # noqa: E402
+from nas.search.additive import encoded_cost  # noqa: E402
+from nas.search.searchers import SEARCHERS  # noqa: E402
 from search_spaces.nb201 import NB201IndexMap, NB201Space  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nats_bench_tss_200ep.csv"
@@ -47,7 +54,7 @@ SO_SEARCHERS: dict[str, dict[str, Any]] = {
     "pymoo_ga": {"pop_size": 20},
     "optuna_nsga2": {"sampler_kwargs": {"population_size": 20}},
     "optuna_tpe": {},
-    "bayesian_linear": {},
+    "bayesian_linear": {"temperature": 0.3, "n_init": 3},  # one setting for every dataset (chosen on seeds 100+)
 }
 MO_SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
@@ -85,7 +92,9 @@ def regret_run(space: NB201Space, table: dict[str, float], opt: float, searcher:
 
 def hv_run(space: NB201Space, error: dict[str, float], max_params: float, ref: np.ndarray, hv_opt: float,
            searcher: str, kwargs: dict[str, Any], seed: int, budget: int) -> float:
-    objectives = [Objective("params_frac", lambda a: np.array([space.params(x) for x in a]) / max_params),
+    params_x = encoded_cost(space, "params")  # exact, vectorised over encodings
+    objectives = [Objective("params_frac", lambda a: np.array([space.params(x) for x in a]) / max_params,
+                            fn_x=lambda X: params_x(X) / max_params),
                   table_objective(space, table=error, name="error", direction="min")]
     res = run_search(space, objectives, [], searcher, budget=budget, seed=seed, searcher_kwargs=kwargs,
                      max_steps=MAX_STEPS)
@@ -113,7 +122,39 @@ def dataset(ds: str) -> dict[str, Any]:
     return _DATA[ds]
 
 
+CACHE_DIR: Path | None = None
+
+
+def cache_key(task: tuple[str, str, str, int, int]) -> str:
+    """File name for one run: task fields + hash of its settings and of the searcher's module source. Shared search
+    code (problem, driver, pareto) is not hashed: clear the cache after changing it in a way that alters results."""
+    kind, ds, name, seed, budget = task
+    kwargs = (SO_SEARCHERS if kind == "so" else MO_SEARCHERS)[name]
+    h = hashlib.sha256(json.dumps([kind, ds, name, kwargs, budget, MAX_STEPS], sort_keys=True).encode())
+    h.update(Path(inspect.getsourcefile(SEARCHERS.get(name))).read_bytes())
+    return f"{kind}_{ds}_{name}_s{seed}_b{budget}_{h.hexdigest()[:12]}.json"
+
+
 def run_task(task: tuple[str, str, str, int, int]) -> Any:
+    """One run, read from / written to ``CACHE_DIR`` when set (atomic write)."""
+    path = CACHE_DIR / cache_key(task) if CACHE_DIR is not None else None
+    if path is not None and path.exists():
+        raw = json.loads(path.read_text())
+        return (np.array(raw[0]), raw[1]) if task[0] == "so" else raw
+    out = _run_task(task)
+    if path is not None:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps([out[0].tolist(), out[1]] if task[0] == "so" else out))
+        os.replace(tmp, path)
+    return out
+
+
+def _run_task(task: tuple[str, str, str, int, int]) -> Any:
+    with threadpool_limits(1):  # small matrices: BLAS threads only add contention (the workers are the parallelism)
+        return _run_task_1thread(task)
+
+
+def _run_task_1thread(task: tuple[str, str, str, int, int]) -> Any:
     kind, ds, name, seed, budget = task
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("nas.search").setLevel(logging.ERROR)
@@ -132,7 +173,13 @@ def main() -> None:
     ap.add_argument("--searchers", nargs="+", default=None, help="single-objective searchers to run")
     ap.add_argument("--mo-searchers", nargs="+", default=None, help="multi-objective searchers to run")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="reuse/store each run's outcome here (keyed by settings and the searcher's source)")
     args = ap.parse_args()
+    global CACHE_DIR
+    if args.cache_dir is not None:
+        args.cache_dir.mkdir(parents=True, exist_ok=True)
+        CACHE_DIR = args.cache_dir
     if not TABLE.exists():
         sys.exit(f"NAS-Bench-201 table not found at {TABLE} (expected ../shared/yardsticks beside the checkout)")
     n_seeds = args.seeds or (3 if args.quick else 20)

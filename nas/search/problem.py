@@ -68,7 +68,8 @@ class SearchProblem:
         self._signs = np.array([o.sign for o in self.objectives])
         self._fast: dict[str, Callable[[np.ndarray], np.ndarray]] = {
             n: m.fn_x for n, m in self.metrics.items() if m.fn_x is not None}
-        self._index: dict[bytes, int] = {}
+        self._index = _RowIndex(self.view.n_genes)
+        self._screened: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
         self._X = np.zeros((64, self.view.n_genes), dtype=np.int64)
         self._V = np.full((64, len(self.names)), np.nan)
         self._archs: list[Any] = []
@@ -102,25 +103,28 @@ class SearchProblem:
         """Full evaluation (all metrics) of a batch of encodings."""
         rows = self.rows(X, archs)
         self._fill(rows, self.names)
+        self._screened.clear()
+        _, first = np.unique(rows, return_index=True)
+        first = np.sort(first)
+        first = first[~self._queried[rows[first]]]  # first request of each not-yet-queried row, in request order
         new = np.zeros(len(rows), dtype=bool)
-        for i, r in enumerate(rows):
-            if not self._queried[r]:
-                self._queried[r] = new[i] = True
-                self.history.append(int(r))
+        new[first] = True
+        self._queried[rows[first]] = True
+        self.history.extend(rows[first].tolist())
         return Evaluation(rows, self._F(rows), self._G(rows), new)
 
     def within_budget(self, X: np.ndarray, n_new: int) -> int:
         """Length of the longest prefix of ``X`` whose full evaluation makes at most ``n_new`` queries."""
         if n_new >= len(X):
             return len(X)
-        seen: set[bytes] = set()
-        for i, key in enumerate(self.view.keys(self.view.canonical(X))):
-            r = self._index.get(key)
-            if (r is None or not self._queried[r]) and key not in seen:
-                if len(seen) == n_new:
-                    return i
-                seen.add(key)
-        return len(X)
+        Xc = self.view.canonical(X)
+        known = self._index.lookup(Xc, self._X)
+        fresh = (known < 0) | ~self._queried[np.maximum(known, 0)]
+        first_idx, _ = unique_rows(Xc, self._index.hashes(Xc))
+        first = np.zeros(len(Xc), dtype=bool)
+        first[first_idx] = True
+        starts = np.flatnonzero(fresh & first)  # where each distinct new architecture first appears
+        return len(X) if len(starts) <= n_new else int(starts[n_new])
 
     def values(self, X: np.ndarray, names: Iterable[str]) -> np.ndarray:
         """Raw values of the chosen metrics (computing only those); ``(n, len(names))``."""
@@ -131,7 +135,9 @@ class SearchProblem:
         if all(n in self._fast and not self.metrics[n].expensive for n in names):
             # cheap and vectorised: computing is cheaper than caching (screening thousands of rejected children)
             Xc = self.view.canonical(X)
-            return np.stack([np.asarray(self._fast[n](Xc), dtype=np.float64).reshape(-1) for n in names], axis=1)
+            V = np.stack([np.asarray(self._fast[n](Xc), dtype=np.float64).reshape(-1) for n in names], axis=1)
+            self._remember(Xc, names, V)
+            return V
         return self.values_at(self.rows(X), names)
 
     def values_at(self, rows: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -153,8 +159,8 @@ class SearchProblem:
         return np.sum([np.clip(c.violation(V[:, i]), 0, None) for i, c in enumerate(cons)], axis=0)
 
     def is_queried(self, X: np.ndarray) -> np.ndarray:
-        keys = self.view.keys(self.view.canonical(X))
-        return np.array([k in self._index and bool(self._queried[self._index[k]]) for k in keys], dtype=bool)
+        known = self._index.lookup(self.view.canonical(X), self._X)
+        return (known >= 0) & self._queried[np.maximum(known, 0)]
 
     # -- stored results -------------------------------------------------------------------------------------
     def arch(self, row: int) -> Any:
@@ -192,24 +198,54 @@ class SearchProblem:
     def rows(self, X: np.ndarray, archs: Sequence[Any] | None = None) -> np.ndarray:
         """Store rows of the architectures encoded by ``X`` (added, unevaluated, if new)."""
         Xc = self.view.canonical(X)
-        out = np.empty(len(Xc), dtype=np.int64)
-        for i, key in enumerate(self.view.keys(Xc)):
-            r = self._index.get(key)
-            if r is None:
-                r = self._add(Xc[i], None if archs is None else archs[i])
-                self._index[key] = r
-            out[i] = r
+        out = self._index.lookup(Xc, self._X)
+        missing = np.flatnonzero(out < 0)
+        if len(missing):
+            Xm = Xc[missing]
+            first, inverse = unique_rows(Xm, self._index.hashes(Xm))
+            order = np.argsort(first)  # new rows get store rows in order of first appearance
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            new_rows = self._add(Xm[first[order]],
+                                 None if archs is None else [archs[i] for i in missing[first[order]]])
+            out[missing] = new_rows[rank[inverse]]
         return out
 
-    def _add(self, x: np.ndarray, arch: Any) -> int:
-        r = len(self._archs)
-        if r == len(self._X):
+    def _add(self, Xc: np.ndarray, archs: Sequence[Any] | None) -> np.ndarray:
+        """Append distinct, not yet stored canonical rows; returns their store rows."""
+        start, n = len(self._archs), len(Xc)
+        while start + n > len(self._X):
             self._X = np.concatenate([self._X, np.zeros_like(self._X)])
             self._V = np.concatenate([self._V, np.full_like(self._V, np.nan)])
             self._queried = np.concatenate([self._queried, np.zeros_like(self._queried)])
-        self._X[r] = x
-        self._archs.append(arch)
-        return r
+        rows = np.arange(start, start + n)
+        self._X[rows] = Xc
+        self._archs.extend([None] * n if archs is None else archs)
+        self._index.insert(Xc, rows)
+        return rows
+
+    def _remember(self, Xc: np.ndarray, names: list[str], V: np.ndarray) -> None:
+        """Keep cheap values computed for screening (e.g. a latency constraint on children) until the next full
+        evaluation, which then takes them instead of pricing the same architectures again."""
+        if sum(len(m[0]) for m in self._screened) + len(Xc) > 50_000:
+            self._screened.clear()
+        self._screened.append((self._index.hashes(Xc), Xc, dict(zip(names, V.T))))
+
+    def _from_screening(self, rows: np.ndarray, name: str) -> np.ndarray:
+        """Values of ``name`` remembered from screening for store rows ``rows`` (NaN where not remembered)."""
+        out = np.full(len(rows), np.nan)
+        if not any(name in vals for _, _, vals in self._screened):
+            return out
+        X = self._X[rows]
+        where = {k: i for i, k in enumerate(self._index.hashes(X).tolist())}
+        for h, Xc, vals in self._screened:
+            if name not in vals:
+                continue
+            at = np.array([where.get(k, -1) for k in h.tolist()], dtype=np.int64)
+            hit = np.flatnonzero(at >= 0)
+            hit = hit[np.all(X[at[hit]] == Xc[hit], axis=1)]
+            out[at[hit]] = vals[name][hit]
+        return out
 
     def _fill(self, rows: np.ndarray, names: Sequence[str]) -> None:
         for name in names:
@@ -217,6 +253,12 @@ class SearchProblem:
             need = np.unique(rows[np.isnan(self._V[rows, c])])
             if not len(need):
                 continue
+            if not self.metrics[name].expensive and name in self._fast:
+                known = self._from_screening(need, name)
+                self._V[need, c] = known
+                need = need[np.isnan(known)]
+                if not len(need):
+                    continue
             fast = self._fast.get(name)
             if fast is not None:
                 vals = np.asarray(fast(self._X[need]), dtype=np.float64).reshape(-1)
@@ -231,6 +273,50 @@ class SearchProblem:
         if not self.constraints:
             return np.zeros((len(rows), 0))
         return np.stack([c.violation(self._V[rows, self._col[c.name]]) for c in self.constraints], axis=1)
+
+
+class _RowIndex:
+    """Canonical encoding -> store row for whole batches: a 64-bit hash per row (random odd multipliers, wrap-around
+    sum, one vectorised expression) keys a dictionary of Python ints, and every hit is checked against the stored
+    encoding; a row whose hash collides with a different stored row (astronomically rare) goes to an exact
+    dictionary keyed by its bytes instead."""
+
+    def __init__(self, n_genes: int) -> None:
+        self._mult = np.random.default_rng(0x5EED).integers(1, 2**62, n_genes, dtype=np.uint64) * 2 + 1
+        self._rows: dict[int, int] = {}
+        self._overflow: dict[bytes, int] = {}
+
+    def hashes(self, Xc: np.ndarray) -> np.ndarray:
+        h = ((Xc.astype(np.uint64) + np.uint64(1)) * self._mult).sum(axis=1, dtype=np.uint64)
+        return h ^ (h >> np.uint64(29))
+
+    def lookup(self, Xc: np.ndarray, store: np.ndarray) -> np.ndarray:
+        """Store row of each canonical row of ``Xc``, -1 where unknown."""
+        get = self._rows.get
+        cand = np.array([get(k, -1) for k in self.hashes(Xc).tolist()], dtype=np.int64)
+        hit = cand >= 0
+        same = hit & np.all(store[np.maximum(cand, 0)] == Xc, axis=1)
+        out = np.where(same, cand, -1)
+        if self._overflow:
+            for i in np.flatnonzero(hit & ~same):
+                out[i] = self._overflow.get(np.ascontiguousarray(Xc[i]).tobytes(), -1)
+        return out
+
+    def insert(self, Xc: np.ndarray, rows: np.ndarray) -> None:
+        """Add distinct canonical rows, none of them stored yet."""
+        for k, x, r in zip(self.hashes(Xc).tolist(), Xc, rows.tolist()):
+            if self._rows.setdefault(k, r) != r:  # hash taken by another architecture
+                self._overflow[np.ascontiguousarray(x).tobytes()] = r
+
+
+def unique_rows(Xc: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(Xc, axis=0, return_index, return_inverse)`` through the rows' hashes (exact: checked)."""
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(Xc[first[inverse]], Xc):  # two different rows share a hash: sort the rows themselves
+        _, first, inverse = np.unique(Xc, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
 
 
 class PymooProblem(Problem):

@@ -76,24 +76,30 @@ def selection_order(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
     crowd = np.zeros(len(F))
     ok = np.flatnonzero(cv <= 0)
     if len(ok):
-        fronts = NonDominatedSorting().do(F[ok])
-        for i, front in enumerate(fronts):
+        for i, front in enumerate(NonDominatedSorting().do(F[ok])):
             rank[ok[front]] = i
-            crowd[ok[front]] = _crowding(F[ok[front]])
+        crowd[ok] = crowding_by_front(F[ok], rank[ok].astype(np.int64))
     return np.lexsort((-crowd, rank, cv))
 
 
-def _crowding(F: np.ndarray) -> np.ndarray:
+def crowding_by_front(F: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of every point within its own front (``rank``), all fronts at once: per objective,
+    sort by (front, value); a front's extremes get infinity, inner points the normalised gap between neighbours."""
     n = len(F)
-    if n <= 2:
-        return np.full(n, np.inf)
     out = np.zeros(n)
+    if n == 0:
+        return out
     for j in range(F.shape[1]):
-        o = np.argsort(F[:, j], kind="stable")
-        span = F[o[-1], j] - F[o[0], j]
-        out[o[0]] = out[o[-1]] = np.inf
-        if span > 0:
-            out[o[1:-1]] += (F[o[2:], j] - F[o[:-2], j]) / span
+        o = np.lexsort((F[:, j], rank))
+        r, v = rank[o], F[o, j]
+        first = np.r_[True, r[1:] != r[:-1]]
+        last = np.r_[r[1:] != r[:-1], True]
+        seg = np.cumsum(first) - 1
+        span = (v[last] - v[first])[seg]
+        gap = np.r_[v[1:], v[-1]] - np.r_[v[0], v[:-1]]
+        inner = np.where(span > 0, gap / np.where(span > 0, span, 1.0), 0.0)
+        out[o] += np.where(first | last, np.inf, inner)
+    out[np.bincount(rank)[rank] <= 2] = np.inf
     return out
 
 

@@ -25,7 +25,8 @@ __all__ = ["RandomSearch", "RegularizedEvolution", "Evolution", "mutate_x", "cro
 def mutate_x(X: np.ndarray, sizes: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
     """Resample each gene with probability ``prob`` (vectorised ``space.mutate``)."""
     mask = rng.random(X.shape) < prob
-    return np.where(mask, rng.integers(0, sizes, size=X.shape), X)
+    fresh = (rng.random(X.shape) * sizes).astype(np.int64)  # uniform in [0, size) per gene
+    return np.where(mask, fresh, X)
 
 
 def mutate_one_x(X: np.ndarray, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -134,13 +135,13 @@ class Evolution(Searcher):
     def _setup(self) -> None:
         self.parents: np.ndarray | None = None
         self.parent_F = self.parent_cv = np.zeros(0)
+        self._accept_rate = 1.0
 
     def ask(self) -> np.ndarray:
         if self.parents is None:
             return feasible_samples(self, self.population_size)
         n_mut = int(round(self.mutation_ratio * self.population_size))
-        return np.concatenate([self._children(n_mut, self._mutants),
-                               self._children(self.population_size - n_mut, self._crossovers)])
+        return self._children(n_mut, self.population_size - n_mut)
 
     def _mutants(self, n: int) -> np.ndarray:
         P = self.parents[self.rng.integers(0, len(self.parents), n)]
@@ -150,22 +151,31 @@ class Evolution(Searcher):
         idx = self.rng.integers(0, len(self.parents), (2, n))
         return crossover_x(self.parents[idx[0]], self.parents[idx[1]], self.rng)
 
-    def _children(self, n: int, make: Any) -> np.ndarray:
-        if n == 0:
-            return np.zeros((0, self.problem.view.n_genes), dtype=np.int64)
-        keep: list[np.ndarray] = []
-        have = 0
+    def _children(self, n_mut: int, n_cross: int) -> np.ndarray:
+        """``n_mut`` mutants then ``n_cross`` crossovers meeting the cheap constraints (rejection sampling). Both kinds
+        are screened in one call per round, oversampled by the acceptance rate seen so far, so a generation usually
+        costs one vectorised constraint evaluation."""
+        want = np.array([n_mut, n_cross])
+        got: list[list[np.ndarray]] = [[], []]
+        have = np.zeros(2, dtype=np.int64)
         for _ in range(self.max_rounds):
-            C = make(n)
-            C = C[self.problem.cheap_violation(C) <= 0]
-            keep.append(C)
-            have += len(C)
-            if have >= n:
+            need = np.maximum(want - have, 0)
+            if not need.any():
                 break
-        C = np.concatenate(keep)[:n]
-        if len(C) < n:  # constraint so tight that children rarely meet it: keep the parents' places
-            C = np.concatenate([C, self.parents[self.rng.integers(0, len(self.parents), n - len(C))]])
-        return self.problem.view.canonical(C)
+            m = np.ceil(need / self._accept_rate).astype(np.int64) + np.where(need > 0, 2, 0)
+            C = self.problem.view.canonical(np.concatenate([self._mutants(int(m[0])), self._crossovers(int(m[1]))]))
+            ok = self.problem.cheap_violation(C) <= 0
+            self._accept_rate = float(np.clip(0.5 * self._accept_rate + 0.5 * ok.mean(), 0.05, 1.0))
+            for k, part in enumerate((slice(0, m[0]), slice(m[0], m[0] + m[1]))):
+                got[k].append(C[part][ok[part]])
+                have[k] += int(ok[part].sum())
+        out = []
+        for k in range(2):
+            C = np.concatenate(got[k])[: want[k]] if got[k] else np.zeros((0, self.problem.view.n_genes), np.int64)
+            if len(C) < want[k]:  # constraint so tight that children rarely meet it: keep the parents' places
+                C = np.concatenate([C, self.parents[self.rng.integers(0, len(self.parents), want[k] - len(C))]])
+            out.append(C)
+        return np.concatenate(out)
 
     def tell(self, X: np.ndarray, evaluation: Evaluation) -> None:
         X = np.asarray(X)

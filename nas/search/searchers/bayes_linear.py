@@ -96,7 +96,7 @@ class BayesianLinearSearch(Searcher):
         if self.all_X is not None:  # a small space: every feasible architecture is a candidate, features cached
             self.all_X = self.all_X[p.cheap_violation(self.all_X) <= 0] if p.constraints else self.all_X
             self._all_rows = p.rows(self.all_X)
-            self._all_feat = self._features(self.all_X)
+            self._all_sparse = self._sparse_features(self.all_X)
         self._weight_var = self.prior_var / max(1.0, float(p.view.active(p.view.sample(64, self.rng)).sum(1).mean()))
         self._exhausted = False
 
@@ -125,12 +125,15 @@ class BayesianLinearSearch(Searcher):
         """The model is refit from the problem's store at every ask."""
 
     # -- candidates ------------------------------------------------------------------------------------------
-    def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Not-yet-queried candidate encodings, their store rows and one-hot features."""
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Not-yet-queried candidate encodings, their store rows and their features: dense one-hots for a pool,
+        or, for an enumerated space, ``(keep, idx, val)``: the sparse features of every architecture (each row's
+        non-zero feature indices and values, built once) and which rows are candidates, so nothing large is copied
+        per step."""
         p = self.problem
         if self.all_X is not None:
-            keep = ~p.queried(self._all_rows)
-            return self.all_X[keep], self._all_rows[keep], self._all_feat[keep]
+            keep = np.flatnonzero(~p.queried(self._all_rows))
+            return self.all_X[keep], self._all_rows[keep], (keep, *self._all_sparse)
         else:
             rows = np.array(p.history)
             elite = p.encodings(rows[selection_order(p.F_of(rows), self._cv(rows))[: self.n_elite]])
@@ -146,6 +149,20 @@ class BayesianLinearSearch(Searcher):
         rows = p.rows(C)
         keep = ~p.queried(rows)
         return C[keep], rows[keep], self._features(C[keep])
+
+    def _sparse_features(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Column indices and values of the non-zero entries of :meth:`_features` (one per gene and gene pair)."""
+        view = self.problem.view
+        act = view.active(X).astype(np.float64)
+        idx, val = [view.offsets[None, :] + X], [act]
+        if self._pairs:
+            start = view.n_features
+            for i in range(view.n_genes):
+                for j in range(i + 1, view.n_genes):
+                    idx.append((start + X[:, i] * view.sizes[j] + X[:, j])[:, None])
+                    val.append((act[:, i] * act[:, j])[:, None])
+                    start += int(view.sizes[i] * view.sizes[j])
+        return np.concatenate(idx, axis=1), np.concatenate(val, axis=1)
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         """One-hot features, plus (when pairs are enabled) products of the one-hots of every gene pair, unscaled."""
@@ -163,7 +180,7 @@ class BayesianLinearSearch(Searcher):
         return np.clip(G, 0, None).sum(1) if G.shape[1] else np.zeros(len(rows))
 
     # -- model -------------------------------------------------------------------------------------------------
-    def _sampled_raw(self, feat: np.ndarray) -> dict[str, np.ndarray]:
+    def _sampled_raw(self, feat: Any) -> dict[str, np.ndarray]:
         """One posterior draw of every expensive metric on the candidates (given their features)."""
         p = self.problem
         rows = np.array(p.history)
@@ -179,7 +196,12 @@ class BayesianLinearSearch(Searcher):
             col[n_lin:] = scale
             w = posterior_sample(A * col, t, self.rng, noise=self.noise, prior_var=self._weight_var,
                                  temperature=self.temperature)
-            out[name] = mu + sd * (feat @ (w * col))
+            wc = w * col
+            if isinstance(feat, tuple):  # enumerated space: sparse features of all archs, keep the candidates
+                keep, idx, val = feat
+                out[name] = mu + sd * (wc[idx[keep]] * val[keep]).sum(axis=1)
+            else:
+                out[name] = mu + sd * (feat @ wc)
         return out
 
     def _choose_scale(self, A: np.ndarray, t: np.ndarray, n_lin: int) -> float:
@@ -208,7 +230,7 @@ class BayesianLinearSearch(Searcher):
         mu, sd = float(y.mean()), float(y.std()) or 1.0
         return (y - mu) / sd, mu, sd
 
-    def _score(self, rows: np.ndarray, feat: np.ndarray) -> np.ndarray:
+    def _score(self, rows: np.ndarray, feat: Any) -> np.ndarray:
         """Higher is better: minus the sampled objective (one objective) or the sampled HV improvement."""
         p = self.problem
         sampled = self._sampled_raw(feat)
