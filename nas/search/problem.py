@@ -237,11 +237,12 @@ class SearchProblem:
         if not any(name in vals for _, _, vals in self._screened):
             return out
         X = self._X[rows]
-        where = {k: i for i, k in enumerate(self._index.hashes(X).tolist())}
+        where = dict(zip(self._index.hashes(X).tolist(), range(len(rows))))
         for h, Xc, vals in self._screened:
             if name not in vals:
                 continue
-            at = np.array([where.get(k, -1) for k in h.tolist()], dtype=np.int64)
+            get = where.get
+            at = np.array([get(k, -1) for k in h.tolist()], dtype=np.int64)
             hit = np.flatnonzero(at >= 0)
             hit = hit[np.all(X[at[hit]] == Xc[hit], axis=1)]
             out[at[hit]] = vals[name][hit]
@@ -304,7 +305,12 @@ class _RowIndex:
 
     def insert(self, Xc: np.ndarray, rows: np.ndarray) -> None:
         """Add distinct canonical rows, none of them stored yet."""
-        for k, x, r in zip(self.hashes(Xc).tolist(), Xc, rows.tolist()):
+        keys, values = self.hashes(Xc).tolist(), rows.tolist()
+        batch = dict(zip(keys, values))
+        if len(batch) == len(keys) and self._rows.keys().isdisjoint(batch):  # no collision: one C-level update
+            self._rows.update(batch)
+            return
+        for k, x, r in zip(keys, Xc, values):
             if self._rows.setdefault(k, r) != r:  # hash taken by another architecture
                 self._overflow[np.ascontiguousarray(x).tobytes()] = r
 
