@@ -198,20 +198,22 @@ class SearchProblem:
     def rows(self, X: np.ndarray, archs: Sequence[Any] | None = None) -> np.ndarray:
         """Store rows of the architectures encoded by ``X`` (added, unevaluated, if new)."""
         Xc = self.view.canonical(X)
-        out = self._index.lookup(Xc, self._X)
+        h = self._index.hashes(Xc)
+        out = self._index.lookup(Xc, self._X, h)
         missing = np.flatnonzero(out < 0)
         if len(missing):
-            Xm = Xc[missing]
-            first, inverse = unique_rows(Xm, self._index.hashes(Xm))
+            Xm, hm = Xc[missing], h[missing]
+            first, inverse = unique_rows(Xm, hm)
             order = np.argsort(first)  # new rows get store rows in order of first appearance
             rank = np.empty_like(order)
             rank[order] = np.arange(len(order))
             new_rows = self._add(Xm[first[order]],
-                                 None if archs is None else [archs[i] for i in missing[first[order]]])
+                                 None if archs is None else [archs[i] for i in missing[first[order]]],
+                                 hm[first[order]])
             out[missing] = new_rows[rank[inverse]]
         return out
 
-    def _add(self, Xc: np.ndarray, archs: Sequence[Any] | None) -> np.ndarray:
+    def _add(self, Xc: np.ndarray, archs: Sequence[Any] | None, hashes: np.ndarray) -> np.ndarray:
         """Append distinct, not yet stored canonical rows; returns their store rows."""
         start, n = len(self._archs), len(Xc)
         while start + n > len(self._X):
@@ -221,7 +223,7 @@ class SearchProblem:
         rows = np.arange(start, start + n)
         self._X[rows] = Xc
         self._archs.extend([None] * n if archs is None else archs)
-        self._index.insert(Xc, rows)
+        self._index.insert(Xc, rows, hashes)
         return rows
 
     def _remember(self, Xc: np.ndarray, names: list[str], V: np.ndarray) -> None:
@@ -291,10 +293,11 @@ class _RowIndex:
         h = ((Xc.astype(np.uint64) + np.uint64(1)) * self._mult).sum(axis=1, dtype=np.uint64)
         return h ^ (h >> np.uint64(29))
 
-    def lookup(self, Xc: np.ndarray, store: np.ndarray) -> np.ndarray:
-        """Store row of each canonical row of ``Xc``, -1 where unknown."""
+    def lookup(self, Xc: np.ndarray, store: np.ndarray, h: np.ndarray | None = None) -> np.ndarray:
+        """Store row of each canonical row of ``Xc`` (hashes ``h`` if already computed), -1 where unknown."""
         get = self._rows.get
-        cand = np.array([get(k, -1) for k in self.hashes(Xc).tolist()], dtype=np.int64)
+        h = self.hashes(Xc) if h is None else h
+        cand = np.array([get(k, -1) for k in h.tolist()], dtype=np.int64)
         hit = cand >= 0
         same = hit & np.all(store[np.maximum(cand, 0)] == Xc, axis=1)
         out = np.where(same, cand, -1)
@@ -303,9 +306,9 @@ class _RowIndex:
                 out[i] = self._overflow.get(np.ascontiguousarray(Xc[i]).tobytes(), -1)
         return out
 
-    def insert(self, Xc: np.ndarray, rows: np.ndarray) -> None:
-        """Add distinct canonical rows, none of them stored yet."""
-        keys, values = self.hashes(Xc).tolist(), rows.tolist()
+    def insert(self, Xc: np.ndarray, rows: np.ndarray, h: np.ndarray) -> None:
+        """Add distinct canonical rows (hashes ``h``), none of them stored yet."""
+        keys, values = h.tolist(), rows.tolist()
         batch = dict(zip(keys, values))
         if len(batch) == len(keys) and self._rows.keys().isdisjoint(batch):  # no collision: one C-level update
             self._rows.update(batch)
