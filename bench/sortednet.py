@@ -4,8 +4,9 @@ selection (Valipour et al., arXiv 2309.00255).
 The elastic ViT supernet (``vit_tiny``: 28x28 grey input, patch 7) is trained with the ``sortednet`` sampler:
 each step draws ``g_acc`` nested sub-models and accumulates their losses before one AdamW step. By default the
 draws are over the sorted chain theta_1 subset ... subset theta_10 that raises embed, heads, MLP ratio, depth
-round-robin (width first), weighted 4,3,2,2,1,...,1 towards the small members (uniform: ``--chain-weights ''``); ``--distribution grid`` draws each dimension of the 108-point grid
-depth x embed x heads x MLP uniformly instead (the paper's default P_B). The chain is then evaluated once on the
+round-robin (width first), weighted 4,3,2,2,1,...,1 towards the small members (uniform: ``--chain-weights ''``);
+``--distribution grid`` draws each dimension of the 108-point grid depth x embed x heads x MLP uniformly
+instead (the paper's default P_B). The chain is then evaluated once on the
 10k test images with inherited weights, the smallest sub-model is trained alone through the same trainer for the
 same number of optimizer steps, and the chain serves search-free selection under MACs and parameter budgets.
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, float]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     aug = {} if args.augment else {"crop_pad": 0, "flip": False}
     data = create_data("fashion_mnist", seed=args.seed, **aug)
+    torch.manual_seed(seed)  # the supernet's initial weights (the trainer seeds only data order and dropout)
     net = create_supernet(SUPERNET_OF[args.space], args.space)
     cfg = step_config(args.steps, data, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, warmup_epochs=0.0, seed=args.seed, threads=args.threads)
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, float]:
     archs = sampler.chain_archs()
     acc = test_top1(net, data, archs, seed=args.seed)
 
+    torch.manual_seed(seed)
     alone = create_supernet(SUPERNET_OF[args.space], args.space)
     train(alone, data, FixedArchSampler(alone.space, arch=archs[0], seed=args.seed), cfg, args.out_dir / "alone")
     alone_acc = test_top1(alone, data, archs[:1], seed=args.seed)[0]
