@@ -17,7 +17,8 @@ bayesian_linear's bench settings (temperature 0.3, n_init 3; pairs "auto" for th
 objectives) are one configuration for all datasets, chosen on seeds 100-119 and 200-219, never on the reported
 seeds 0-19. Measured 2026-11-24 (20 seeds): bayesian_linear_pairs mean regret at 25/50 queries 0.392/0.038 (C-10),
 1.127/0.264 (C-100), 1.225/0.670 (IN16-120), all below the Optuna TPE anchors; bayesian_linear (2 objectives)
-median HV ratio 0.949/0.967/0.952 (mean 0.956) against 0.92-0.93 for pymoo/Optuna NSGA-II.
+median HV ratio 0.949/0.967/0.952 (mean 0.956; noise 0.03: 0.935/0.983/0.954, mean 0.957) against 0.90-0.93 for
+pymoo/Optuna NSGA-II: the 0.95 goal is met on the mean of the medians, not on CIFAR-10 alone.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ SO_SEARCHERS: dict[str, dict[str, Any]] = {
     # the same with BOCS's gene-pair features (interactions: e.g. CIFAR-10's best cell has a skip edge among convs)
     "bayesian_linear_pairs": {"temperature": 0.3, "n_init": 3, "pair_scale": "auto"},
 }
-SEARCHER_OF = {"bayesian_linear_pairs": "bayesian_linear"}  # bench label -> registered searcher
+SEARCHER_OF = {"bayesian_linear_pairs": "bayesian_linear",  # bench label -> registered searcher
+               "bayesian_linear_lownoise": "bayesian_linear"}
 MO_SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
     "pymoo_nsga2": {"pop_size": 20},
@@ -74,6 +76,8 @@ MO_SEARCHERS: dict[str, dict[str, Any]] = {
     "regularized_evolution": {"population_size": 20, "sample_size": 5},
     # second-order (gene-pair) features, their weight chosen by marginal likelihood at every step
     "bayesian_linear": {"pair_scale": "auto"},
+    # the same with a smaller noise variance (sharper posterior); chosen on seeds 100-139 (mean HV ratio up ~0.01)
+    "bayesian_linear_lownoise": {"pair_scale": "auto", "noise": 0.03},
 }
 QUICK_SO = ("random", "regularized_evolution", "optuna_tpe", "bayesian_linear")
 QUICK_MO = ("random", "pymoo_nsga2", "bayesian_linear")
