@@ -14,6 +14,7 @@ or transformed kernel is computed once per active configuration and reused until
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +41,16 @@ class DerivedWeight:
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._value: torch.Tensor | None = None
+        self._value: Any = None
 
-    def get(self, key: tuple, sources: Sequence[torch.Tensor], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, key: tuple, sources: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
+        """``compute()`` (a tensor, made contiguous, or a tuple of tensors), memoised when autograd is off."""
         if torch.is_grad_enabled():
             return compute()
         full = (key, torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in sources))
         if full != self._key or self._value is None:
-            self._value, self._key = compute().contiguous(), full
+            value = compute()
+            self._value, self._key = value.contiguous() if isinstance(value, torch.Tensor) else value, full
         return self._value
 
     def clear(self) -> None:
@@ -78,9 +81,10 @@ class ElasticConv2d(nn.Module):
         return None if self.conv.bias is None else self.conv.bias[: self.active_out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_c = x.size(1)
-        w = self._derived.get((self.active_out, in_c), (self.conv.weight,), lambda: self.active_weight(in_c))
-        return F.conv2d(x, w, self.active_bias(), self.conv.stride, self.conv.padding)
+        in_c, conv = x.size(1), self.conv
+        w = self._derived.get((self.active_out, in_c), (conv.weight,), lambda: self.active_weight(in_c))
+        bias = None if conv.bias is None else conv.bias[: self.active_out]
+        return F.conv2d(x, w, bias, conv.stride, conv.padding)
 
     def export(self, in_c: int) -> nn.Conv2d:
         c = self.conv
@@ -169,11 +173,16 @@ class ElasticBatchNorm2d(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
+        self._derived = DerivedWeight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn, c = self.bn, x.size(1)
         if c == bn.num_features:
             return bn(x)
+        if not bn.training and bn.running_mean is not None and bn.running_var is not None and bn.affine:
+            tensors = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+            rm, rv, w, b = self._derived.get((c,), tensors, lambda: tuple(t[:c] for t in tensors))
+            return F.batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps)
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
