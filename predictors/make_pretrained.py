@@ -1,6 +1,9 @@
 """Refit the shipped OFA-MBv3 ImageNet accuracy predictor from a DyNAS-T style CSV given by the user.
 
-    python -m predictors.make_pretrained --csv ../shared/yardsticks/ofa_mbv3_imagenet/dev.csv
+    python -m predictors.make_pretrained --csv <measured OFA subnets, e.g. OFA's dev.csv with columns
+                                               "Sub-network" and the ImageNet top-1>
+
+The data is never copied into the package: only the fitted model's weights and a provenance note are written.
 
 Writes ``predictors/pretrained/ofa_mbv3_imagenet.{json,safetensors}`` (fitted model + provenance; no data).
 """
