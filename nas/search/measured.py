@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from nas.experiments import Experiment
 from nas.search.results import SearchResult
 
-__all__ = ["measured_experiment", "linas_from_config"]
+__all__ = ["SupernetConfigError", "measured_experiment", "linas_from_config"]
 
 class SupernetConfigError(ValueError):
     """The supernet checkpoint or its data do not fit the requested search."""
