@@ -13,6 +13,7 @@ or transformed kernel is computed once per active configuration and reused until
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,6 +107,15 @@ class ElasticConv2d(nn.Module):
         self.conv.weight.copy_(self.conv.weight[:, perm])
 
 
+@functools.lru_cache(maxsize=64)
+def _centre_index(big: int, small: int, device: torch.device) -> torch.Tensor:
+    """Row-major flat indices of the centre ``small x small`` window of a ``big x big`` grid."""
+    start = (big - small) // 2
+    with torch.inference_mode(False):  # a normal tensor even if first asked for in inference mode (autograd saves it)
+        return torch.tensor([(start + i) * big + start + j for i in range(small) for j in range(small)],
+                            device=device)
+
+
 def sub_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
     """Centre ``kernel x kernel`` crop of a square kernel."""
     start = (weight.size(-1) - kernel) // 2
@@ -139,15 +149,32 @@ class ElasticDepthwiseConv2d(nn.Module):
         self.active_channels, self.active_kernel = channels, kernel
 
     def active_weight(self) -> torch.Tensor:
-        w = self.conv.weight[: self.active_channels]
+        w, k, kmax = self.conv.weight[: self.active_channels], self.active_kernel, self.kernels[-1]
+        if k == kmax:
+            return w
+        if not self.transform:
+            return sub_kernel(w, k)
+        c = w.size(0)
+        return (w.reshape(c, kmax * kmax) @ self.kernel_map(k)).reshape(c, 1, k, k)
+
+    def kernel_map(self, kernel: int) -> torch.Tensor:
+        """The ``(kmax^2, kernel^2)`` matrix taking a flattened full kernel to the active transformed one.
+
+        OFA's chain (K5 = centre5(W7) . M75, K3 = centre3(K5) . M53) folded into one matrix: a centre crop of
+        ``A . M`` is ``A . M`` restricted to the crop's columns, so K3 = W7[:, c5] . M75[:, c3] . M53, and the
+        outer crop becomes rows of a zero-padded matrix. One ``C x kmax^2`` product per forward instead of a
+        crop-copy-multiply per step, and the weight gradient comes out dense (no scatter into a zero tensor).
+        """
+        kmax, acc = self.kernels[-1], None
         for big, small in zip(self.kernels[::-1], self.kernels[-2::-1]):
-            if big <= self.active_kernel:
+            if big <= kernel:
                 break
-            w = sub_kernel(w, small)
-            if self.transform:
-                shape = w.shape
-                w = (w.reshape(-1, small * small) @ self.matrices[f"{big}to{small}"]).reshape(shape)
-        return w
+            m = self.matrices[f"{big}to{small}"]
+            acc = m if acc is None else acc[:, _centre_index(big, small, m.device)] @ m
+        if acc is None:
+            raise ValueError(f"kernel {kernel} is not smaller than the full kernel {kmax}; no map needed")
+        rows = _centre_index(kmax, self.kernels[-2], acc.device)  # the first crop, kmax -> next smaller kernel
+        return acc.new_zeros(kmax * kmax, acc.size(1)).index_copy(0, rows, acc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.active_kernel

@@ -286,3 +286,37 @@ def test_grad_free_forward_memo_follows_arch_and_weight_changes():
     check(archs[1])
     net.train().eval()
     check(archs[2])
+
+
+def test_folded_kernel_map_equals_ofa_crop_and_transform_chain():
+    """K5 = centre5(W7) . M75 and K3 = centre3(K5) . M53 (OFA), computed as one folded matrix; also after the
+    first use happened in inference mode (the cached crop indices must not be inference tensors)."""
+    from supernets.ops import ElasticDepthwiseConv2d, sub_kernel
+
+    torch.manual_seed(0)
+    op = ElasticDepthwiseConv2d(24, (3, 5, 7), transform=True)
+    with torch.no_grad():
+        for m in op.matrices.values():
+            m.add_(0.1 * torch.randn_like(m))
+
+    def chain(op):
+        w = op.conv.weight[: op.active_channels]
+        for big, small in zip(op.kernels[::-1], op.kernels[-2::-1]):
+            if big <= op.active_kernel:
+                break
+            w = sub_kernel(w, small)
+            w = (w.reshape(-1, small * small) @ op.matrices[f"{big}to{small}"]).reshape(w.shape)
+        return w
+
+    x = torch.randn(2, 24, 9, 9)
+    with torch.inference_mode():
+        op.set_active(24, 3)
+        op(x)
+    for c, k in ((24, 3), (16, 5), (8, 3), (24, 7)):
+        op.set_active(c, k)
+        torch.testing.assert_close(op.active_weight(), chain(op))
+    op.set_active(16, 3)
+    op.zero_grad()
+    op(x[:, :16]).square().sum().backward()
+    assert all(m.grad is not None and m.grad.abs().sum() > 0 for m in op.matrices.values())
+    assert op.conv.weight.grad[16:].abs().sum() == 0 and op.conv.weight.grad[:16, :, 2:5, 2:5].abs().sum() > 0
