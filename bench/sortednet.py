@@ -10,7 +10,7 @@ instead (the paper's default P_B). The chain is then evaluated once on the
 10k test images with inherited weights, the smallest sub-model is trained alone through the same trainer for the
 same number of optimizer steps, and the chain serves search-free selection under MACs and parameter budgets.
 
-    python bench/sortednet.py                      # seeds 0,1,2: ~5 CPU-minutes (1000 steps each)
+    python bench/sortednet.py                      # seeds 0,1,2: ~8 CPU-minutes (2000 steps each)
     python bench/sortednet.py --steps 3000         # longer run
     python bench/sortednet.py --distribution grid --chain-order depth,embed,heads,mlp
 
@@ -43,7 +43,7 @@ SUPERNET_OF = {"vit_tiny": "vit", "ofa_mbv3_tiny": "ofa_mbv3"}
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="vit_tiny", choices=sorted(SUPERNET_OF))
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps of each training run")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps of each training run")
     p.add_argument("--g-acc", type=int, default=4, help="sub-models accumulated per step")
     p.add_argument("--distribution", default="chain", choices=["grid", "chain"])
     p.add_argument("--chain-order", default="embed,heads,mlp,depth",
