@@ -26,8 +26,8 @@ def main(cfg: DictConfig) -> None:
         data = data or (OmegaConf.to_container(saved.get("export_data"), resolve=True)
                         if saved.get("export_data") else None)
         out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
-        print(export_front_point(cfg.results, rank=int(cfg.rank), out=out,
-                                       supernet=supernet, data=data, overwrite=bool(cfg.overwrite)))  # type: ignore[arg-type]
+        print(export_front_point(cfg.results, rank=int(cfg.rank), out=out, supernet=supernet,  # type: ignore[arg-type]
+                                 data=data, overwrite=bool(cfg.overwrite)))
     else:
         meta = export_arch(cfg.supernet, json.loads(cfg.arch), cfg.out, data=data,  # type: ignore[arg-type]
                            overwrite=bool(cfg.overwrite))

@@ -84,8 +84,7 @@ class ElasticConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_c, conv = x.size(1), self.conv
         w = self._derived.get((self.active_out, in_c), (conv.weight,), lambda: self.active_weight(in_c))
-        bias = None if conv.bias is None else conv.bias[: self.active_out]
-        return F.conv2d(x, w, bias, conv.stride, conv.padding)
+        return F.conv2d(x, w, self.active_bias(), conv.stride, conv.padding)
 
     def export(self, in_c: int) -> nn.Conv2d:
         c = self.conv

@@ -22,6 +22,7 @@ from nas.search.results import SearchResult
 
 __all__ = ["SupernetConfigError", "measured_experiment", "linas_from_config"]
 
+
 class SupernetConfigError(ValueError):
     """The supernet checkpoint or its data do not fit the requested search."""
 
