@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernets.bn_stats import batch_norm
+
 __all__ = [
     "DerivedWeight", "ElasticConv2d", "ElasticDepthwiseConv2d", "ElasticBatchNorm2d", "ElasticSE", "ElasticLinear",
     "sub_kernel",
@@ -217,7 +219,8 @@ class ElasticBatchNorm2d(nn.Module):
         use_batch = bn.training or bn.running_mean is None
         rm = bn.running_mean[:c] if bn.running_mean is not None else None
         rv = bn.running_var[:c] if bn.running_var is not None else None
-        return F.batch_norm(x, rm, rv, bn.weight[:c], bn.bias[:c], use_batch, factor, bn.eps)
+        w, b = (None, None) if bn.weight is None or bn.bias is None else (bn.weight[:c], bn.bias[:c])
+        return batch_norm(x, rm, rv, w, b, use_batch, factor, bn.eps)
 
     def export(self, channels: int) -> nn.BatchNorm2d:
         out = nn.BatchNorm2d(channels, eps=self.bn.eps, momentum=self.bn.momentum)

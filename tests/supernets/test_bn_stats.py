@@ -1,0 +1,82 @@
+"""One-pass batch statistics of BN recalibration: same statistics as torch's kernel, exact fallback, clean exit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import supernets.bn_stats as bn_stats
+from search_spaces import create_space
+from supernets import bn_recalibration, create_supernet, recalibrate_bn
+from supernets.bn_stats import batch_norm, one_pass_moments
+
+
+def _running_stats(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.clone() for n, t in net.state_dict().items() if "running" in n or "num_batches" in n}
+
+
+def test_one_pass_moments_match_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, 6, 7, generator=g) * torch.linspace(0.5, 3, 5)[:, None, None] + 0.7
+    mean, var, count = one_pass_moments(x)
+    ref_var, ref_mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    assert count == 8 * 6 * 7
+    assert torch.allclose(mean, ref_mean, atol=1e-6) and torch.allclose(var, ref_var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["large_mean", "channels_last", "single_value"])
+def test_one_pass_moments_decline_what_they_cannot_do_exactly(case):
+    x = torch.randn(4, 3, 5, 5)
+    if case == "large_mean":
+        x[:, 1] += 1000.0  # E[x^2] - E[x]^2 would cancel: torch's two-pass kernel must be used
+    elif case == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x[:1, :, :1, :1].contiguous()
+    assert one_pass_moments(x) is None
+
+
+def test_batch_norm_without_autograd_updates_running_stats_like_torch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, 9, 9, generator=g) * 2 - 1
+    w, b = torch.rand(4, generator=g) + 0.5, torch.randn(4, generator=g)
+    rm, rv = torch.randn(4, generator=g), torch.rand(4, generator=g) + 0.5
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    with torch.no_grad():
+        out = batch_norm(x, rm, rv, w, b, True, 0.25, 1e-5)
+        ref = F.batch_norm(x, rm_ref, rv_ref, w, b, True, 0.25, 1e-5)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(rm, rm_ref, atol=1e-6) and torch.allclose(rv, rv_ref, rtol=1e-5)
+
+
+def test_batch_norm_with_autograd_is_torchs_kernel():
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    batch_norm(x, torch.zeros(3), torch.ones(3), None, None, True, 0.1, 1e-5).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name,space_name", [("ofa_mbv3", "ofa_mbv3_tiny"), ("nb201", "nb201_tiny")])
+def test_recalibration_gives_torchs_statistics(name, space_name, monkeypatch):
+    torch.manual_seed(0)
+    space = create_space(space_name)
+    net = create_supernet(name, space)
+    arch = space.sample(3)  # a random arch: elastic BNs run on channel prefixes
+    net.set_arch(arch)
+    res = getattr(arch, "r", getattr(space, "resolution", None))
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, space.in_chans, res, res, generator=g) * 1.5 + 0.3 for _ in range(3)]
+    recalibrate_bn(net, batches)
+    fast = _running_stats(net)
+    monkeypatch.setattr(bn_stats, "MIN_RELATIVE_VARIANCE", float("inf"))  # every layer takes torch's kernel
+    recalibrate_bn(net, batches)
+    for key, ref in _running_stats(net).items():
+        assert torch.allclose(fast[key], ref, rtol=1e-4, atol=1e-5), key
+
+
+def test_recalibration_removes_its_forward_even_on_error():
+    net = create_supernet("ofa_mbv3", "ofa_mbv3_tiny")
+    with pytest.raises(RuntimeError), bn_recalibration(net):
+        assert "forward" in vars(net.stem.bn)
+        raise RuntimeError("boom")
+    assert not any("forward" in vars(m) for m in net.modules())
