@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from search_spaces import MBv3Arch, create_space
-from supernets import create_supernet, recalibrate_bn
+from supernets import Supernet, create_supernet, recalibrate_bn
 
 
 def mid_arch(space) -> MBv3Arch:
@@ -53,7 +53,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recal-images", type=int, default=2000)
+    ap.add_argument("--parts", default="train,infer,recal", help="comma-separated subset of train,infer,recal")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts or not parts <= {"train", "infer", "recal"}:
+        ap.error(f"--parts must name some of train, infer, recal; got {args.parts!r}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = create_space("ofa_mbv3")
@@ -65,23 +69,32 @@ def main() -> None:
     for name, arch in archs.items():
         net.set_arch(arch)
         static = net.export(arch).module
-        x, y = torch.randn(16, 3, 160, 160), torch.randint(0, 1000, (16,))
-        net.train(), static.train()
-        fns = [train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y) for m in (net, static)]
-        t_sup, t_static = interleaved(fns, args.repeats)
-        net.eval(), static.eval()
-        x1 = torch.randn(1, 3, 224, 224)
-        with torch.inference_mode():
-            fns = [lambda m=m: m(x1) for m in (net, static)]  # noqa: B023 (run immediately, inside this iteration)
-            i_sup, i_static = interleaved(fns, args.repeats * 4, warmup=5)
-        results[f"train_{name}"], results[f"infer_{name}"] = t_sup / t_static, i_sup / i_static
+        t_sup = t_static = i_sup = i_static = float("nan")
+        if "train" in parts:
+            x, y = torch.randn(16, 3, 160, 160), torch.randint(0, 1000, (16,))
+            net.train(), static.train()
+            fns = [train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y) for m in (net, static)]
+            t_sup, t_static = interleaved(fns, args.repeats)
+            results[f"train_{name}"] = t_sup / t_static
+        if "infer" in parts:
+            net.eval(), static.eval()
+            x1 = torch.randn(1, 3, 224, 224)
+            with torch.inference_mode():
+                fns = [lambda m=m: m(x1) for m in (net, static)]  # noqa: B023 (run at once, in this iteration)
+                i_sup, i_static = interleaved(fns, args.repeats * 4, warmup=5)
+            results[f"infer_{name}"] = i_sup / i_static
         print(f"{name:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} {i_sup * 1e3:13.2f} "
               f"{i_static * 1e3:16.2f} {i_sup / i_static:6.3f}")
 
-    arch = archs["mid"]
+    if "recal" in parts:
+        recal_ratio(net, archs["mid"], args.recal_images, args.repeats, results)
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+
+
+def recal_ratio(net: Supernet, arch: MBv3Arch, n_images: int, repeats: int, results: dict[str, float]) -> None:
     net.set_arch(arch)
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(args.recal_images, 3, arch.r, arch.r, generator=g)
+    images = torch.randn(n_images, 3, arch.r, arch.r, generator=g)
     batches = list(images.split(200))
 
     def plain() -> None:
@@ -90,11 +103,10 @@ def main() -> None:
             for b in batches:
                 net(b)
 
-    t_recal, t_plain = interleaved([lambda: recalibrate_bn(net, batches), plain], max(3, args.repeats // 5), 1)
+    t_recal, t_plain = interleaved([lambda: recalibrate_bn(net, batches), plain], max(3, repeats // 5), 1)
     results["recal"] = t_recal / t_plain
-    print(f"BN recalibration over {args.recal_images} images: {t_recal:.2f} s vs plain forward {t_plain:.2f} s "
+    print(f"BN recalibration over {n_images} images: {t_recal:.2f} s vs plain forward {t_plain:.2f} s "
           f"-> {results['recal']:.3f}")
-    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
 
 
 if __name__ == "__main__":
