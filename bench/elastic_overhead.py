@@ -3,13 +3,17 @@
 (a) median train step (forward + backward + SGD, batch 16, resolution 160) supernet / static;
 (b) median batch-1 inference at resolution 224, supernet / static;
 (c) BN recalibration over 2000 images (batch 200) / a plain eval forward pass over the same images.
-Runs are interleaved in one process (A, B, A, B, ...) so machine load affects both sides alike.
-Ends with ``RESULT train_min=.. train_mid=.. train_max=.. infer_min=.. infer_mid=.. infer_max=.. recal=..``.
+Runs are interleaved in one process (A, B, A, B, ...) so machine load affects both sides alike. With ``--peer``
+(default when the ``bench`` extra's ``ofa`` is installed) OFA's own elastic MobileNetV3 and its
+``get_active_subnet()`` are timed the same way in the same rounds, for (a) and (b).
+Ends with ``RESULT train_min=.. train_mid=.. train_max=.. infer_min=.. infer_mid=.. infer_max=.. recal=..``
+(plus ``ofa_train_min=..`` etc. with the peer).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +44,17 @@ def interleaved(fns: list[Callable[[], None]], repeats: int, warmup: int = 2) ->
     return [statistics.median(t) for t in times]
 
 
+def ofa_pair(arch: MBv3Arch) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """OFA's elastic MobileNetV3 (w1.0) with ``arch`` active, and its static subnet (``get_active_subnet``)."""
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(n_classes=1000, dropout_rate=0.1, width_mult=1.0, ks_list=[3, 5, 7],
+                         expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    net.set_active_subnet(ks=[k or 3 for k in arch.ks], e=[e or 3 for e in arch.e], d=list(arch.d))
+    return net, net.get_active_subnet(preserve_weight=True)
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable:
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -54,6 +69,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recal-images", type=int, default=2000)
     ap.add_argument("--parts", default="train,infer,recal", help="comma-separated subset of train,infer,recal")
+    ap.add_argument("--peer", action=argparse.BooleanOptionalAction,
+                    default=importlib.util.find_spec("ofa") is not None,
+                    help="also time OFA's own supernet and static subnet (needs the bench extra)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if not parts or not parts <= {"train", "infer", "recal"}:
@@ -64,27 +82,35 @@ def main() -> None:
     net = create_supernet("ofa_mbv3", space)
     archs = {"min": space.min_arch(), "mid": mid_arch(space), "max": space.max_arch()}
     results: dict[str, float] = {}
-    print(f"{'arch':5} {'train sup ms':>13} {'train static ms':>16} {'ratio':>6} {'infer sup ms':>13} "
+    peers = ["ours", "ofa"] if args.peer else ["ours"]
+    print(f"{'arch':5} {'net':5} {'train sup ms':>13} {'train static ms':>16} {'ratio':>6} {'infer sup ms':>13} "
           f"{'infer static ms':>16} {'ratio':>6}")
     for name, arch in archs.items():
         net.set_arch(arch)
-        static = net.export(arch).module
-        t_sup = t_static = i_sup = i_static = float("nan")
+        pairs = [(net, net.export(arch).module)] + ([ofa_pair(arch)] if args.peer else [])
+        models = [m for pair in pairs for m in pair]
+        train = infer = [float("nan")] * len(models)
         if "train" in parts:
             x, y = torch.randn(16, 3, 160, 160), torch.randint(0, 1000, (16,))
-            net.train(), static.train()
-            fns = [train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y) for m in (net, static)]
-            t_sup, t_static = interleaved(fns, args.repeats)
-            results[f"train_{name}"] = t_sup / t_static
+            for m in models:
+                m.train()
+            train = interleaved([train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y)
+                                 for m in models], args.repeats)
         if "infer" in parts:
-            net.eval(), static.eval()
+            for m in models:
+                m.eval()
             x1 = torch.randn(1, 3, 224, 224)
             with torch.inference_mode():
-                fns = [lambda m=m: m(x1) for m in (net, static)]  # noqa: B023 (run at once, in this iteration)
-                i_sup, i_static = interleaved(fns, args.repeats * 4, warmup=5)
-            results[f"infer_{name}"] = i_sup / i_static
-        print(f"{name:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} {i_sup * 1e3:13.2f} "
-              f"{i_static * 1e3:16.2f} {i_sup / i_static:6.3f}")
+                infer = interleaved([lambda m=m, x1=x1: m(x1) for m in models], args.repeats * 4, warmup=5)
+        for k, peer in enumerate(peers):
+            t_sup, t_static, i_sup, i_static = train[2 * k], train[2 * k + 1], infer[2 * k], infer[2 * k + 1]
+            prefix = "" if peer == "ours" else f"{peer}_"
+            if "train" in parts:
+                results[f"{prefix}train_{name}"] = t_sup / t_static
+            if "infer" in parts:
+                results[f"{prefix}infer_{name}"] = i_sup / i_static
+            print(f"{name:5} {peer:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} "
+                  f"{i_sup * 1e3:13.2f} {i_static * 1e3:16.2f} {i_sup / i_static:6.3f}")
 
     if "recal" in parts:
         recal_ratio(net, archs["mid"], args.recal_images, args.repeats, results)
