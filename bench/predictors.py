@@ -102,12 +102,12 @@ def run_one(data: Dataset, make: Callable[[], Any] | None, n: int, seed: int, ma
 
 
 def bench(data: Dataset, names: Sequence[str], ns: Sequence[int], seeds: int,
-          max_test: int | None) -> dict[tuple[str, int], dict[str, float]]:
+          max_test: int | None, seed_offset: int = 0) -> dict[tuple[str, int], dict[str, float]]:
     results: dict[tuple[str, int], dict[str, float]] = {}
     for n in ns:
         for name in ["mean", "macs", *names]:
             runs = []
-            for s in range(seeds):
+            for s in range(seed_offset, seed_offset + seeds):
                 if name in ("mean", "macs"):
                     runs.append(run_one(data, None, n, s, max_test, baseline=name))
                     continue
@@ -152,28 +152,38 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="1 draw, n_train 100 and 500, 3000 NB201 test cells")
     ap.add_argument("--predictors", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first draw seed (reported figures use 0; choose settings on other draws, e.g. 100)")
+    ap.add_argument("--datasets", nargs="+", default=["ofa", "nb201"], choices=["ofa", "nb201"])
+    ap.add_argument("--ns", type=int, nargs="+", default=None, help="n_train values (default 50 100 250 500)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     args = ap.parse_args(argv)
     if not YARDSTICKS.is_dir():
         sys.exit(f"reference data not found at {YARDSTICKS.resolve()}")
     torch.set_num_threads(args.threads)
-    ns = (100, 500) if args.quick else (50, 100, 250, 500)
+    ns = tuple(args.ns) if args.ns else (100, 500) if args.quick else (50, 100, 250, 500)
     seeds = args.seeds or (1 if args.quick else 5)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
-    ofa = bench(load_ofa(), args.predictors, ns, seeds, None)
-    nb = bench(load_nb201(), args.predictors, ns, seeds, 3000 if args.quick else None)
-    table("OFA-MBv3 ImageNet (dev.csv, 1,051 distinct subnets)", ofa, ns)
-    table("NAS-Bench-201 CIFAR-10 (15,625 cells)", nb, ns)
-    full_table("OFA-MBv3 ImageNet", ofa)
-    full_table("NAS-Bench-201 CIFAR-10", nb)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs); "
+          f"draw seeds {args.seed_offset}..{args.seed_offset + seeds - 1}")
+    empty: dict[tuple[str, int], dict[str, float]] = {}
+    ofa = bench(load_ofa(), args.predictors, ns, seeds, None, args.seed_offset) if "ofa" in args.datasets else empty
+    nb = (bench(load_nb201(), args.predictors, ns, seeds, 3000 if args.quick else None, args.seed_offset)
+          if "nb201" in args.datasets else empty)
+    for title, res in (("OFA-MBv3 ImageNet (dev.csv, 1,051 distinct subnets)", ofa),
+                       ("NAS-Bench-201 CIFAR-10 (15,625 cells)", nb)):
+        if res:
+            table(title, res, ns)
+    for title, res in (("OFA-MBv3 ImageNet", ofa), ("NAS-Bench-201 CIFAR-10", nb)):
+        if res:
+            full_table(title, res)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     name500, tau500 = best(ofa, 500, "tau")
+    fit500 = ofa.get((name500, 500), {})
     print(f"RESULT tau_ofa_n100={best(ofa, 100, 'tau')[1]:.4f} top10_ofa_n100={best(ofa, 100, 'top10')[1]:.3f} "
-          f"tau_ofa_n500={tau500:.4f} fit_s_n500={ofa[(name500, 500)]['fit_s']:.2f} "
-          f"fit_cpu_s_n500={ofa[(name500, 500)]['fit_cpu_s']:.2f} "
+          f"tau_ofa_n500={tau500:.4f} fit_s_n500={fit500.get('fit_s', float('nan')):.2f} "
+          f"fit_cpu_s_n500={fit500.get('fit_cpu_s', float('nan')):.2f} "
           f"tau_nb201_n100={best(nb, 100, 'tau')[1]:.4f} best_ofa_n100={best(ofa, 100, 'tau')[0]} "
           f"best_ofa_n500={name500}")
-
 
 if __name__ == "__main__":
     main()

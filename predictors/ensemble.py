@@ -8,6 +8,7 @@ plus their disagreement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,15 +17,20 @@ import numpy as np
 from predictors.base import PREDICTORS, Predictor, ProbabilisticPredictor, register
 from search_spaces import SearchSpace
 
-__all__ = ["EnsemblePredictor", "DEFAULT_MEMBERS"]
+__all__ = ["EnsemblePredictor", "DEFAULT_MEMBERS", "DEFAULT_WEIGHTS"]
 
 #: GP on cost-aware features + a small deep ensemble of MLPs on the same features
 DEFAULT_MEMBERS: tuple[tuple[str, dict[str, Any]], ...] = (("gp", {}), ("mlp_ensemble", {"members": 3}))
+#: weights of :data:`DEFAULT_MEMBERS` when none are given: the GP is the better member (OFA-MBv3 ImageNet, draws
+#: 100-104, not the benchmark's reported ones, GP with ard_prior 1.0: Kendall tau at 500 samples 0.9641 with equal
+#: weights, 0.9645 with these; at 100 samples 0.9457 -> 0.9469)
+DEFAULT_WEIGHTS = (0.7, 0.3)
 
 
 @register("ensemble")
 class EnsemblePredictor(ProbabilisticPredictor):
-    """``members``: (registered name, keyword arguments) pairs; ``weights`` default to equal."""
+    """``members``: (registered name, keyword arguments) pairs; ``weights`` default to :data:`DEFAULT_WEIGHTS` for
+    the default members and to equal weights otherwise."""
 
     def __init__(self, space: SearchSpace, *, members: Sequence[Sequence[Any]] = DEFAULT_MEMBERS,
                  weights: Sequence[float] | None = None, seed: int = 0) -> None:
@@ -32,7 +38,9 @@ class EnsemblePredictor(ProbabilisticPredictor):
         self.members = [[str(name), dict(kwargs)] for name, kwargs in members]
         if not self.members:
             raise ValueError("an ensemble needs at least one member")
-        w = np.ones(len(self.members)) if weights is None else np.asarray(weights, dtype=np.float64)
+        default = json.dumps(self.members) == json.dumps([[n, dict(kw)] for n, kw in DEFAULT_MEMBERS])
+        w = (np.asarray(DEFAULT_WEIGHTS if default else np.ones(len(self.members)), dtype=np.float64)
+             if weights is None else np.asarray(weights, dtype=np.float64))
         if w.shape != (len(self.members),) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum, "
                              f"got {weights}")

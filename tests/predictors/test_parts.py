@@ -18,7 +18,7 @@ from predictors import (
 )
 from predictors.datasets import read_ofa_accuracy_csv
 from predictors.features import LayerCost, SlotCost, resolve_features, segments
-from predictors.targets import AutoTarget, RankGauss
+from predictors.targets import LOG_GAP_CEILING, AutoLogGap, AutoTarget, LogGap, RankGauss
 from predictors.trees import export_trees, predict_trees
 from search_spaces import create_space
 from search_spaces.layers import layer_macs
@@ -89,6 +89,39 @@ def test_auto_target_uses_rank_gauss_only_with_outliers() -> None:
     floored = np.concatenate([90 + rng.normal(0, 1, 190), np.full(10, 10.0)])
     assert not AutoTarget.has_outliers(smooth) and AutoTarget.has_outliers(floored)
     auto = AutoTarget()
+    auto.fit(floored)
+    assert auto.chosen == "rank_gauss"
+
+
+def test_log_gap_is_a_concave_monotone_warp_with_exact_inverse() -> None:
+    y = 75 + np.random.default_rng(0).normal(0, 1, 200)
+    tf = LogGap()
+    z = tf.fit(y)
+    assert tf.c == pytest.approx(y.max() + LOG_GAP_CEILING * (y.max() - y.min()))
+    np.testing.assert_allclose(tf.inverse(z), y, rtol=0, atol=1e-12)
+    order = np.argsort(y)
+    assert np.all(np.diff(z[order]) > 0) and np.all(np.diff(z[order]) / np.diff(y[order]) > 0)
+    gaps = np.diff(z[order]) / np.diff(y[order])  # dz/dy = 1 / (c - y) grows towards the ceiling: top stretched
+    assert np.all(np.diff(gaps) >= -1e-9)
+    grid = np.linspace(z.min() - 1, z.max() + 0.1, 50)
+    h = 1e-6
+    np.testing.assert_allclose(tf.slope(grid), (tf.inverse(grid + h) - tf.inverse(grid - h)) / (2 * h), rtol=1e-5)
+    back = LogGap()
+    back.load_arrays(tf.arrays())
+    np.testing.assert_array_equal(back(y), z)
+    with pytest.raises(ValueError, match="ceiling"):
+        tf(np.array([tf.c + 1.0]))
+
+
+def test_auto_log_gap_falls_back_to_rank_gauss_with_outliers() -> None:
+    rng = np.random.default_rng(0)
+    smooth, floored = 75 + rng.normal(0, 1, 200), np.concatenate([90 + rng.normal(0, 1, 190), np.full(10, 10.0)])
+    auto = AutoLogGap()
+    auto.fit(smooth)
+    assert auto.chosen == "log_gap"
+    reloaded = AutoLogGap()
+    reloaded.load_arrays(auto.arrays())
+    np.testing.assert_array_equal(reloaded.inverse(np.array([-3.0, -2.5])), auto.inverse(np.array([-3.0, -2.5])))
     auto.fit(floored)
     assert auto.chosen == "rank_gauss"
 
