@@ -28,11 +28,11 @@ def one_pass_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] 
     """Per-channel mean and biased variance of ``x`` (N, C, ...) and the count per channel; ``None`` if unsuited."""
     if x.device.type != "cpu" or x.dim() < 2 or not x.is_contiguous() or not x.is_floating_point():
         return None
-    n_rows, c = x.size(0) * x.size(1), x.size(1)
-    rows = x.reshape(n_rows, -1)
-    count = x.numel() // c
-    if count < 2 or n_rows == 0:
+    c = x.size(1)
+    count = x.numel() // max(c, 1)
+    if count < 2:
         return None
+    rows = x.reshape(x.size(0) * c, -1)
     total = rows.sum(1).double().view(-1, c).sum(0)
     squares = torch.linalg.vector_norm(rows, dim=1).double().square().view(-1, c).sum(0)
     mean, second = total / count, squares / count
