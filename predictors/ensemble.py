@@ -8,7 +8,6 @@ plus their disagreement.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +37,7 @@ class EnsemblePredictor(ProbabilisticPredictor):
         self.members = [[str(name), dict(kwargs)] for name, kwargs in members]
         if not self.members:
             raise ValueError("an ensemble needs at least one member")
-        default = json.dumps(self.members) == json.dumps([[n, dict(kw)] for n, kw in DEFAULT_MEMBERS])
+        default = self.members == [[n, dict(kw)] for n, kw in DEFAULT_MEMBERS]
         w = (np.asarray(DEFAULT_WEIGHTS if default else np.ones(len(self.members)), dtype=np.float64)
              if weights is None else np.asarray(weights, dtype=np.float64))
         if w.shape != (len(self.members),) or np.any(w < 0) or w.sum() <= 0:

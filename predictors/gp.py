@@ -14,8 +14,8 @@ are fitted with the rest, under a log-normal prior (log w_j ~ N(0, ``ard_prior``
 from over-fitting a hundred measurements (without it the predictive deviation gets overconfident). Amplitudes,
 length scale, weights and noise are fitted by maximising the log marginal likelihood (type-II ML, L-BFGS-B on
 analytic gradients from torch autograd, float64), so no cross-validation loop is needed and ``predict_std`` is the
-calibrated predictive standard deviation of a new measurement. Exact GP: O(n^3)
-fit, fine up to a few thousand measured architectures.
+calibrated predictive standard deviation of a new measurement. Exact GP: O(n^3) fit, fine up to a few thousand
+measured architectures.
 
 The GP learns on the ``auto_log_gap`` target scale by default (:mod:`predictors.targets`: the log distance to a
 ceiling above the measured accuracies, or rank-Gauss when the targets have outliers). Defaults ``ard_prior=0.7`` and
