@@ -7,7 +7,9 @@ Runs are interleaved in one process (A, B, A, B, ...) so machine load affects bo
 (default when the ``bench`` extra's ``ofa`` is installed) OFA's own elastic MobileNetV3 and its
 ``get_active_subnet()`` are timed the same way in the same rounds, for (a) and (b).
 Ends with ``RESULT train_min=.. train_mid=.. train_max=.. infer_min=.. infer_mid=.. infer_max=.. recal=..``
-(plus ``ofa_train_min=..`` etc. with the peer).
+(plus ``ofa_train_min=..`` etc. with the peer, and ``retained=1`` or ``0``).
+By default the process keeps freed memory for reuse, as the engine's CLIs do (:mod:`nas.runtime`; both sides of
+every ratio run in this one process); ``--no-retain-memory`` measures under glibc's default malloc.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from nas.runtime import retain_freed_memory
 from search_spaces import MBv3Arch, create_space
 from supernets import Supernet, create_supernet, recalibrate_bn
 
@@ -72,7 +75,11 @@ def main() -> None:
     ap.add_argument("--peer", action=argparse.BooleanOptionalAction,
                     default=importlib.util.find_spec("ofa") is not None,
                     help="also time OFA's own supernet and static subnet (needs the bench extra)")
+    ap.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep freed memory for reuse (nas.runtime.retain_freed_memory), as the engine's CLIs do")
     args = ap.parse_args()
+    retained = retain_freed_memory(args.retain_memory)
+    print(f"freed memory retained for reuse: {retained}")
     parts = set(args.parts.split(","))
     if not parts or not parts <= {"train", "infer", "recal"}:
         ap.error(f"--parts must name some of train, infer, recal; got {args.parts!r}")
@@ -114,7 +121,7 @@ def main() -> None:
 
     if "recal" in parts:
         recal_ratio(net, archs["mid"], args.recal_images, args.repeats, results)
-    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()) + f" retained={int(retained)}")
 
 
 def recal_ratio(net: Supernet, arch: MBv3Arch, n_images: int, repeats: int, results: dict[str, float]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nas.experiments import Experiment, create_experiment
+from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
@@ -146,6 +147,7 @@ def _export_note(out: Path, exp: Experiment, n: int) -> str:
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
     """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
+    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
     if measured:  # accuracy measured on a trained supernet, in LINAS rounds
         from nas.search.measured import linas_from_config, measured_experiment

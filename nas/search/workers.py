@@ -40,6 +40,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from nas.runtime import retain_freed_memory
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
 from search_spaces.base import SearchSpace
 
@@ -267,6 +268,7 @@ def worker_from_config(cfg: Mapping[str, Any]) -> WorkerResult:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=int(cfg["seed"]),
                                   device=str(cfg["device"]), **dict(cfg["eval"]))
     return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, int(cfg["n_trials"]),

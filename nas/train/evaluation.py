@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data import DataModule
+from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write, load_supernet
 from nas.train.resize import arch_resolution, resize_to
 from supernets import Supernet, recalibrated
@@ -161,6 +162,7 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     start = time.perf_counter()
     model = load_supernet(cfg.checkpoint).to(cfg.device)
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
