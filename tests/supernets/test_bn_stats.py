@@ -25,6 +25,18 @@ def test_one_pass_moments_match_torch():
     assert torch.allclose(mean, ref_mean, atol=1e-6) and torch.allclose(var, ref_var, rtol=1e-5)
 
 
+def test_one_pass_moments_in_cache_sized_blocks_match_torch(monkeypatch):
+    monkeypatch.setattr(bn_stats, "CHUNK_BYTES", 6000)  # 16x3 rows of 300 floats in blocks of 5, the last one 3
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 3, 15, 20, generator=g) * torch.tensor([0.5, 1.0, 2.0])[:, None, None] - 0.3
+    assert x.size(2) * x.size(3) >= bn_stats.CHUNK_MIN_ROW and x.numel() * 4 > 4 * bn_stats.CHUNK_BYTES
+    mean, var, count = one_pass_moments(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    assert count == 16 * 15 * 20
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("case", ["large_mean", "channels_last", "single_value"])
 def test_one_pass_moments_decline_what_they_cannot_do_exactly(case):
     x = torch.randn(4, 3, 5, 5)
