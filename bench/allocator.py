@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -60,8 +59,7 @@ print(json.dumps({"active": active, "s": statistics.median(times), "faults": sta
 
 
 def child(mode: str, workload: str, which: str, repeats: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, workload, which, str(repeats)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, workload, which, str(repeats)], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

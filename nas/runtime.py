@@ -24,12 +24,17 @@ import os
 import platform
 import sys
 
-__all__ = ["retain_freed_memory", "retaining_freed_memory", "ENV_VAR"]
+__all__ = ["retain_freed_memory", "retaining_freed_memory", "supported", "ENV_VAR"]
 
 ENV_VAR = "NAS_RETAIN_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc malloc.h
 _INT_MAX = 2**31 - 1
 _active = False
+
+
+def supported() -> bool:
+    """Whether this process runs on Linux with glibc, whose malloc the setting tunes."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 def retaining_freed_memory() -> bool:
@@ -48,7 +53,7 @@ def retain_freed_memory(enabled: bool = True) -> bool:
         return True
     if not enabled or os.environ.get(ENV_VAR, "1").strip().lower() in {"0", "false", "no", "off"}:
         return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not supported():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

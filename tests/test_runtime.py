@@ -4,11 +4,12 @@ since the setting is process-wide and permanent)."""
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from nas.runtime import supported
 
 CHILD = r"""
 import resource, sys
@@ -27,8 +28,7 @@ with torch.no_grad():
 print(on, retaining_freed_memory(), sorted(seen[1:])[3])  # median pass after the first
 """
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                           reason="retain_freed_memory acts on glibc malloc only")
+glibc = pytest.mark.skipif(not supported(), reason="retain_freed_memory acts on glibc malloc only")
 
 
 def _run(flag: str, **env: str) -> tuple[bool, bool, int]:
