@@ -165,5 +165,6 @@ def recal_ratio(net: Supernet, arch: MBv3Arch, n_images: int, repeats: int, resu
           f"-> {results['recal']:.3f}; plain forward + one read of each BN input {t_floor:.2f} s "
           f"-> {results['recal_floor']:.3f}")
 
+
 if __name__ == "__main__":
     main()
