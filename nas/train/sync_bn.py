@@ -87,8 +87,8 @@ def _syncing(module: nn.Module, training: bool) -> bool:
 class SyncElasticBatchNorm2d(ElasticBatchNorm2d):
     """An :class:`ElasticBatchNorm2d` (sharing the given full-width ``bn``) that synchronises any active width."""
 
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        super().__init__(bn.num_features)
+    def __init__(self, bn: nn.BatchNorm2d, *, inplace: bool = False) -> None:
+        super().__init__(bn.num_features, inplace=inplace)
         self.bn = bn
         self.sync_enabled = False
 
@@ -127,7 +127,7 @@ def convert_sync_bn(model: nn.Module) -> int:
             continue  # its inner full-width BN is handled by the elastic wrapper
         for name, child in list(parent.named_children()):
             if type(child) is ElasticBatchNorm2d:
-                setattr(parent, name, SyncElasticBatchNorm2d(child.bn))
+                setattr(parent, name, SyncElasticBatchNorm2d(child.bn, inplace=child.inplace))
                 n += 1
             elif type(child) is nn.BatchNorm2d:
                 setattr(parent, name, SyncBatchNorm2d.sharing(child))

@@ -10,6 +10,7 @@ import supernets.bn_stats as bn_stats
 from search_spaces import create_space
 from supernets import bn_recalibration, create_supernet, recalibrate_bn
 from supernets.bn_stats import batch_norm, one_pass_moments
+from supernets.ops import ElasticBatchNorm2d
 
 
 def _running_stats(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -92,3 +93,81 @@ def test_recalibration_removes_its_forward_even_on_error():
         assert "forward" in vars(net.stem.bn)
         raise RuntimeError("boom")
     assert not any("forward" in vars(m) for m in net.modules())
+
+
+def _fused_state(monkeypatch, **consts):
+    monkeypatch.setattr(bn_stats, "_fused", None)
+    monkeypatch.setattr(bn_stats, "_fused_failed", False)
+    monkeypatch.delenv(bn_stats.FUSED_ENV_VAR, raising=False)
+    for name, value in consts.items():
+        monkeypatch.setattr(bn_stats, name, value)
+
+
+def test_compiled_one_read_moments_match_torch_with_long_rows_cut_in_pieces(monkeypatch):
+    _fused_state(monkeypatch, FUSED_MIN_BYTES=0, FUSED_MAX_ROW=100)  # rows of 300 are reduced as 3 pieces of 100
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 4, 15, 20, generator=g) * torch.tensor([0.5, 1.0, 2.0, 4.0])[:, None, None] + 0.4
+    calls = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(lambda r: calls.append(r.shape) or fn(r), **kw))
+    mean, var, count = one_pass_moments(x)
+    assert calls == [torch.Size([6 * 4 * 3, 100])]  # the compiled kernel ran, on the cut rows
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    assert count == 6 * 15 * 20
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-5, atol=0)
+
+
+def test_compile_failure_warns_once_and_falls_back_to_two_reductions(monkeypatch):
+    _fused_state(monkeypatch, FUSED_MIN_BYTES=0)
+
+    def no_compiler(rows: torch.Tensor) -> None:
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or no_compiler)
+    x = torch.randn(5, 3, 8, 8)
+    with pytest.warns(RuntimeWarning, match="No working C\\+\\+ compiler"):
+        first = one_pass_moments(x)
+    second = one_pass_moments(x)  # no second attempt, no second warning
+    assert len(compiled) == 1 and bn_stats._fused_failed
+    ref_var, ref_mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    for mean, var, _ in (first, second):
+        assert torch.allclose(mean, ref_mean, atol=1e-6) and torch.allclose(var, ref_var, rtol=1e-5)
+
+
+def test_environment_variable_keeps_the_compiled_kernel_off(monkeypatch):
+    _fused_state(monkeypatch, FUSED_MIN_BYTES=0)
+    monkeypatch.setenv(bn_stats.FUSED_ENV_VAR, "0")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("torch.compile must not be called"))
+    x = torch.randn(4, 3, 6, 6)
+    mean, _, _ = one_pass_moments(x)
+    assert torch.allclose(mean, x.mean((0, 2, 3)), atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [6, 4])  # full width (the inner BN's own path) and a channel prefix
+@pytest.mark.parametrize("mode", ["eval", "recalibrate"])
+def test_inplace_elastic_bn_writes_into_its_input_only_without_autograd(width, mode):
+    g = torch.Generator().manual_seed(3)
+    ref, inplace = ElasticBatchNorm2d(6), ElasticBatchNorm2d(6, inplace=True)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean"):
+            getattr(ref.bn, name).copy_(torch.randn(6, generator=g))
+        ref.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+    inplace.load_state_dict(ref.state_dict())
+    for bn in (ref, inplace):
+        bn.bn.train(mode == "recalibrate")
+        bn.bn.momentum = None
+    x = torch.randn(8, width, 5, 5, generator=g) * 2 + 1
+    with torch.no_grad():
+        expected = ref(x.clone())
+        given = x.clone()
+        out = inplace(given)
+    assert out.data_ptr() == given.data_ptr()  # normalised into the input
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inplace.state_dict(), ref.state_dict())
+    given = x.clone().requires_grad_()
+    out = inplace(given)  # with autograd: a new tensor, the input untouched, gradients flow
+    assert out.data_ptr() != given.data_ptr() and torch.equal(given.detach(), x)
+    out.square().sum().backward()
+    assert given.grad is not None and given.grad.abs().sum() > 0
