@@ -147,7 +147,8 @@ def test_environment_variable_keeps_the_compiled_kernel_off(monkeypatch):
 
 @pytest.mark.parametrize("width", [6, 4])  # full width (the inner BN's own path) and a channel prefix
 @pytest.mark.parametrize("mode", ["eval", "recalibrate"])
-def test_inplace_elastic_bn_writes_into_its_input_only_without_autograd(width, mode):
+def test_inplace_elastic_bn_writes_into_its_input_only_without_autograd(width, mode, monkeypatch):
+    monkeypatch.setattr(ElasticBatchNorm2d, "INPLACE_MIN_NUMEL", 8 * 4 * 5 * 5)  # a prefix input just reaches it
     g = torch.Generator().manual_seed(3)
     ref, inplace = ElasticBatchNorm2d(6), ElasticBatchNorm2d(6, inplace=True)
     with torch.no_grad():
@@ -171,3 +172,42 @@ def test_inplace_elastic_bn_writes_into_its_input_only_without_autograd(width, m
     assert out.data_ptr() != given.data_ptr() and torch.equal(given.detach(), x)
     out.square().sum().backward()
     assert given.grad is not None and given.grad.abs().sum() > 0
+
+
+def test_small_inputs_stay_out_of_place_where_writing_in_place_costs_more():
+    bn = ElasticBatchNorm2d(4, inplace=True).eval()
+    x = torch.randn(1, 4, 3, 3)
+    assert x.numel() < ElasticBatchNorm2d.INPLACE_MIN_NUMEL
+    with torch.no_grad():
+        out = bn(x)
+    assert out.data_ptr() != x.data_ptr()
+
+
+def test_inplace_and_compiled_recalibration_match_the_plain_path_end_to_end(monkeypatch):
+    """OFA-tiny with every BN in place and the compiled kernel on every layer: same statistics and outputs."""
+    torch.manual_seed(0)
+    space = create_space("ofa_mbv3_tiny")
+    net = create_supernet("ofa_mbv3", space)
+    arch = space.sample(5)
+    net.set_arch(arch)
+    g = torch.Generator().manual_seed(4)
+    batches = [torch.randn(6, space.in_chans, arch.r, arch.r, generator=g) for _ in range(2)]
+
+    def recalibrated_outputs() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        recalibrate_bn(net, batches)
+        net.eval()
+        with torch.no_grad():
+            return _running_stats(net), net(batches[0])
+
+    _fused_state(monkeypatch, FUSED_MIN_BYTES=0)
+    monkeypatch.setattr(ElasticBatchNorm2d, "INPLACE_MIN_NUMEL", 0)
+    fast_stats, fast_out = recalibrated_outputs()
+    monkeypatch.setenv(bn_stats.FUSED_ENV_VAR, "0")
+    for m in net.modules():
+        if isinstance(m, ElasticBatchNorm2d):
+            monkeypatch.setattr(m, "inplace", False)
+    ref_stats, ref_out = recalibrated_outputs()
+    assert fast_stats.keys() == ref_stats.keys()
+    for key, ref in ref_stats.items():
+        torch.testing.assert_close(fast_stats[key], ref, rtol=1e-5, atol=1e-6, msg=key)
+    torch.testing.assert_close(fast_out, ref_out, rtol=1e-4, atol=1e-5)
