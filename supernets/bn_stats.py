@@ -3,21 +3,21 @@
 Recalibrating a subnet's BN statistics runs every BatchNorm in training mode: normalise with the batch's own mean
 and variance and fold them into the running averages. On CPU, torch's training-mode kernel makes two extra passes
 over the input for those statistics (mean, then centred variance) and costs about twice its eval-mode kernel. Here,
-for a contiguous NC... input, each (sample, channel) row is reduced once for its sum and once for its L2 norm (two
-cheap vectorised reductions, no temporaries), the rows are combined per channel in float64, and the input is
-normalised by the eval-mode kernel with those statistics. The running-average update is torch's own:
-``running = (1 - f) running + f batch`` with the unbiased batch variance.
+for a contiguous NC... input, each (sample, channel) row yields its sum and sum of squares, the rows are combined
+per channel in float64, and the input is normalised by the eval-mode kernel with those statistics (into ``out``
+when the caller owns the input, see :class:`~supernets.ops.ElasticBatchNorm2d`). The running-average update is
+torch's own: ``running = (1 - f) running + f batch`` with the unbiased batch variance.
 
-An input of at least :data:`FUSED_MIN_BYTES` has its row sums and sums of squares taken in one read by a kernel
-that ``torch.compile`` (inductor, dynamic shapes) generates once per process: torch has no CPU op that returns both
-from one pass (``var_mean`` is a Welford loop 20x slower, ``batch_norm_stats`` is CUDA-only). On a 200x96x44x44
-activation that is 5.1 ms against 9.9 ms for the two reductions, and it takes BN recalibration of the mid OFA
-subnet (2000 images, batch 200) from 1.16-1.17x a plain forward to about 1.08x; a second read of every BN input
-alone costs 1.075x. Compiling costs 1-4 s once per process (inductor caches on disk across processes). Where it
-cannot compile (no C++ compiler) it warns once and the two reductions are used, a large input then reduced a few
-MiB of rows at a time so the norm pass reads rows the sum pass has just brought into cache (on a 32 MiB L3: 10.2
--> 8.3 ms for the activation above; rows shorter than :data:`CHUNK_MIN_ROW` gain nothing and are reduced whole).
-``NAS_FUSED_BN_STATS=0`` in the environment turns the compiled kernel off.
+Row sums and sums of squares of an input of at least :data:`FUSED_MIN_BYTES` come from one read, by a kernel that
+``torch.compile`` (inductor, dynamic shapes) generates once per process: torch has no CPU op that returns both from
+one pass (``var_mean``/``std_mean`` are Welford loops 20x slower, ``batch_norm_stats`` is CUDA-only). Measured on
+the 49 BN inputs of the mid OFA subnet at batch 200 (2.6 GB): 123 ms against 207 ms for two reductions, and 104 ms
+for a bare ``x.sum()`` of each, the least any statistics pass can cost; recalibration went from 1.16x to 1.13x a
+plain forward in interleaved runs. Compiling costs 1-4 s once per process (inductor caches on disk across
+processes). Where it cannot compile (no C++ compiler) it warns once and uses two reductions, reducing a large input
+a few MiB of rows at a time so the second pass reads rows the first has just brought into cache (on a 32 MiB L3:
+10.2 -> 8.3 ms on a 200x96x44x44 activation; rows shorter than :data:`CHUNK_MIN_ROW` gain nothing and are reduced
+whole). ``NAS_FUSED_BN_STATS=0`` in the environment turns the compiled kernel off.
 
 ``E[x^2] - E[x]^2`` loses precision when a channel's mean is large against its spread; a layer with any channel
 whose variance is under :data:`MIN_RELATIVE_VARIANCE` of its second moment falls back to torch's exact kernel, as
