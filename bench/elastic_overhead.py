@@ -5,7 +5,8 @@
 (c) BN recalibration over 2000 images (batch 200) / a plain eval forward pass over the same images.
 Runs are interleaved in one process (A, B, A, B, ...) so machine load affects both sides alike. With ``--peer``
 (default when the ``bench`` extra's ``ofa`` is installed) OFA's own elastic MobileNetV3 and its
-``get_active_subnet()`` are timed the same way in the same rounds, for (a) and (b).
+``get_active_subnet()`` are timed the same way in the same rounds, for (a) and (b). Each ratio is printed with a 95%
+bootstrap interval over the rounds (this VM moves a ratio by up to +-0.05 between runs of the same code).
 Ends with ``RESULT train_min=.. train_mid=.. train_max=.. infer_min=.. infer_mid=.. infer_max=.. recal=..``
 (plus ``ofa_train_min=..`` etc. with the peer, ``recal_floor=..``: the plain pass plus one read of every BN input,
 in the same rounds, and ``retained=1`` or ``0``).
@@ -21,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from nas.runtime import retain_freed_memory
@@ -36,7 +38,9 @@ def mid_arch(space) -> MBv3Arch:
                     d=(mid(space.depths),) * space.n_stages, r=mid(space.resolutions))
 
 
-def interleaved(fns: list[Callable[[], None]], repeats: int, warmup: int = 2) -> list[float]:
+def interleaved(fns: list[Callable[[], None]], repeats: int, warmup: int = 2,
+                rounds: list[list[float]] | None = None) -> list[float]:
+    """Median time of each of ``fns`` run in turn ``repeats`` times; the per-round times go to ``rounds``."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -46,7 +50,18 @@ def interleaved(fns: list[Callable[[], None]], repeats: int, warmup: int = 2) ->
             start = time.perf_counter()
             fn()
             t.append(time.perf_counter() - start)
+    if rounds is not None:
+        rounds[:] = times
     return [statistics.median(t) for t in times]
+
+
+def ratio_interval(a: list[float], b: list[float], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of median(a) / median(b), resampling whole rounds (a and b paired by round)."""
+    x, y = np.asarray(a), np.asarray(b)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    ratios = np.median(x[idx], axis=1) / np.median(y[idx], axis=1)
+    lo, hi = np.quantile(ratios, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def ofa_pair(arch: MBv3Arch) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -99,18 +114,21 @@ def main() -> None:
         pairs = [(net, net.export(arch).module)] + ([ofa_pair(arch)] if args.peer else [])
         models = [m for pair in pairs for m in pair]
         train = infer = [float("nan")] * len(models)
+        train_rounds: list[list[float]] = []
+        infer_rounds: list[list[float]] = []
         if "train" in parts:
             x, y = torch.randn(16, 3, 160, 160), torch.randint(0, 1000, (16,))
             for m in models:
                 m.train()
             train = interleaved([train_step(m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), x, y)
-                                 for m in models], args.repeats)
+                                 for m in models], args.repeats, rounds=train_rounds)
         if "infer" in parts:
             for m in models:
                 m.eval()
             x1 = torch.randn(1, 3, 224, 224)
             with torch.inference_mode():
-                infer = interleaved([lambda m=m, x1=x1: m(x1) for m in models], args.repeats * 4, warmup=5)
+                infer = interleaved([lambda m=m, x1=x1: m(x1) for m in models], args.repeats * 4, warmup=5,
+                                    rounds=infer_rounds)
         for k, peer in enumerate(peers):
             t_sup, t_static, i_sup, i_static = train[2 * k], train[2 * k + 1], infer[2 * k], infer[2 * k + 1]
             prefix = "" if peer == "ours" else f"{peer}_"
@@ -118,8 +136,11 @@ def main() -> None:
                 results[f"{prefix}train_{name}"] = t_sup / t_static
             if "infer" in parts:
                 results[f"{prefix}infer_{name}"] = i_sup / i_static
+            spread = "  ".join(f"{part} 95% [{lo:.3f}, {hi:.3f}]" for part, rounds in (("train", train_rounds),
+                                                                                        ("infer", infer_rounds))
+                               if rounds for lo, hi in [ratio_interval(rounds[2 * k], rounds[2 * k + 1])])
             print(f"{name:5} {peer:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} "
-                  f"{i_sup * 1e3:13.2f} {i_static * 1e3:16.2f} {i_sup / i_static:6.3f}")
+                  f"{i_sup * 1e3:13.2f} {i_static * 1e3:16.2f} {i_sup / i_static:6.3f}  {spread}")
 
     if "recal" in parts:
         recal_ratio(net, archs["mid"], args.recal_images, args.repeats, results)
@@ -158,12 +179,14 @@ def recal_ratio(net: Supernet, arch: MBv3Arch, n_images: int, repeats: int, resu
             for h in handles:
                 h.remove()
 
+    rounds: list[list[float]] = []
     t_recal, t_plain, t_floor = interleaved([lambda: recalibrate_bn(net, batches), plain, plain_reading_bn_inputs],
-                                            max(3, repeats // 5), 1)
+                                            max(3, repeats // 5), 1, rounds=rounds)
     results["recal"], results["recal_floor"] = t_recal / t_plain, t_floor / t_plain
+    lo, hi = ratio_interval(rounds[0], rounds[1])
     print(f"BN recalibration over {n_images} images: {t_recal:.2f} s vs plain forward {t_plain:.2f} s "
-          f"-> {results['recal']:.3f}; plain forward + one read of each BN input {t_floor:.2f} s "
-          f"-> {results['recal_floor']:.3f}")
+          f"-> {results['recal']:.3f} (95% [{lo:.3f}, {hi:.3f}]); plain forward + one read of each BN input "
+          f"{t_floor:.2f} s -> {results['recal_floor']:.3f}")
 
 
 if __name__ == "__main__":
