@@ -47,13 +47,13 @@ class DerivedWeight:
         self._value: Any = None
 
     def get(self, key: tuple, sources: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
-        """``compute()`` (a tensor, made contiguous, or a tuple of tensors), memoised when autograd is off."""
+        """``compute()`` (a tensor or a tuple of tensors and None, memoised contiguous) when autograd is off."""
         if torch.is_grad_enabled():
             return compute()
         full = (key, torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in sources))
         if full != self._key or self._value is None:
             value = compute()
-            self._value, self._key = value.contiguous() if isinstance(value, torch.Tensor) else value, full
+            self._value, self._key = _contiguous(value), full
         return self._value
 
     def clear(self) -> None:
@@ -61,6 +61,12 @@ class DerivedWeight:
 
     def __deepcopy__(self, memo: dict) -> DerivedWeight:
         return DerivedWeight()
+
+
+def _contiguous(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()
+    return tuple(v.contiguous() if isinstance(v, torch.Tensor) else v for v in value)
 
 
 class ElasticConv2d(nn.Module):
@@ -85,8 +91,10 @@ class ElasticConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_c, conv = x.size(1), self.conv
-        w = self._derived.get((self.active_out, in_c), (conv.weight,), lambda: self.active_weight(in_c))
-        return F.conv2d(x, w, self.active_bias(), conv.stride, conv.padding)
+        sources = (conv.weight,) if conv.bias is None else (conv.weight, conv.bias)
+        w, b = self._derived.get((self.active_out, in_c), sources,
+                                 lambda: (self.active_weight(in_c), self.active_bias()))
+        return F.conv2d(x, w, b, conv.stride, conv.padding)
 
     def export(self, in_c: int) -> nn.Conv2d:
         c = self.conv
@@ -217,12 +225,14 @@ class ElasticBatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn, c = self.bn, x.size(1)
         out = x if self.inplace and x.numel() >= self.INPLACE_MIN_NUMEL and not torch.is_grad_enabled() else None
-        if c == bn.num_features and out is None:
-            return bn(x)
         if not bn.training and bn.running_mean is not None and bn.running_var is not None and bn.affine:
             tensors = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
             rm, rv, w, b = self._derived.get((c,), tensors, lambda: tuple(t[:c] for t in tensors))
+            if out is None:  # the common batch-1 case: straight to torch, no wrapper
+                return F.batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps)
             return batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps, out=out)
+        if c == bn.num_features and out is None:
+            return bn(x)
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum

@@ -18,6 +18,7 @@ from supernets import (
     recalibrated,
     save_subnet,
 )
+from supernets.ops import ElasticConv2d
 
 CASES = [("ofa_mbv3", "ofa_mbv3_tiny"), ("nb201", "nb201_tiny")]
 
@@ -286,6 +287,18 @@ def test_grad_free_forward_memo_follows_arch_and_weight_changes():
     check(archs[1])
     net.train().eval()
     check(archs[2])
+
+
+def test_grad_free_conv_memo_follows_a_bias_only_update():
+    conv = ElasticConv2d(6, 5, bias=True)
+    conv.set_active(3)
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        before = conv(x)
+        conv.conv.bias.add_(1.0)  # weight untouched: the memoised (weight, bias) pair must still be dropped
+        after = conv(x)
+    torch.testing.assert_close(after, before + 1.0)
+    torch.testing.assert_close(after, conv(x).detach())
 
 
 def test_folded_kernel_map_equals_ofa_crop_and_transform_chain():
