@@ -64,6 +64,11 @@ def ratio_interval(a: list[float], b: list[float], *, n_boot: int = 2000, seed: 
     return float(lo), float(hi)
 
 
+def interval_text(label: str, a: list[float], b: list[float]) -> str:
+    lo, hi = ratio_interval(a, b)
+    return f"{label} 95% [{lo:.3f}, {hi:.3f}]".strip()
+
+
 def ofa_pair(arch: MBv3Arch) -> tuple[torch.nn.Module, torch.nn.Module]:
     """OFA's elastic MobileNetV3 (w1.0) with ``arch`` active, and its static subnet (``get_active_subnet``)."""
     from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
@@ -136,9 +141,8 @@ def main() -> None:
                 results[f"{prefix}train_{name}"] = t_sup / t_static
             if "infer" in parts:
                 results[f"{prefix}infer_{name}"] = i_sup / i_static
-            spread = "  ".join(f"{part} 95% [{lo:.3f}, {hi:.3f}]" for part, rounds in (("train", train_rounds),
-                                                                                        ("infer", infer_rounds))
-                               if rounds for lo, hi in [ratio_interval(rounds[2 * k], rounds[2 * k + 1])])
+            spread = "  ".join(interval_text(part, rounds[2 * k], rounds[2 * k + 1])
+                               for part, rounds in (("train", train_rounds), ("infer", infer_rounds)) if rounds)
             print(f"{name:5} {peer:5} {t_sup * 1e3:13.1f} {t_static * 1e3:16.1f} {t_sup / t_static:6.3f} "
                   f"{i_sup * 1e3:13.2f} {i_static * 1e3:16.2f} {i_sup / i_static:6.3f}  {spread}")
 
@@ -183,10 +187,9 @@ def recal_ratio(net: Supernet, arch: MBv3Arch, n_images: int, repeats: int, resu
     t_recal, t_plain, t_floor = interleaved([lambda: recalibrate_bn(net, batches), plain, plain_reading_bn_inputs],
                                             max(3, repeats // 5), 1, rounds=rounds)
     results["recal"], results["recal_floor"] = t_recal / t_plain, t_floor / t_plain
-    lo, hi = ratio_interval(rounds[0], rounds[1])
     print(f"BN recalibration over {n_images} images: {t_recal:.2f} s vs plain forward {t_plain:.2f} s "
-          f"-> {results['recal']:.3f} (95% [{lo:.3f}, {hi:.3f}]); plain forward + one read of each BN input "
-          f"{t_floor:.2f} s -> {results['recal_floor']:.3f}")
+          f"-> {results['recal']:.3f} ({interval_text('', rounds[0], rounds[1])}); plain forward + one read of each "
+          f"BN input {t_floor:.2f} s -> {results['recal_floor']:.3f}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def make_act(name: str, *, inplace: bool = False) -> nn.Module:
         cls = ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
-    return cls(inplace=True) if inplace and cls is not nn.Identity else cls()
+    return cls(inplace=inplace)  # nn.Identity ignores its arguments
 
 
 class ConvBNAct(nn.Sequential):
