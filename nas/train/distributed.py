@@ -67,6 +67,7 @@ class DistConfig:
     sync_bn: bool = True
     find_unused_parameters: bool = True
     timeout_s: float = 1800.0
+    force: bool = False  # join the process group (DDP) even with one process, e.g. to check the nccl path
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -279,10 +280,10 @@ class DDPRun(LocalRun):
 
 
 def init_distributed(config: Mapping[str, Any] | DistConfig | None = None, *, device: str = "auto") -> LocalRun:
-    """:class:`DDPRun` under torchrun with more than one process, else :class:`LocalRun`."""
+    """:class:`DDPRun` under torchrun with more than one process (or with ``force``), else :class:`LocalRun`."""
     cfg = config if isinstance(config, DistConfig) else DistConfig.from_mapping(config)
     env = torchrun_env()
-    if env is None or env["world_size"] <= 1:
+    if env is None or (env["world_size"] <= 1 and not cfg.force):
         return LocalRun()
     return DDPRun(cfg, device=device, **env)
 

@@ -34,11 +34,14 @@ from nas.train.plan import StepPlan, TaskResult
 from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import EpochData, Sampler
 from nas.train.schedule import create_schedule, make_optimizer
+from search_spaces.errors import BadInputError
 from supernets import Supernet
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "resolve_device", "NonFiniteLossError"]
 
 CHECKPOINT = "checkpoint.pt"
+# autocast dtypes on CUDA: float16 needs loss scaling (GradScaler); bfloat16 has float32's range and needs none
+AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "float16"
     channels_last: bool = True
     threads: int | None = None
     max_steps_per_epoch: int | None = None
@@ -84,6 +88,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise BadInputError(f"trainer.amp_dtype={self.amp_dtype!r} is not allowed; choose one of "
+                                f"{sorted(AMP_DTYPES)}")
 
 
 @dataclass
@@ -134,8 +141,9 @@ class Trainer:
             warmup_steps=int(round(config.warmup_epochs * self.steps_per_epoch)), warmup_lr=config.warmup_lr,
             min_lr=config.min_lr, end_ratio=config.end_ratio, end_at=config.end_at)
         amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else contextlib.nullcontext
+        dtype = AMP_DTYPES[config.amp_dtype]
+        self.scaler = torch.amp.GradScaler("cuda") if amp and dtype == torch.float16 else None
+        self.autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if amp else contextlib.nullcontext
         self.epoch = self.batch = self.step = 0
         self.epoch_data: EpochData | None = None
         self._evalset: EvalSet | None = None
