@@ -129,11 +129,12 @@ def one_pass_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] 
 
 def _normalise(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
                bias: torch.Tensor | None, eps: float, out: torch.Tensor | None) -> torch.Tensor:
-    if out is None:
+    # In place only on CPU, where it was measured to pay: CUDA's eval-mode kernel may write the statistics it uses
+    # into save_mean/save_invstd, so those must never alias each other (or the input).
+    if out is None or x.device.type != "cpu":
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
-    empty = x.new_empty(0)  # eval mode saves no statistics
-    torch.ops.aten.native_batch_norm.out(x, weight, bias, mean, var, False, 0.0, eps, out=out, save_mean=empty,
-                                         save_invstd=empty)
+    torch.ops.aten.native_batch_norm.out(x, weight, bias, mean, var, False, 0.0, eps, out=out,
+                                         save_mean=x.new_empty(0), save_invstd=x.new_empty(0))
     return out
 
 

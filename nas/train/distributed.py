@@ -32,6 +32,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
@@ -52,6 +53,11 @@ __all__ = ["DistConfig", "DistributedError", "LocalRun", "DDPRun", "init_distrib
            "torchrun_env", "NullLog"]
 
 BACKENDS = ("auto", "gloo", "nccl")
+# DDP's switch for syncing buffers at forward: ``forward_sync_buffers`` in current torch, ``broadcast_buffers``
+# before it (torch 2.11, as on the CUDA machines the smoke check ran on)
+_SYNC_BUFFERS = ("forward_sync_buffers"
+                 if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                 else "broadcast_buffers")
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -203,7 +209,7 @@ class DDPRun(LocalRun):
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self._device.index] if self._device.type == "cuda" else None
         # with synchronised BN the running statistics are identical on every rank: nothing to broadcast
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=not self.config.sync_bn,
+        return DistributedDataParallel(model, device_ids=ids, **{_SYNC_BUFFERS: not self.config.sync_bn},
                                        find_unused_parameters=self.config.find_unused_parameters)
 
     def check_batch(self, batch_size: int) -> None:
