@@ -185,6 +185,8 @@ class Smoke:
                        self.common[2]]), f"nas.evaluate on {dev}")
             with open(path, newline="") as fh:
                 tables[dev] = {r["arch_id"]: float(r["top1"]) for r in csv.DictReader(fh)}
+        if self.dev != "cpu":
+            print(self._bn_paths())
         ours, ref = tables[self.dev], tables["cpu"]
         if set(ours) != set(ref) or len(ours) != n:
             raise RuntimeError(f"the two evaluations measured different subnets ({len(ours)} vs {len(ref)})")
@@ -194,6 +196,32 @@ class Smoke:
         if max(diffs) > 0.1:
             raise RuntimeError(f"top-1 differs by up to {max(diffs):.2f} points between {self.dev} and cpu")
         return f"{n} subnets, top-1 {self.dev}/cpu {tops} ...; max |diff| {max(diffs):.3f} points (limit 0.1)"
+
+    def _bn_paths(self) -> str:
+        """Max |diff| device vs CPU of a batch-500 eval forward and of BN statistics after recalibration."""
+        from nas.train.checkpoint import load_supernet
+        from supernets import recalibrated
+
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        net = load_supernet(self.train_dir).eval()
+        arch = net.space.sample(5)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(500, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+        calib = [torch.randn(200, 1, 28, 28, generator=g) for _ in range(2)]
+        outs, stats = {}, {}
+        for dev in ("cpu", self.dev):
+            net.to(dev)
+            with torch.no_grad(), net.use(arch):
+                plain = net(x.to(dev)).cpu()
+                with recalibrated(net, [c.to(dev) for c in calib]):
+                    recal = net(x.to(dev)).cpu()
+                    stats[dev] = torch.cat([b.running_mean.cpu() for b in net.modules()
+                                            if isinstance(b, torch.nn.BatchNorm2d)])
+            outs[dev] = (plain, recal)
+        net.cpu()
+        d = [float((a - b).abs().max()) for a, b in zip(outs["cpu"], outs[self.dev])]
+        return (f"diagnostic, {self.dev} vs cpu max |diff|: eval forward at batch 500 {d[0]:.2e}, after "
+                f"recalibration {d[1]:.2e}, running means {float((stats['cpu'] - stats[self.dev]).abs().max()):.2e}")
 
     # -- 4 -------------------------------------------------------------------------------------------------
     def export(self) -> str:
