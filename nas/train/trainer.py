@@ -205,7 +205,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         finished = False
         if resume and self.checkpoint_path.exists():
-            state = load_checkpoint(self.checkpoint_path, self.device)
+            state = load_checkpoint(self.checkpoint_path, "cpu")  # numpy and RNG state must be CPU tensors
             self.load_state_dict(state)
             resumed, finished = self.step, bool(state["finished"])
         else:
