@@ -75,7 +75,7 @@ class DnasSettings:
             raise MixtureError(f"order={self.order}: 1, or 2 (second order) with mode=darts only; got mode "
                                f"{self.mode!r}")
         if not self.tau0 > 0:
-            raise MixtureError(f"tau0 (Gumbel temperature) must be > 0, got {self.tau0}")
+            raise MixtureError(f"tau0: the Gumbel temperature must be > 0, got {self.tau0}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs or self.batch_size < 1:
             raise MixtureError(f"epochs >= 1, warmup_epochs >= 0 and batch_size >= 1 must hold; got epochs="
                                f"{self.epochs}, warmup_epochs={self.warmup_epochs}, batch_size={self.batch_size}")
@@ -227,7 +227,7 @@ class _Search:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.s.grad_clip)
         self.w_opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def run_epoch(self) -> dict[str, Any]:
         self.net.train()
