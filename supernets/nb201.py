@@ -159,27 +159,25 @@ def _run_op(op: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 def _entangled_convs(z: torch.Tensor, convs: list[nn.Module], w: torch.Tensor) -> torch.Tensor:
-    """TangleNAS on NB201: one 3x3 conv with the superposed kernel sum_o w_o pad(W_o), normalised within the group,
-    then BN with the weighted affine parameters, scaled back by the group's weight g = sum_o w_o (so the group keeps
-    its share of the edge sum; the released code drops it, methods/dnas.md 4.5.5). Batch statistics in training
-    (identical for every op of the group, so a one-hot w reproduces that op exactly); weighted running statistics
-    in evaluation. Each op keeps its own weights, so export is unchanged.
+    """TangleNAS on NB201: one 3x3 conv with the superposed kernel sum_o s_o pad(W_o) (s = w / sum w, the group's
+    shares), then BN whose affine parameters are sum_o w_o (gamma_o, beta_o). The group thus keeps its weight
+    g = sum w in the edge sum (the released code loses it, methods/dnas.md 4.5.5) without storing another
+    activation. Batch statistics in training (identical for every op of the group, so a one-hot w reproduces that
+    op exactly); share-weighted running statistics in evaluation. Each op keeps its own weights: export is unchanged.
     """
-    c, g = z.size(1), w.sum()
-    share = w / g.clamp_min(1e-12)
+    c = z.size(1)
+    share = w / w.sum().clamp_min(1e-12)
     kmax = max(op[1].kernel_size[0] for op in convs)
     kernel = sum(s * _pad_kernel(op[1].weight[:c, :c], kmax) for s, op in zip(share, convs))
     y = F.conv2d(F.relu(z), kernel, None, 1, kmax // 2)
     bns = [op[2] for op in convs]
-    gamma = sum(s * bn.weight[:c] for s, bn in zip(share, bns))
-    beta = sum(s * bn.bias[:c] for s, bn in zip(share, bns))
+    gamma = sum(wi * bn.weight[:c] for wi, bn in zip(w, bns))
+    beta = sum(wi * bn.bias[:c] for wi, bn in zip(w, bns))
     if bns[0].training:
-        y = F.batch_norm(y, None, None, gamma, beta, True, 0.0, bns[0].eps)
-    else:
-        rm = sum(s * bn.running_mean[:c] for s, bn in zip(share, bns))
-        rv = sum(s * bn.running_var[:c] for s, bn in zip(share, bns))
-        y = F.batch_norm(y, rm, rv, gamma, beta, False, 0.0, bns[0].eps)
-    return g * y
+        return F.batch_norm(y, None, None, gamma, beta, True, 0.0, bns[0].eps)
+    rm = sum(s * bn.running_mean[:c] for s, bn in zip(share, bns))
+    rv = sum(s * bn.running_var[:c] for s, bn in zip(share, bns))
+    return F.batch_norm(y, rm, rv, gamma, beta, False, 0.0, bns[0].eps)
 
 
 def _pad_kernel(weight: torch.Tensor, k: int) -> torch.Tensor:
