@@ -12,7 +12,8 @@ supernet's BN-recalibrated validation accuracy, given the DNAS runs' mean search
 
 Memory and time: bytes of the tensors autograd saves for backward (activation memory; the same measure on CPU and
 CUDA) and wall time of one search step (logit step + weight step) divided by those of one plain supernet training
-step of the largest cell (all 3x3 convs). Goal: TangleNAS <= 1.3x memory; DARTS near the number of choices.
+step of the largest cell (all 3x3 convs); on OFA-MBv3 (every choice entangled) against the largest subnet. Goal:
+TangleNAS <= 1.3x memory; DARTS near the number of choices.
 
 FBNet with a local_cpu latency loss on OFA-MBv3 at two latency targets is NOT measured here (fbnet_latency_err=nan):
 it needs a local_cpu profile (``python -m nas.profile hw=local_cpu``) and a latency-targeted variant of the loss.
@@ -43,6 +44,7 @@ from nas.train.evaluation import EvalSet, evaluate_arch  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from search_spaces.nb201 import PARAM_FREE_OPS  # noqa: E402
 from supernets import create_supernet  # noqa: E402
+from supernets.mixture import ArchParameters  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nats_bench_tss_200ep.csv"
 MODES = ("darts", "pcdarts", "fbnet", "tangle")
@@ -107,6 +109,33 @@ def memory_and_time(space: Any, data: Any, reps: int) -> dict[str, tuple[float, 
     return out
 
 
+def mbv3_memory(batch: int = 32) -> dict[str, float]:
+    """Activation memory of OFA-MBv3 (Fashion-MNIST space, 28 px) mixtures against the largest subnet, where every
+    choice is entangled in TangleNAS (kernel, expand; depth mixes block outputs that all run anyway)."""
+    torch.manual_seed(0)
+    space = create_space("ofa_mbv3_fmnist")
+    net = create_supernet("ofa_mbv3", space).train()
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    big = space.max_arch()
+    big = type(big)(big.ks, big.e, big.d, 28)
+
+    def plain() -> None:
+        with net.use(big):
+            F.cross_entropy(net(x), y).backward()
+
+    base = saved_bytes(plain)
+    out = {}
+    for mode in ("tangle", "darts"):
+        arch = ArchParameters(net.mixture_choices(mode))
+
+        def mixed(arch: Any = arch, mode: str = mode) -> None:
+            with net.mixed(arch.soft(mode)):
+                F.cross_entropy(net(x), y).backward()
+
+        out[mode] = saved_bytes(mixed) / base
+    return out
+
+
 def uniform_supernet(space: Any, data: Any, steps: int, batch: int, seed: int) -> Any:
     """SPOS: one uniformly sampled cell per step, SGD on the weight half (same recipe as the DNAS weight step)."""
     torch.manual_seed(seed)
@@ -149,8 +178,17 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=300)
     ap.add_argument("--mem-reps", type=int, default=5)
     ap.add_argument("--out", default="outputs/bench_dnas")
+    ap.add_argument("--memory-only", action="store_true", help="only the activation-memory ratios (seconds)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.memory_only:
+        data = create_data("fashion_mnist", train_limit=200, val_size=100)
+        nb = memory_and_time(create_space("nb201_tiny", C=args.C), data, 1)
+        mb = mbv3_memory()
+        print(f"RESULT tangle_mem_ratio={nb['tangle'][0]:.2f} darts_mem_ratio={nb['darts'][0]:.2f} "
+              f"pcdarts_mem_ratio={nb['pcdarts'][0]:.2f} tangle_mbv3_mem_ratio={mb['tangle']:.2f} "
+              f"darts_mbv3_mem_ratio={mb['darts']:.2f}")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     table = c10_table()
     if table is None:
@@ -183,6 +221,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     random_c10 = float(np.mean([table[space.sample(rng).to_str()] for _ in range(100)])) if table else float("nan")
     mt = memory_and_time(space, data, args.mem_reps)
+    mb = mbv3_memory()
     for m, (mem, t) in mt.items():
         print(f"{m:8s} activation memory {mem:.2f}x, step time {t:.2f}x of plain training of the largest cell")
     for m in (*MODES, "evo"):
@@ -196,7 +235,7 @@ def main() -> None:
           f"tangle_c10={mean(c10['tangle'])} random_c10={random_c10:.2f} evo_c10={mean(c10['evo'])} "
           f"darts_paramfree={mean(pfree['darts'])} tangle_paramfree={mean(pfree['tangle'])} "
           f"tangle_mem_ratio={mt['tangle'][0]:.2f} darts_mem_ratio={mt['darts'][0]:.2f} "
-          f"tangle_time_ratio={mt['tangle'][1]:.2f} fbnet_latency_err=nan")
+          f"tangle_time_ratio={mt['tangle'][1]:.2f} tangle_mbv3_mem_ratio={mb['tangle']:.2f} fbnet_latency_err=nan")
 
 
 if __name__ == "__main__":

@@ -58,12 +58,11 @@ class ElasticMBConv(nn.Module):
     def forward_mixed(self, x: torch.Tensor, kernel_weights: torch.Tensor, mid_mask: torch.Tensor,
                       hidden_mask: torch.Tensor | None) -> torch.Tensor:
         """TangleNAS' entangled block at full width: the kernel choices as one superposed kernel, the expand
-        choices as a channel mask after each BN (and on the SE hidden units). One-hot weights compute exactly the
-        discrete block: masked channels stay 0 through the activations (relu/h-swish of 0 is 0) and add nothing
-        to the projection. Needs the block at its full width (the supernet sets it)."""
-        m = mid_mask.view(1, -1, 1, 1)
-        y = self.act(self.expand_bn(self.expand_conv(x)) * m)
-        y = self.act(self.dw_bn(self.dw_conv.forward_mixed(y, kernel_weights)) * m)
+        choices as a channel mask on each BN's gamma and beta (and on the SE hidden units). One-hot weights compute
+        exactly the discrete block: masked channels are 0 after BN, stay 0 through the activations (relu/h-swish
+        of 0 is 0) and add nothing to the projection. Needs the block at full width (the supernet sets it)."""
+        y = self.act(self.expand_bn.forward_masked(self.expand_conv(x), mid_mask))
+        y = self.act(self.dw_bn.forward_masked(self.dw_conv.forward_mixed(y, kernel_weights), mid_mask))
         if self.se is not None:
             y = self.se(y, hidden_mask)
         y = self.project_bn(self.project_conv(y))

@@ -273,6 +273,18 @@ class ElasticBatchNorm2d(nn.Module):
         w, b = (None, None) if bn.weight is None or bn.bias is None else (bn.weight[:c], bn.bias[:c])
         return batch_norm(x, rm, rv, w, b, use_batch, factor, bn.eps, out=out)
 
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """All channels, with gamma and beta scaled by ``mask`` (TangleNAS' weighted channel mask): a channel with
+        mask 0 comes out exactly 0, and the mask's gradient needs no stored activation beyond BN's own input."""
+        bn = self.bn
+        factor = 0.0
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        use_batch = bn.training or bn.running_mean is None
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight * mask, bn.bias * mask, use_batch, factor,
+                            bn.eps)
+
     def export(self, channels: int) -> nn.BatchNorm2d:
         out = nn.BatchNorm2d(channels, eps=self.bn.eps, momentum=self.bn.momentum)
         with torch.no_grad():

@@ -152,6 +152,29 @@ def test_expected_latency_is_exact_for_onehot_and_differentiable():
     assert all(ap.alpha[n].grad.abs().sum() > 0 for n in ("ks0", "e0", "d0", "d4"))
 
 
+@needs_data
+def test_latency_loss_moves_the_logits_towards_cheaper_archs(tmp_path):
+    """Same weights, data and logits start; with FBNet's latency factor the expected cost ends lower than without.
+    (TangleNAS' one-forward mixture keeps the test quick; the loss does not depend on the mode.)"""
+    from hw_profiles import create_hw_profile
+    from nas.search import dnas
+
+    sp = create_space("ofa_mbv3_tiny", kernels=(3, 5), expands=(2, 4))  # 4 (kernel, expand) candidates per block
+    lat = ExpectedLatency(sp, create_hw_profile("macs"), resolution=28)
+    ends = {}
+    for name, latency, beta in (("plain", None, 0.6), ("latency", lat, 6.0)):
+        torch.manual_seed(0)
+        net = create_supernet("ofa_mbv3", sp)
+        s = DnasSettings.for_mode("tangle", batch_size=4, a_lr=0.1, lat_beta=beta)
+        search = dnas._Search(net, _data(), s, tmp_path, latency=latency, resolution=28, device=torch.device("cpu"))
+        x, y = search.batch(search.a_idx, 0)
+        for _ in range(3):
+            search.alpha_step(x, y, x, y)
+        with torch.no_grad():
+            ends[name] = float(lat(search.ap.soft("darts")))
+    assert ends["latency"] < ends["plain"]
+
+
 def test_bad_input_is_a_clear_mixture_error():
     with pytest.raises(MixtureError, match="no supernet can compute a 'darts' mixture on space 'vit_tiny'"):
         mixture_supernet(create_space("vit_tiny"), "darts")
