@@ -176,7 +176,7 @@ class _Search:
         if self.latency is None:
             return ce, float("nan")
         lat = self.latency(soft)
-        return fbnet_loss(ce, lat, alpha=self.s.lat_alpha, beta=self.s.lat_beta), float(lat)
+        return fbnet_loss(ce, lat, alpha=self.s.lat_alpha, beta=self.s.lat_beta), float(lat.detach())
 
     def alpha_step(self, xa: torch.Tensor, ya: torch.Tensor, xw: torch.Tensor, yw: torch.Tensor) -> tuple[float, float]:
         self.a_opt.zero_grad(set_to_none=True)
