@@ -78,6 +78,45 @@ class Supernet(nn.Module, abc.ABC):
             else:
                 self._arch = None
 
+    # -- differentiable NAS (supernets.mixture) -----------------------------------------------------------------
+    #: the mixture modes this supernet's forward can compute (empty: it has no mixture form)
+    mixture_modes: tuple[str, ...] = ()
+
+    def mixture_choices(self, mode: str) -> dict[str, tuple[Any, ...]]:
+        """Choice points (gene name -> choice values) that carry architecture logits in ``mode``."""
+        from supernets.mixture import MixtureError, check_mode
+
+        if check_mode(mode) not in self.mixture_modes:
+            have = f"modes {list(self.mixture_modes)}" if self.mixture_modes else "no mixture form"
+            raise MixtureError(f"supernet {self.name!r} (space {self.space.name!r}) cannot compute a {mode!r} "
+                               f"mixture: it has {have}")
+        return self._mixture_choices(mode)
+
+    def _mixture_choices(self, mode: str) -> dict[str, tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def mixture_edges(self, mode: str) -> dict[str, int]:
+        """PC-DARTS edge normalisation: node name -> number of incoming edges (empty when not applicable)."""
+        return {}
+
+    def derive(self, picked: dict[str, Any]) -> Any:
+        """The discrete architecture of one choice per choice point (argmax of the logits)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def mixed(self, soft: Any) -> Iterator[Supernet]:
+        """Forward computes the mixture ``soft`` (a :class:`supernets.mixture.SoftArch`) until the block ends."""
+        self.mixture_choices(soft.mode)
+        previous = getattr(self, "_soft", None)
+        self._set_mixture(soft)
+        try:
+            yield self
+        finally:
+            self._set_mixture(previous)
+
+    def _set_mixture(self, soft: Any) -> None:
+        self._soft = soft
+
     def clear_derived(self) -> None:
         """Drop the memoised slices/kernels of grad-free forwards (needed only after writes through ``.data``)."""
         for module in self.modules():

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from search_spaces import NB201Arch, NB201Space
 from search_spaces.nb201 import NB201_EDGES
 from supernets.base import SUPERNETS, Supernet
+from supernets.mixture import SoftArch, partial_channels
 from supernets.static import STATIC_BUILDERS
 
 __all__ = ["NB201Supernet", "NB201Network", "make_nb201_op"]
@@ -99,15 +101,88 @@ class _Macro(nn.Module):
 
 
 class _SuperCell(nn.Module):
-    def __init__(self, c: int, ops: tuple[str, ...]) -> None:
+    def __init__(self, c: int, ops: tuple[str, ...], names: tuple[str, ...]) -> None:
         super().__init__()
+        self.ops, self.names = ops, names
         self.edges = nn.ModuleList(
             nn.ModuleDict({op: make_nb201_op(op, c) for op in ops if op != "none"}) for _ in NB201_EDGES
         )
         self.active: tuple[str, ...] = ("none",) * len(NB201_EDGES)
+        self.soft: SoftArch | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.soft is not None:
+            return self._mixed_forward(x, self.soft)
         return _cell_forward(x, [None if op == "none" else e[op] for e, op in zip(self.edges, self.active)])
+
+    def _mixed_forward(self, x: torch.Tensor, soft: SoftArch) -> torch.Tensor:
+        """Node j = sum_i [beta_j]_i f_ij(x_i), f_ij the edge's mixture (edge normalisation only in PC-DARTS)."""
+        nodes = [x]
+        for to in (1, 2, 3):
+            acc = None
+            for j, ((t, f), edge) in enumerate(zip(NB201_EDGES, self.edges)):
+                if t != to:
+                    continue
+                w = soft[self.names[j]]
+                y = partial_channels(nodes[f], soft.partial,
+                                     lambda z, e=edge, w=w: _mixed_edge(z, e, self.ops, w, soft))
+                if soft.edge_weights:
+                    y = y * soft.edge_weights[f"node{to}"][f]
+                acc = y if acc is None else acc + y
+            nodes.append(acc)
+        return nodes[3]
+
+
+def _mixed_edge(z: torch.Tensor, edge: nn.ModuleDict, ops: tuple[str, ...], w: torch.Tensor,
+                soft: SoftArch) -> torch.Tensor:
+    """sum_o w_o op_o(z) (``none`` adds nothing but keeps its share of the weight); TangleNAS runs the convs once."""
+    convs = [i for i, op in enumerate(ops) if op in ("nor_conv_1x1", "nor_conv_3x3")] if soft.entangled else []
+    out = z.mul(0.0)
+    for i, op in enumerate(ops):
+        if op != "none" and i not in convs:
+            out = out + w[i] * _run_op(edge[op], z)
+    if convs:
+        out = out + _entangled_convs(z, [edge[ops[i]] for i in convs], w[convs])
+    return out
+
+
+def _run_op(op: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """An op at the input's width: ReLU-conv-BN on a channel prefix when PC-DARTS feeds it C/K channels."""
+    if not isinstance(op, ReLUConvBN) or z.size(1) == op[1].in_channels:
+        return op(z)
+    conv, bn, c = op[1], op[2], z.size(1)
+    y = F.conv2d(F.relu(z), conv.weight[:c, :c], None, conv.stride, conv.padding)
+    rm = None if bn.running_mean is None else bn.running_mean[:c]
+    rv = None if bn.running_var is None else bn.running_var[:c]
+    return F.batch_norm(y, rm, rv, bn.weight[:c], bn.bias[:c], bn.training or rm is None, bn.momentum or 0.0,
+                        bn.eps)
+
+
+def _entangled_convs(z: torch.Tensor, convs: list[nn.Module], w: torch.Tensor) -> torch.Tensor:
+    """TangleNAS on NB201: one 3x3 conv with the superposed kernel sum_o s_o pad(W_o) (s = w / sum w, the group's
+    shares), then BN whose affine parameters are sum_o w_o (gamma_o, beta_o). The group thus keeps its weight
+    g = sum w in the edge sum (the released code loses it, methods/dnas.md 4.5.5) without storing another
+    activation. Batch statistics in training (identical for every op of the group, so a one-hot w reproduces that
+    op exactly); share-weighted running statistics in evaluation. Each op keeps its own weights: export is unchanged.
+    """
+    c = z.size(1)
+    share = w / w.sum().clamp_min(1e-12)
+    kmax = max(op[1].kernel_size[0] for op in convs)
+    kernel = sum(s * _pad_kernel(op[1].weight[:c, :c], kmax) for s, op in zip(share, convs))
+    y = F.conv2d(F.relu(z), kernel, None, 1, kmax // 2)
+    bns = [op[2] for op in convs]
+    gamma = sum(wi * bn.weight[:c] for wi, bn in zip(w, bns))
+    beta = sum(wi * bn.bias[:c] for wi, bn in zip(w, bns))
+    if bns[0].training:
+        return F.batch_norm(y, None, None, gamma, beta, True, 0.0, bns[0].eps)
+    rm = sum(s * bn.running_mean[:c] for s, bn in zip(share, bns))
+    rv = sum(s * bn.running_var[:c] for s, bn in zip(share, bns))
+    return F.batch_norm(y, rm, rv, gamma, beta, False, 0.0, bns[0].eps)
+
+
+def _pad_kernel(weight: torch.Tensor, k: int) -> torch.Tensor:
+    p = (k - weight.size(-1)) // 2
+    return F.pad(weight, (p, p, p, p)) if p else weight
 
 
 class _StaticCell(nn.Module):
@@ -143,11 +218,30 @@ class NB201Supernet(Supernet):
         if not isinstance(space, NB201Space):
             raise TypeError(f"nb201 supernet needs an NB201Space, got {type(space).__name__}")
         super().__init__(space)
-        self.net = _Macro(space, lambda c: _SuperCell(c, space.ops))
+        names = tuple(g.name for g in space.genes())
+        self.net = _Macro(space, lambda c: _SuperCell(c, space.ops, names))
         self.set_arch(space.max_arch())
 
     def spec(self) -> dict[str, Any]:
         return {}
+
+    # -- differentiable NAS: one logit vector per edge, shared by all cells ------------------------------------
+    mixture_modes = ("darts", "fbnet", "pcdarts", "tangle")
+
+    def _mixture_choices(self, mode: str) -> dict[str, tuple[Any, ...]]:
+        return {g.name: tuple(g.choices) for g in self.space.genes()}
+
+    def mixture_edges(self, mode: str) -> dict[str, int]:
+        return {f"node{to}": to for to in (1, 2, 3)} if mode == "pcdarts" else {}
+
+    def derive(self, picked: dict[str, Any]) -> NB201Arch:
+        return self.space.validate(NB201Arch(tuple(picked[g.name] for g in self.space.genes())))
+
+    def _set_mixture(self, soft: Any) -> None:
+        super()._set_mixture(soft)
+        for cell in self.net.cells:
+            if isinstance(cell, _SuperCell):
+                cell.soft = soft
 
     def _apply_arch(self, arch: NB201Arch) -> None:
         for cell in self.net.cells:

@@ -16,6 +16,7 @@ from torch import nn
 from search_spaces import LayerSpec, MBv3Arch, OFAMobileNetV3Space
 from search_spaces.layers import make_divisible
 from supernets.base import SUPERNETS, Supernet
+from supernets.mixture import SoftArch, expand_mask
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, ElasticSE
 from supernets.static import ConvBNAct, MBConv, MBv3Head, make_act
 
@@ -51,6 +52,19 @@ class ElasticMBConv(nn.Module):
         y = self.act(self.dw_bn(self.dw_conv(y)))
         if self.se is not None:
             y = self.se(y)
+        y = self.project_bn(self.project_conv(y))
+        return x + y if self.skip else y
+
+    def forward_mixed(self, x: torch.Tensor, kernel_weights: torch.Tensor, mid_mask: torch.Tensor,
+                      hidden_mask: torch.Tensor | None) -> torch.Tensor:
+        """TangleNAS' entangled block at full width: the kernel choices as one superposed kernel, the expand
+        choices as a channel mask on each BN's gamma and beta (and on the SE hidden units). One-hot weights compute
+        exactly the discrete block: masked channels are 0 after BN, stay 0 through the activations (relu/h-swish
+        of 0 is 0) and add nothing to the projection. Needs the block at full width (the supernet sets it)."""
+        y = self.act(self.expand_bn.forward_masked(self.expand_conv(x), mid_mask))
+        y = self.act(self.dw_bn.forward_masked(self.dw_conv.forward_mixed(y, kernel_weights), mid_mask))
+        if self.se is not None:
+            y = self.se(y, hidden_mask)
         y = self.project_bn(self.project_conv(y))
         return x + y if self.skip else y
 
@@ -134,6 +148,7 @@ class OFAMobileNetV3Supernet(Supernet):
         self.final_expand = ConvBNAct(in_c, w[-2], act="hswish")
         self.head = MBv3Head(w[-2], w[-1], space.n_classes, dropout)
         self._active: list[int] = []
+        self._arch_before_mixture: MBv3Arch | None = None
         self.set_arch(space.max_arch())
 
     def spec(self) -> dict[str, Any]:
@@ -154,9 +169,73 @@ class OFAMobileNetV3Supernet(Supernet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.first_block(self.stem(x))
-        for i in self._active:
-            x = self.blocks[i](x)
+        if self._soft is not None:
+            x = self._mixed_stages(x, self._soft)
+        else:
+            for i in self._active:
+                x = self.blocks[i](x)
         return self.head(self.final_expand(x))
+
+    # -- differentiable NAS: kernel and expand per block, depth per stage -------------------------------------
+    mixture_modes = ("darts", "fbnet", "tangle")
+    _soft: SoftArch | None = None
+
+    def _mixture_choices(self, mode: str) -> dict[str, tuple[Any, ...]]:
+        return {g.name: tuple(g.choices) for g in self.space.genes() if g.name != "r"}
+
+    def derive(self, picked: dict[str, Any]) -> MBv3Arch:
+        sp: OFAMobileNetV3Space = self.space  # type: ignore[assignment]
+        nb = sp.n_stages * sp.max_depth
+        return sp.validate(MBv3Arch(ks=tuple(picked[f"ks{i}"] for i in range(nb)),
+                                    e=tuple(picked[f"e{i}"] for i in range(nb)),
+                                    d=tuple(picked[f"d{s}"] for s in range(sp.n_stages)),
+                                    r=picked.get("r", max(sp.resolutions))))
+
+    def _set_mixture(self, soft: Any) -> None:
+        if soft is not None and self._soft is None:  # every block at full width while mixing
+            self._arch_before_mixture = self._arch
+            self.set_arch(self.space.max_arch())
+        elif soft is None and self._soft is not None and self._arch_before_mixture is not None:
+            self.set_arch(self._arch_before_mixture)
+        super()._set_mixture(soft)
+
+    def _mixed_stages(self, x: torch.Tensor, soft: SoftArch) -> torch.Tensor:
+        """Every block runs; a stage's output is sum_d w_d (output after its d-th block)."""
+        sp: OFAMobileNetV3Space = self.space  # type: ignore[assignment]
+        for s in range(sp.n_stages):
+            outs = []
+            for b in range(sp.max_depth):
+                x = self._mixed_block(s * sp.max_depth + b, x, soft)
+                outs.append(x)
+            wd = soft[f"d{s}"]
+            x = sum(wd[j] * outs[d - 1] for j, d in enumerate(sp.depths))
+        return x
+
+    def _mixed_block(self, i: int, x: torch.Tensor, soft: SoftArch) -> torch.Tensor:
+        """TangleNAS: one entangled forward; DARTS/FBNet: sum over (kernel, expand) pairs of w_k w_e candidate(x)."""
+        sp: OFAMobileNetV3Space = self.space  # type: ignore[assignment]
+        blk = self.blocks[i]
+        wk, we = soft[f"ks{i}"], soft[f"e{i}"]
+        mids = [sp.mid_channels(blk.in_c, e) for e in sp.expands]
+        full = blk.expand_conv.conv.out_channels
+        hidden_full = blk.se.reduce.conv.out_channels if blk.se is not None else 0
+        hiddens = [make_divisible(m // 4, 8) for m in mids]
+
+        def masks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return expand_mask(w, mids, full), expand_mask(w, hiddens, hidden_full) if blk.se is not None else None
+
+        if soft.entangled:
+            return blk.forward_mixed(x, wk, *masks(we))
+        eye_k, eye_e = torch.eye(len(wk), dtype=wk.dtype, device=wk.device), torch.eye(len(we), dtype=we.dtype,
+                                                                                       device=we.device)
+        out = None
+        for b in range(len(we)):
+            mid_mask, hidden_mask = masks(eye_e[b])
+            for a in range(len(wk)):
+                y = (wk[a] * we[b]) * blk.forward_mixed(x, eye_k[a], mid_mask, hidden_mask)
+                out = y if out is None else out + y
+        assert out is not None
+        return out
 
     def _export(self, arch: MBv3Arch) -> tuple[nn.Module, dict[str, Any]]:
         from supernets.static import SequentialNet

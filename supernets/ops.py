@@ -185,6 +185,35 @@ class ElasticDepthwiseConv2d(nn.Module):
         rows = _centre_index(kmax, self.kernels[-2], acc.device)  # the first crop, kmax -> next smaller kernel
         return acc.new_zeros(kmax * kmax, acc.size(1)).index_copy(0, rows, acc)
 
+    def embed_map(self, kernel: int) -> torch.Tensor:
+        """The ``(kmax^2, kmax^2)`` matrix taking a flattened full kernel to the active ``kernel`` one zero-padded
+        back to ``kmax`` (the columns of :meth:`kernel_map` placed at the centre window); identity at ``kmax``."""
+        kmax, w = self.kernels[-1], self.conv.weight
+        if kernel == kmax:
+            return torch.eye(kmax * kmax, dtype=w.dtype, device=w.device)
+        cols = _centre_index(kmax, kernel, w.device)
+        if self.transform:
+            small = self.kernel_map(kernel)
+        else:
+            small = torch.eye(kmax * kmax, dtype=w.dtype, device=w.device)[:, cols]
+        return small.new_zeros(kmax * kmax, kmax * kmax).index_copy(1, cols, small)
+
+    def entangled_weight(self, weights: torch.Tensor) -> torch.Tensor:
+        """TangleNAS' superposed kernel sum_k w_k pad(T_k(crop_k W)) over all channels, at ``kmax`` (one matmul).
+
+        ``weights[i]`` belongs to ``self.kernels[i]``; a one-hot ``weights`` gives that kernel zero-padded, which a
+        conv with padding ``kmax // 2`` turns into exactly the discrete kernel's output.
+        """
+        kmax, w = self.kernels[-1], self.conv.weight
+        m = sum(weights[i] * self.embed_map(k) for i, k in enumerate(self.kernels))
+        return (w.reshape(w.size(0), kmax * kmax) @ m).reshape_as(w)
+
+    def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """All channels, with the entangled kernel of the kernel-choice ``weights``."""
+        kmax = self.kernels[-1]
+        return F.conv2d(x, self.entangled_weight(weights)[: x.size(1)], None, self.conv.stride, kmax // 2,
+                        groups=x.size(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.active_kernel
         sources = (self.conv.weight, *self.matrices.values())
@@ -245,6 +274,18 @@ class ElasticBatchNorm2d(nn.Module):
         w, b = (None, None) if bn.weight is None or bn.bias is None else (bn.weight[:c], bn.bias[:c])
         return batch_norm(x, rm, rv, w, b, use_batch, factor, bn.eps, out=out)
 
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """All channels, with gamma and beta scaled by ``mask`` (TangleNAS' weighted channel mask): a channel with
+        mask 0 comes out exactly 0, and the mask's gradient needs no stored activation beyond BN's own input."""
+        bn = self.bn
+        factor = 0.0
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        use_batch = bn.training or bn.running_mean is None
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight * mask, bn.bias * mask, use_batch, factor,
+                            bn.eps)
+
     def export(self, channels: int) -> nn.BatchNorm2d:
         out = nn.BatchNorm2d(channels, eps=self.bn.eps, momentum=self.bn.momentum)
         with torch.no_grad():
@@ -272,9 +313,12 @@ class ElasticSE(nn.Module):
         self.reduce.set_active(hidden)
         self.expand.set_active(channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+    def forward(self, x: torch.Tensor, hidden_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden_mask`` (TangleNAS) scales the hidden units: a weighted mixture of hidden widths."""
+        s = F.relu(self.reduce(x.mean((2, 3), keepdim=True)))
+        if hidden_mask is not None:
+            s = s * hidden_mask[: s.size(1)].view(1, -1, 1, 1)
+        return x * F.hardsigmoid(self.expand(s))
 
     def hidden_importance(self) -> torch.Tensor:
         """L1 norm of each hidden unit's outgoing weights."""
