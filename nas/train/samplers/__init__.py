@@ -17,3 +17,4 @@ from nas.train import samplers_pada as _pada  # noqa: E402,F401
 from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
 from nas.train import samplers_sorted as _sorted  # noqa: E402,F401  (registers "sortednet" and "fixed")
 from nas.train.samplers import deps as _deps  # noqa: E402,F401  (registers "deps")
+from nas.train.samplers import supertickets as _supertickets  # noqa: E402,F401  (registers "supertickets")

@@ -136,8 +136,8 @@ class DepsSampler(Sampler):
         self._beta = 0.0
         self._agg: MaskedGradAggregator | None = None
 
-    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int) -> None:
-        """The trainer's model and run length (called by :class:`~nas.train.trainer.Trainer`)."""
+    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int, data: Any = None) -> None:
+        """The trainer's model and run length (called by :class:`~nas.train.trainer.Trainer`; data unused)."""
         self.model, self.total_steps = model, steps_per_epoch * epochs
 
     def fraction(self, step: int) -> float:
