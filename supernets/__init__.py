@@ -20,3 +20,6 @@ __all__ = [
 
 # Elastic quantisation (EQ-Net); importing registers the "quant" supernet and the "fake_quant" static builder.
 from supernets import quant as _quant  # noqa: E402,F401
+
+# Few-shot families of sub-supernets (GM-NAS); importing registers the "fewshot" supernet.
+from supernets import fewshot as _fewshot  # noqa: E402,F401

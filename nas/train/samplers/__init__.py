@@ -18,3 +18,4 @@ from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
 from nas.train import samplers_sorted as _sorted  # noqa: E402,F401  (registers "sortednet" and "fixed")
 from nas.train.samplers import deps as _deps  # noqa: E402,F401  (registers "deps")
 from nas.train.samplers import supertickets as _supertickets  # noqa: E402,F401  (registers "supertickets")
+from nas.train.samplers import gmnas as _gmnas  # noqa: E402,F401  (registers "gmnas")
