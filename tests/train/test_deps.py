@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -142,3 +143,13 @@ def test_cli_trains_deps_and_starts_shrinking_on_schedule(tmp_path):
     cols = header.split(",")
     mins = [r.split(",")[cols.index("loss_min")] for r in rows]
     assert mins[:2] == ["", ""] and float(mins[2]) > 0  # students (beta = 1 past the ramp) join at step 3
+
+
+def test_cost_extremes_take_the_largest_and_smallest_macs_archs_on_nb201():
+    from search_spaces import create_space
+
+    space = create_space("nb201_tiny")
+    s = create_sampler("deps", space, extremes="cost")
+    assert s.full_arch.ops == ("nor_conv_3x3",) * 6 and s.min_arch.ops == ("none",) * 6
+    rng = np.random.default_rng(0)
+    assert all(space.macs(s.full_arch) >= space.macs(space.sample(rng)) for _ in range(50))

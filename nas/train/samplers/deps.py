@@ -13,7 +13,9 @@ element a non-zero gradient; that is the element mask of its slice of the shared
 centre-cropped kernels, NB201 ops), with exact-zero gradients of a used element counted as unused (harmless: they
 add nothing to the sum). ``mean`` edits gradients between backward passes, so it runs in a single process only.
 
-The schedule is a function of the step's position in the run, bound by the trainer (:meth:`DepsSampler.bind`).
+``extremes="cost"`` takes the full network and the smallest student as the enabled archs of largest and smallest
+MACs (for spaces whose last choices are not the largest, e.g. NB201). The schedule is a function of the step's
+position in the run, bound by the trainer (:meth:`DepsSampler.bind`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
@@ -110,13 +113,26 @@ class MaskedGradAggregator:
         self._base, self._prev, self._sum, self._count = {}, {}, {}, {}
 
 
+def _extreme_by_cost(choices: Choices, *, largest: bool, rounds: int = 2) -> Any:
+    """The enabled arch of largest (smallest) MACs by coordinate search: NB201's "full model" is all 3x3 convs,
+    not the last choice of every edge (average pooling)."""
+    space = choices.space
+    x = space.encode(choices.max_arch() if largest else choices.min_arch())
+    sign = 1.0 if largest else -1.0
+    for _ in range(rounds):
+        for i, allowed in enumerate(choices.allowed):
+            best = max(allowed, key=lambda c: sign * space.macs(space.decode(np.r_[x[:i], c, x[i + 1:]])))
+            x[i] = best
+    return space.decode(x)
+
+
 class DepsSampler(Sampler):
     """Full network alone, then beta(t)-scaled sandwich students with per-element aggregation and in-place KD."""
 
     tags = ("max", "random", "min")
 
     def __init__(self, space: SearchSpace, *, warmup: float = 0.54, ramp: float = 0.02, multiplier: float = 1.0,
-                 n_random: int = 2, aggregate: str = "sum", sort_channels: bool = True,
+                 n_random: int = 2, aggregate: str = "sum", sort_channels: bool = True, extremes: str = "choices",
                  choices: Mapping[str, Any] | None = None, label_smoothing: float = 0.1, kd_ratio: float = 1.0,
                  student_label_weight: float = 0.0, temperature: float = 1.0, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
@@ -124,8 +140,12 @@ class DepsSampler(Sampler):
             raise ValueError(f"n_random must be >= 0, got {n_random}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {list(AGGREGATES)}, got {aggregate!r}")
+        if extremes not in ("choices", "cost"):
+            raise ValueError(f"extremes must be 'choices' or 'cost', got {extremes!r}")
         self.schedule = DepsSchedule(warmup, ramp, multiplier)
         self.choices = Choices(space, choices, label="deps")
+        self.full_arch, self.min_arch = (self.choices.max_arch(), self.choices.min_arch()) if extremes == "choices" \
+            else (_extreme_by_cost(self.choices, largest=True), _extreme_by_cost(self.choices, largest=False))
         self.n_random, self.aggregate, self.sort = n_random, aggregate, sort_channels
         self.teacher_recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self.student_recipe = LossRecipe(hard=student_label_weight, soft=kd_ratio, source="inplace",
@@ -147,7 +167,7 @@ class DepsSampler(Sampler):
 
     def plan(self, step: int, batch: Batch) -> StepPlan:
         t = self.fraction(step)
-        full = SubnetTask(self.choices.max_arch(), self.teacher_recipe, teacher=True, regularize=True, tag="max")
+        full = SubnetTask(self.full_arch, self.teacher_recipe, teacher=True, regularize=True, tag="max")
         if not self.schedule.shrinking(t):
             self._beta, self._agg = 0.0, None
             return StepPlan([full])
@@ -156,7 +176,7 @@ class DepsSampler(Sampler):
         self._beta = self.schedule.beta(t)
         weight = self._beta if self.aggregate == "sum" else 1.0
         archs = [(self.choices.sample(self.rng), "random") for _ in range(self.n_random)]
-        archs.append((self.choices.min_arch(), "min"))
+        archs.append((self.min_arch, "min"))
         if self.aggregate == "mean":
             if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
                 raise RuntimeError("deps aggregate='mean' edits gradients between backward passes and runs in one "
