@@ -10,8 +10,9 @@ Students are aggregated per element: ``aggregate="sum"`` adds their gradients (t
 ``aggregate="mean"`` divides each element's student gradient sum by the number of students that used that element,
 so a weight shared by k subnets receives their mean. A student "uses" an element when its backward pass gave that
 element a non-zero gradient; that is the element mask of its slice of the shared tensors (OFA-style prefix channels,
-centre-cropped kernels, NB201 ops), with exact-zero gradients of a used element counted as unused (harmless: they
-add nothing to the sum). ``mean`` edits gradients between backward passes, so it runs in a single process only.
+centre-cropped kernels, NB201 ops), with an exact-zero gradient of a used element counted as unused (it adds nothing
+to the sum, but the element's mean is then taken over one student fewer). ``mean`` edits gradients between
+backward passes, so it runs in a single process only.
 
 ``extremes="cost"`` takes the full network and the smallest student as the enabled archs of largest and smallest
 MACs (for spaces whose last choices are not the largest, e.g. NB201). The schedule is a function of the step's
