@@ -10,9 +10,10 @@ measured with the pruned weights). "sandwich+prune" is the prune-after-search ba
 supernet pruned by global magnitude at the same sparsity over the same tensors, then measured. Then the smallest, a
 middle and the largest architecture are trained stand-alone from scratch for that many epochs
 (``nas.standalone.train_standalone``; same lr, label smoothing, weight decay, batch size, augmentation and images).
-Top-1 is measured on the Fashion-MNIST test set (10k images), supernet subnets after BN recalibration on 2000
-training images. Every seed repeats everything (``trainer.seed`` and the stand-alone seed); with >= 2 seeds each
-figure gets a 95 % t-interval half-width and the paired differences DεpS - PS and DεpS - sandwich are tested.
+Top-1 is measured on the Fashion-MNIST test set (10k images; ``--test-limit`` for smoke runs), supernet subnets
+after BN recalibration on 2000 training images. Every seed repeats everything (``trainer.seed`` and the stand-alone
+seed); with >= 2 seeds each figure gets a 95 % t-interval half-width and the paired differences DεpS - PS and DεpS -
+sandwich are tested.
 Ends with ``RESULT <recipe>_<min|mid|max>=.. ... <recipe>_<arch>_hw=..`` (top-1, %; recipes ps, sandwich, deps,
 tickets, sandwich_pruned, alone).
 """
@@ -161,6 +162,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recipes", default="ps,sandwich,deps,tickets")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--test-limit", type=int, default=None, help="measure on this many test images (default: 10k)")
     ap.add_argument("--sparsity", type=float, default=0.5, help="SuperTickets' target sparsity (and the baseline's)")
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="run directory (default: a fresh outputs/bench_recipes/<timestamp>)")
@@ -179,7 +181,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     space = create_space(SPACE)
     archs = {"min": space.min_arch(), "mid": mid_arch(space), "max": space.max_arch()}
-    data = create_data("fashion_mnist", train_limit=args.train_limit)
+    data = create_data("fashion_mnist", train_limit=args.train_limit, test_limit=args.test_limit)
     seeds = [int(x) for x in args.seeds.split(",")]
     seconds: dict[str, list[float]] = {}
     per_seed = [run_seed(seed, args, space, archs, data, seconds) for seed in seeds]
