@@ -170,3 +170,25 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ma = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["sampler"]["masks"]
     mb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["sampler"]["masks"]
     assert all(torch.equal(ma[n], mb[n]) for n in mb)
+
+
+def test_cli_trains_supertickets_and_the_ticket_exports_with_its_sparsity(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nas.train", "sampler=supertickets", "search_space=ofa_mbv3_tiny",
+           "sampler.kwargs.target_sparsity=0.3", "sampler.kwargs.prune_start=0.2", "sampler.kwargs.prune_every=0.2",
+           "sampler.kwargs.n_random=0", "sampler.kwargs.recal_images=64", "trainer.epochs=1",
+           "trainer.max_steps_per_epoch=4", f"out_dir={out}", "data.kwargs.train_limit=320",
+           "data.kwargs.val_size=200", "trainer.batch_size=32", "trainer.threads=1", "trainer.progress=false",
+           "trainer.tensorboard=false", "trainer.eval_every=0", "hydra.run.dir=" + str(tmp_path / "hydra")]
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sampler = load_checkpoint(out / "checkpoint.pt")["sampler"]
+    assert [h["step"] for h in sampler["history"]] == [1, 2, 3]  # ceil(0.2*4), ceil(0.4*4), ceil(0.6*4)
+    assert mask_sparsity(sampler["masks"]) == pytest.approx(0.3, abs=1e-4)
+    net = load_supernet(out)
+    ticket = export_ticket(out, net.space.max_arch(), tmp_path / "ticket", onnx=False)["ticket"]
+    assert ticket["measured_sparsity"] == pytest.approx(0.3, abs=1e-4)
