@@ -13,7 +13,7 @@ architecture. The partition is module state (buffers): checkpoints and saved wei
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ class FewShotSupernet(Supernet):
     """``members`` sub-supernets of ``base`` partitioning the space's choices; arch -> member routing."""
 
     name = "fewshot"
+    allowed: torch.Tensor
+    n_active: torch.Tensor
 
     def __init__(self, space: SearchSpace, *, base: str = "nb201", base_kwargs: dict[str, Any] | None = None,
                  members: int = 4) -> None:
@@ -52,6 +54,9 @@ class FewShotSupernet(Supernet):
 
     def spec(self) -> dict[str, Any]:
         return {"base": self.base, "base_kwargs": self.base_kwargs, "members": len(self.members)}
+
+    def member(self, index: int) -> Supernet:
+        return cast(Supernet, self.members[index])
 
     @property
     def n_members(self) -> int:
@@ -99,7 +104,7 @@ class FewShotSupernet(Supernet):
         if not group or not set(group) < held:
             raise ValueError(f"split group {group} must be a non-empty proper subset of {sorted(held)}")
         new = self.n_members
-        self.members[new].load_state_dict(self.members[member].state_dict())
+        self.member(new).load_state_dict(self.member(member).state_dict())
         self.allowed[new].copy_(self.allowed[member])
         self.allowed[new, gene].zero_()
         self.allowed[new, gene, group] = True
@@ -109,14 +114,13 @@ class FewShotSupernet(Supernet):
 
     def _apply_arch(self, arch: Any) -> None:
         self.active_member = self.route(arch)
-        self.members[self.active_member].set_arch(arch)
+        self.member(self.active_member).set_arch(arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.members[self.active_member](x)
+        return self.member(self.active_member)(x)
 
     def _export(self, arch: Any) -> tuple[nn.Module, dict[str, Any]]:
-        member = self.members[self.route(arch)]
-        exported = member.export(arch)
+        exported = self.member(self.route(arch)).export(arch)
         return exported.module, exported.config
 
     def sort_channels(self, keep_expands: Sequence[float] = ()) -> None:

@@ -36,6 +36,7 @@ from nas.train.losses import LossRecipe
 from nas.train.plan import StepPlan, SubnetTask, TaskResult
 from nas.train.samplers.base import SAMPLERS, Sampler
 from search_spaces import SearchSpace
+from search_spaces.errors import MissingCapabilityError
 
 __all__ = ["DepsSchedule", "MaskedGradAggregator", "DepsSampler", "AGGREGATES"]
 
@@ -110,6 +111,7 @@ class MaskedGradAggregator:
                 continue
             student = self._sum[n] / self._count[n].clamp_min(1).to(self._sum[n].dtype)
             base = self._base.get(n)
+            assert p.grad is not None  # n is in _sum only when a student gave it a gradient
             p.grad.copy_(student * beta if base is None else base + student * beta)
         self._base, self._prev, self._sum, self._count = {}, {}, {}, {}
 
@@ -118,11 +120,14 @@ def _extreme_by_cost(choices: Choices, *, largest: bool, rounds: int = 2) -> Any
     """The enabled arch of largest (smallest) MACs by coordinate search: NB201's "full model" is all 3x3 convs,
     not the last choice of every edge (average pooling)."""
     space = choices.space
+    macs = getattr(space, "macs", None)
+    if not callable(macs):
+        raise MissingCapabilityError(space, "macs", "deps extremes='cost'")
     x = space.encode(choices.max_arch() if largest else choices.min_arch())
     sign = 1.0 if largest else -1.0
     for _ in range(rounds):
         for i, allowed in enumerate(choices.allowed):
-            best = max(allowed, key=lambda c: sign * space.macs(space.decode(np.r_[x[:i], c, x[i + 1:]])))
+            best = max(allowed, key=lambda c: sign * macs(space.decode(np.r_[x[:i], c, x[i + 1:]])))
             x[i] = best
     return space.decode(x)
 

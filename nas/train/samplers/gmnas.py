@@ -152,7 +152,7 @@ class GMNASSampler(Sampler):
             else:
                 return None
             base.append(self.space.encode(arch))
-        net = self.model.members[member]
+        net = self.model.member(member)
         device = next(net.parameters()).device
         grads: dict[int, dict[str, torch.Tensor]] = {}
         with batch_statistics(net):

@@ -118,7 +118,7 @@ class SuperTicketsSampler(SandwichSampler):
         self.total_steps: int | None = None
 
     # -- schedule ---------------------------------------------------------------------------------
-    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int, data: DataModule | None = None) -> None:
+    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int, data: Any = None) -> None:
         """The trainer's model, data and run length (called by :class:`~nas.train.trainer.Trainer`)."""
         self.model, self.data, self.total_steps = model, data, steps_per_epoch * epochs
 
