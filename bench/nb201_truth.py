@@ -17,7 +17,7 @@ Kendall tau ~0.33 (20 cells, seeds 0 and 1). This generator widens the spread an
 
 Default build (~360 runs of 10-60 s on one core, about 3-4 CPU-hours; it has not been run in full yet):
 
-    python bench/nb201_truth.py --out bench/data/nb201_truth.csv
+    python bench/nb201_truth.py --out bench/data/nb201_truth.csv [--shard 0/2 & --shard 1/2]
 
 Ends with ``RESULT cells=.. complete=.. runs=.. tau_seed_pairs_mean=.. tau_seed_pairs_min=.. tau_one_vs_rest=..``.
 """
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-test", type=int, default=None, help="score on this many test images (default: all 10k)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="train at most this many new runs, then stop")
+    p.add_argument("--shard", default="0/1", help="i/n: train only the cells at positions i mod n of the sample (n "
+                   "processes, e.g. one per core, append to the same table)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     space = create_space(a.space, resolution=a.resolution)
@@ -171,9 +173,11 @@ def main(argv: list[str] | None = None) -> None:
         f"cells: {a.n_cells} ordinals, equal shares of n_conv strata {STRATA}, disconnected <= "
         f"{a.max_disconnected:.0%}, sample seed {a.sample_seed}",
     ])
+    shard, n_shards = (int(x) for x in a.shard.split("/"))
     done = {(r["arch_str"], int(r["seed"])) for r in read_rows(a.out)}
     trained = 0
-    for ordinal in select_cells(space, a.n_cells, a.sample_seed, a.max_disconnected):
+    cells = select_cells(space, a.n_cells, a.sample_seed, a.max_disconnected)
+    for ordinal in cells[shard::n_shards]:
         arch = space.from_ordinal(ordinal)
         for seed in a.seeds:
             if (arch.id, seed) in done:
