@@ -112,6 +112,16 @@ class FewShotSupernet(Supernet):
         self.n_active += 1
         return new
 
+    @torch.no_grad()
+    def reinit(self, member: int, seed: int) -> None:
+        """Re-initialise ``member``'s weights as a fresh ``base`` supernet built under ``seed`` (GM-NAS restart)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = create_supernet(self.base, self.space, **self.base_kwargs)
+        target = self.member(member)
+        device = next(target.parameters()).device
+        target.load_state_dict({k: v.to(device) for k, v in fresh.state_dict().items()})
+
     def _apply_arch(self, arch: Any) -> None:
         self.active_member = self.route(arch)
         self.member(self.active_member).set_arch(arch)

@@ -172,3 +172,15 @@ def test_cli_trains_a_family_and_evaluate_routes_each_arch_to_its_member(tmp_pat
         arch = fam.space.from_json(r["arch"])
         member = fam.members[fam.route(arch)]
         assert evaluate_arch(member, arch, evalset)["top1"] == pytest.approx(float(r["top1"]), abs=1e-6)
+
+
+def test_restart_reinitialises_both_sub_supernets_of_a_split():
+    fam = _family()
+    before = [p.clone() for p in fam.member(0).parameters()]
+    s = GMNASSampler(fam.space, n_batches=1, batch_size=16, restart=True, seed=0)
+    s.candidates = [0]
+    s.bind(fam, steps_per_epoch=1, epochs=1, data=_data())
+    s.split_member(0, epoch=0)
+    after0, after1 = list(fam.member(0).parameters()), list(fam.member(1).parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after0))
+    assert any(not torch.equal(a, b) for a, b in zip(after0, after1))  # two fresh, different initialisations

@@ -13,7 +13,8 @@ uniformly and trains one uniform architecture of its choices (SPOS inside each s
 3. the choices are partitioned in two by min-cut: the (balanced, as GM-NAS on NB201: 2 vs 3) partition with the
    least within-group distance, i.e. the largest cut; the gene's score is the mean cross-group distance;
 4. the gene with the highest score is split: one group stays, the other moves to a new sub-supernet that starts
-   from a copy of the weights (GM-NAS can also restart them; we inherit).
+   from a copy of the weights, or, with ``restart=True`` (GM-NAS's ``--restart``), both sub-supernets of the split
+   are re-initialised.
 
 The gradient passes use batch statistics and restore the BN buffers. GM-NAS averages 100 mini-batches; the default
 here is small for CPU runs.
@@ -86,6 +87,7 @@ class GMNASSampler(Sampler):
 
     def __init__(self, space: SearchSpace, *, split_epochs: Sequence[int] = (1,), n_batches: int = 4,
                  batch_size: int = 64, split_groups: Sequence[str] | None = None, balanced: bool = True,
+                 restart: bool = False,
                  label_smoothing: float = 0.0, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
         if n_batches < 1 or batch_size < 1:
@@ -101,7 +103,7 @@ class GMNASSampler(Sampler):
             batch_size
         self.candidates = [i for i, g in enumerate(space.genes())
                            if split_groups is None or gene_group(g.name) in split_groups]
-        self.balanced = balanced
+        self.balanced, self.restart = balanced, restart
         self.recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self.model: FewShotSupernet | None = None
         self.data: Any = None
@@ -197,6 +199,9 @@ class GMNASSampler(Sampler):
         if best is None:
             return None
         best["new_member"] = self.model.split(member, best["gene_index"], best["moved"])
+        if self.restart:
+            for m in (member, best["new_member"]):
+                self.model.reinit(m, int(self.rng.integers(2**31)))
         self.splits.append(best)
         return best
 
