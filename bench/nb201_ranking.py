@@ -1,4 +1,4 @@
-"""Ranking consistency of NB201 supernet training under different samplers (uniform, PA&DA, ShiftNAS).
+"""Ranking consistency of NB201 supernet training under different samplers (uniform, PA&DA, ShiftNAS, GM-NAS, DεpS).
 
 For each sampler and seed, the NB201 weight-sharing supernet of the stand-alone table's space is trained by the
 project's trainer (:class:`nas.train.Trainer`: one path per step, SGD-Nesterov, cosine, grad clip 5, no
@@ -9,9 +9,17 @@ are reported per run and averaged over seeds. Per-run inherited accuracies are w
 finish, so finished runs are skipped on restart (and an interrupted run resumes from its trainer checkpoint).
 
 Samplers: uniform (SPOS), PA&DA (path + data importance; Lu et al., CVPR 2023), ShiftNAS (complexity-bin
-probability shift; Zhang et al., ICCV 2023).
+probability shift; Zhang et al., ICCV 2023), GM-NAS (few-shot family split by gradient matching at 1/3 and 2/3 of
+the run; Hu et al., ICLR 2022), DεpS (full network first, then beta-ramped sandwich students; ECCV 2024).
 
-    python bench/nb201_ranking.py --epochs 20 --seeds 0,1
+The cells are the truth table's own (its ``ordinal`` column). With a multi-seed truth (``bench/nb201_truth.py``: a
+``seed`` column) the truth is the mean over seeds and ``tau_truth_self`` its seed-to-seed tau. Seeds are paired
+(the same seeds for every sampler): each sampler's mean tau gets a 95 % t-interval over seeds, and its difference
+to uniform a paired 95 % interval; a difference is called significant when that interval excludes 0.
+Top-10 % precision: the share of the truth's best 10 % cells among the supernet's best 10 %.
+
+    python bench/nb201_ranking.py --epochs 20 --seeds 0,1,2
+    python bench/nb201_ranking.py --table bench/data/nb201_truth.csv --out-dir outputs/nb201_ranking_truth
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._fmnist import fixed_subset, load_split  # noqa: E402
-from bench.nb201_standalone import read_rows, sample_cells  # noqa: E402
+from bench.nb201_standalone import read_rows  # noqa: E402
+from bench.nb201_truth import agreement  # noqa: E402
 from nas.data import DataModule  # noqa: E402
 from nas.standalone import evaluate_accuracy  # noqa: E402
 from nas.train import Sampler, TrainConfig, Trainer, create_sampler  # noqa: E402
@@ -45,7 +54,7 @@ from search_spaces import create_space  # noqa: E402
 from search_spaces.base import SearchSpace  # noqa: E402
 from supernets import create_supernet, recalibrate_bn  # noqa: E402
 
-SAMPLER_NAMES = ("uniform", "pada", "shiftnas")
+SAMPLER_NAMES = ("uniform", "pada", "shiftnas", "gmnas", "deps")
 
 
 class TensorData(DataModule):
@@ -78,7 +87,18 @@ def make_sampler(name: str, space: SearchSpace, *, seed: int, steps: int, args: 
                                  warmup_steps=int(args.shift_warmup * steps), lr=args.shift_lr, seed=seed)
         sampler.bind_heldout(heldout)
         return sampler
+    if name == "gmnas":
+        return create_sampler("gmnas", space, split_epochs=gmnas_splits(args.epochs), n_batches=args.gm_batches,
+                              batch_size=args.batch_size, seed=seed)
+    if name == "deps":
+        return create_sampler("deps", space, extremes="cost", warmup=args.deps_warmup, ramp=args.deps_ramp,
+                              n_random=args.deps_random, label_smoothing=0.0, seed=seed)
     raise ValueError(f"unknown sampler {name!r}; choose from {list(SAMPLER_NAMES)}")
+
+
+def gmnas_splits(epochs: int) -> list[int]:
+    """Two splits, at 1/3 and 2/3 of the run (GM-NAS on NB201: epochs 15 and 30 of 50)."""
+    return sorted({max(1, epochs // 3), max(1, 2 * epochs // 3)})
 
 
 def train_supernet(name: str, space: SearchSpace, data: dict[str, Any], *, seed: int,
@@ -88,7 +108,8 @@ def train_supernet(name: str, space: SearchSpace, data: dict[str, Any], *, seed:
     steps = dm.split_size("train") // args.batch_size * args.epochs
     sampler = make_sampler(name, space, seed=seed, steps=steps, args=args, heldout=data["heldout"])
     torch.manual_seed(seed)
-    net = create_supernet("nb201", space)
+    net = create_supernet("fewshot", space, base="nb201", members=2 ** len(gmnas_splits(args.epochs))) \
+        if name == "gmnas" else create_supernet("nb201", space)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       momentum=0.9, schedule="cosine", grad_clip=5.0, seed=seed, device="cpu", threads=args.threads,
                       eval_every=0, progress=False, tensorboard=False)
@@ -144,8 +165,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--space", default="nb201_tiny")
     p.add_argument("--resolution", type=int, default=16, help="as in the stand-alone table's command")
-    p.add_argument("--n-cells", type=int, default=64, help="as in the stand-alone table's command")
-    p.add_argument("--sample-seed", type=int, default=0, help="as in the stand-alone table's command")
     p.add_argument("--split-seed", type=int, default=0, help="as in the stand-alone table's command")
     p.add_argument("--epochs", type=int, default=30, help="the training budget, identical for every sampler")
     p.add_argument("--batch-size", type=int, default=128)
@@ -162,18 +181,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shift-every", type=int, default=50)
     p.add_argument("--shift-warmup", type=float, default=0.2, help="fraction of steps before logit updates")
     p.add_argument("--shift-lr", type=float, default=0.25)
+    p.add_argument("--gm-batches", type=int, default=10, help="GM-NAS: gradient batches per choice (paper: 100)")
+    p.add_argument("--deps-warmup", type=float, default=0.54)
+    p.add_argument("--deps-ramp", type=float, default=0.02)
+    p.add_argument("--deps-random", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = read_rows(args.table)
     if not table:
         raise SystemExit(f"stand-alone table {args.table} is empty or missing: run bench/nb201_standalone.py first")
-    truth = {r["arch_str"]: float(r["test_acc"]) for r in table}
     space = create_space(args.space, resolution=args.resolution)
-    archs = [space.from_ordinal(o) for o in sample_cells(space, args.n_cells, args.sample_seed)]
-    missing = set(truth) - {a.id for a in archs}
-    if missing:
-        raise SystemExit(f"{len(missing)} table cells are not in this cell sample; check --n-cells/--sample-seed")
+    truth, archs, self_tau = truth_of(table, space)
     samplers = args.samplers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,18 +214,50 @@ def main(argv: list[str] | None = None) -> None:
                 meta["path_probs"] = [[round(float(x), 4) for x in q] for q in sampler.path.probs]
             _write_run(path, archs, accs, meta)
             print(f"  [{name} s{seed}] trained {seconds:.0f}s, evaluated {meta['eval_seconds']}s", flush=True)
-    report(args, samplers, seeds, truth)
+    report(args, samplers, seeds, truth, self_tau)
 
 
-def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], truth: dict[str, float]) -> None:
+def truth_of(table: list[dict[str, str]], space: SearchSpace) -> tuple[dict[str, float], list[Any], float | None]:
+    """(mean accuracy per cell, the cells in table order, seed-to-seed tau of the table or None)."""
+    accs: dict[str, list[float]] = {}
+    ordinals: dict[str, int] = {}
+    for r in table:
+        accs.setdefault(r["arch_str"], []).append(float(r["test_acc"]))
+        ordinals[r["arch_str"]] = int(r["ordinal"])
+    seeds = sorted({int(r["seed"]) for r in table}) if "seed" in table[0] else [0]
+    self_tau = agreement(table, seeds).get("tau_seed_pairs_mean") if len(seeds) > 1 else None
+    if len(seeds) > 1:  # only cells finished in every seed
+        accs = {k: v for k, v in accs.items() if len(v) == len(seeds)}
+    truth = {k: float(np.mean(v)) for k, v in accs.items()}
+    return truth, [space.from_ordinal(ordinals[k]) for k in truth], self_tau
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    """(mean, 95 % t-interval half-width; nan for one value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def top_precision(truth: list[float], inherited: list[float], frac: float = 0.1) -> float:
+    k = max(1, int(round(frac * len(truth))))
+    best_t, best_i = set(np.argsort(truth)[::-1][:k]), set(np.argsort(inherited)[::-1][:k])
+    return len(best_t & best_i) / k
+
+
+def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], truth: dict[str, float],
+           self_tau: float | None = None) -> None:
     print(f"\nstand-alone cells: {len(truth)}; epochs={args.epochs}; seeds={seeds}")
     print("tau_trained: Kendall tau over the cells that learn at all (stand-alone accuracy > 0.15); train_s is the "
           "wall time of the last (possibly resumed) training process on a shared CPU")
     print(f"{'sampler':<10} {'seed':>4} {'kendall_tau':>11} {'spearman':>9} {'tau_trained':>11} {'mean_acc':>9} "
           f"{'train_s':>8}")
     mean_tau: dict[str, float] = {}
+    half: dict[str, float] = {}
+    per_seed: dict[str, dict[int, float]] = {}
     for name in samplers:
-        taus, rhos, lives = [], [], []
+        taus, rhos, lives, tops = [], [], [], []
         for seed in seeds:
             path = args.out_dir / f"{name}_s{seed}_e{args.epochs}.csv"
             if not path.exists():
@@ -220,12 +271,25 @@ def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], trut
             taus.append(tau)
             rhos.append(rho)
             lives.append(tau_live)
+            tops.append(top_precision(a, b))
+            per_seed.setdefault(name, {})[seed] = tau
             print(f"{name:<10} {seed:>4} {tau:11.4f} {rho:9.4f} {tau_live:11.4f} {np.mean(b):9.4f} "
-                  f"{meta['train_seconds']:8.0f}")
+                  f"{meta['train_seconds']:8.0f}  top10 {tops[-1]:.3f}")
         if taus:
-            mean_tau[name] = float(np.mean(taus))
-            print(f"{name:<10} {'mean':>4} {np.mean(taus):11.4f} {np.mean(rhos):9.4f} {np.mean(lives):11.4f}")
-    print("RESULT " + " ".join(f"tau_{k}={v:.4f}" for k, v in mean_tau.items()))
+            mean_tau[name], half[name] = _interval(taus)
+            print(f"{name:<10} {'mean':>4} {np.mean(taus):11.4f} {np.mean(rhos):9.4f} {np.mean(lives):11.4f}"
+                  f"   +-{half[name]:.4f} (95% t, {len(taus)} seeds)  top10 {np.mean(tops):.3f}")
+    base = per_seed.get("uniform", {})
+    for name in samplers:
+        common = sorted(set(base) & set(per_seed.get(name, {})))
+        if name == "uniform" or len(common) < 2:
+            continue
+        diff, hw = _interval([per_seed[name][s] - base[s] for s in common])
+        verdict = "significant" if abs(diff) > hw else "not significant"
+        print(f"paired {name} - uniform: {diff:+.4f} +- {hw:.4f} over seeds {common}: {verdict}")
+    parts = ([f"tau_truth_self={self_tau:.4f}"] if self_tau is not None else [])
+    parts += [f"tau_{k}={v:.4f}" for k, v in mean_tau.items()] + [f"hw_{k}={v:.4f}" for k, v in half.items()]
+    print("RESULT " + " ".join(parts))
 
 
 if __name__ == "__main__":

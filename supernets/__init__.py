@@ -18,5 +18,7 @@ __all__ = [
     "build_layer", "build_network", "StaticViT", "ViTSupernet",
 ]
 
-# Elastic quantisation (EQ-Net); importing registers the "quant" supernet and the "fake_quant" static builder.
+# Elastic quantisation (EQ-Net) registers the "quant" supernet and the "fake_quant" static builder; few-shot
+# families of sub-supernets (GM-NAS) register the "fewshot" supernet.
+from supernets import fewshot as _fewshot  # noqa: E402,F401
 from supernets import quant as _quant  # noqa: E402,F401

@@ -9,8 +9,14 @@ distribution. The logits are updated from held-out losses of each bin's probe ar
 * every ``every_epochs`` epochs (``on_epoch_end``) from the trainer's own BN-recalibrated evaluation on its ``val``
   split (``context.evaluate``), when no held-out batches are bound.
 
-Updates start once ``warmup_steps`` steps are done; the first update only records the reference snapshot. The
-paper's LSTM architecture generator is not implemented: sampling inside a bin is by bounded rejection.
+``every_steps`` is reachable from config: when no held-out batches are bound, the trainer's ``bind`` gives the
+sampler ``heldout_images`` fixed images of its ``val`` split. Updates start once ``warmup_steps`` steps are done; the
+first update only records the reference snapshot.
+
+Inside a bin, architectures come from bounded rejection sampling, or with ``generator=True`` from the paper's
+bin-conditioned architecture generator (:mod:`nas.train.shiftnas_generator`), trained after every step on its
+resource-constraint loss and the sampled subnet's task loss; :func:`nas.generate.generate_arch` deploys it
+search-free for a target cost.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from torch import nn
 
 from nas.data import Batch
 from nas.train.losses import LossRecipe
-from nas.train.plan import StepPlan, SubnetTask
+from nas.train.plan import StepPlan, SubnetTask, TaskResult
+from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import SAMPLERS, Sampler, TrainContext
 from nas.train.shiftnas_core import ComplexityBins, ShiftNASBins, bin_val_losses
+from nas.train.shiftnas_generator import GeneratorTrainer
 from search_spaces import SearchSpace
 
 __all__ = ["ShiftNASSampler"]
@@ -38,7 +46,9 @@ class ShiftNASSampler(Sampler):
     def __init__(self, space: SearchSpace, *, n_bins: int = 8, every_steps: int | None = None,
                  every_epochs: int | None = 1, warmup_steps: int = 0, lr: float = 0.5, temperature: float = 1.0,
                  floor: float = 0.02, probes_per_bin: int = 2, max_tries: int = 64, n_probe: int = 2048,
-                 cost_fn: Callable[[Any], float] | None = None, label_smoothing: float = 0.0, seed: int = 0) -> None:
+                 cost_fn: Callable[[Any], float] | None = None, label_smoothing: float = 0.0,
+                 heldout_images: int = 256, generator: bool = False, gen_lr: float = 3e-3, gen_lam: float = 1.0,
+                 gen_task_weight: float = 1.0, gen_tau: float = 1.0, gen_hidden: int = 64, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
         for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
             if v is not None and v < 1:
@@ -54,6 +64,22 @@ class ShiftNASSampler(Sampler):
         self.steps_done = 0
         self.last_bin = -1
         self.history: list[list[float]] = []
+        self.heldout_images = heldout_images
+        self.generator = GeneratorTrainer(space, bins.edges, bins.cost_fn, hidden=gen_hidden, lr=gen_lr,
+                                          lam=gen_lam, task_weight=gen_task_weight, tau=gen_tau,
+                                          seed=seed + 2) if generator else None
+
+    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int, data: Any = None) -> None:
+        """Step-wise updates without bound batches use ``heldout_images`` fixed images of the data's val split."""
+        if not self.every_steps or self.heldout is not None or data is None:
+            return
+        idx = data.fixed_subset("val", self.heldout_images, self.seed)
+        size = arch_resolution(self.space, self.space.max_arch(), data.image_size)
+        batches = []
+        for i in range(0, len(idx), 128):
+            x, y = data.get("val", idx[i : i + 128])
+            batches.append((resize_to(x, size, channels_last=False), y))
+        self.bind_heldout(batches)
 
     @property
     def bins(self) -> ComplexityBins:
@@ -69,12 +95,20 @@ class ShiftNASSampler(Sampler):
         self.heldout = list(batches)
 
     def plan(self, step: int, batch: Batch) -> StepPlan:
-        arch, self.last_bin = self.shift.sample(self.rng)
+        if self.generator is None:
+            arch, self.last_bin = self.shift.sample(self.rng)
+        else:
+            self.last_bin = self.shift.draw_bin(self.rng)
+            arch = self.generator.sample(self.last_bin)
         return StepPlan([SubnetTask(arch, self.recipe, tag="subnet")])
 
     def _apply(self, losses: np.ndarray) -> None:
         self.shift.update(losses)
         self.history.append([float(x) for x in self.probs()])
+
+    def observe(self, result: TaskResult, model: nn.Module) -> None:
+        if self.generator is not None:
+            self.generator.learn(result.loss)
 
     def on_step_end(self, step: int, model: nn.Module) -> None:
         self.steps_done += 1
@@ -99,7 +133,8 @@ class ShiftNASSampler(Sampler):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "shift": self.shift.state_dict(), "steps_done": self.steps_done,
-                "last_bin": self.last_bin, "history": self.history, "edges": self.bins.edges.tolist()}
+                "last_bin": self.last_bin, "history": self.history, "edges": self.bins.edges.tolist(),
+                "generator": None if self.generator is None else self.generator.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not np.allclose(state["edges"], self.bins.edges):
@@ -108,6 +143,10 @@ class ShiftNASSampler(Sampler):
         self.shift.load_state_dict(state["shift"])
         self.steps_done, self.last_bin = int(state["steps_done"]), int(state["last_bin"])
         self.history = [list(h) for h in state["history"]]
+        if self.generator is not None:
+            if state.get("generator") is None:
+                raise ValueError("this sampler has generator=True but the checkpoint holds no generator state")
+            self.generator.load_state_dict(state["generator"])
 
 
 @SAMPLERS.register("shiftnas")

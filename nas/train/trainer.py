@@ -134,6 +134,9 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"training split has {n} examples, fewer than one batch of {config.batch_size}")
         self.total_steps = self.steps_per_epoch * config.epochs
+        bind = getattr(sampler, "bind", None)  # samplers that need the run length or data (DεpS, SuperTickets)
+        if callable(bind):
+            bind(self.model, steps_per_epoch=self.steps_per_epoch, epochs=config.epochs, data=data)
         self.optimizer = make_optimizer(model, name=config.optimizer, lr=config.lr,
                                         weight_decay=config.weight_decay, momentum=config.momentum)
         self.scheduler = create_schedule(

@@ -1,4 +1,5 @@
-"""Samplers (registry ``SAMPLERS``): ``uniform``, ``sandwich`` (BigNAS) and ``progressive`` (OFA phases)."""
+"""Samplers (registry ``SAMPLERS``): ``uniform``, ``sandwich`` (BigNAS), ``progressive`` (OFA phases), ``deps``,
+``supertickets`` and ``gmnas`` (one module each here), and the samplers registered beside the trainer."""
 
 from __future__ import annotations
 
@@ -16,3 +17,6 @@ from nas.train import samplers_eqnet as _eqnet  # noqa: E402,F401  (registers "e
 from nas.train import samplers_pada as _pada  # noqa: E402,F401
 from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
 from nas.train import samplers_sorted as _sorted  # noqa: E402,F401  (registers "sortednet" and "fixed")
+from nas.train.samplers import deps as _deps  # noqa: E402,F401  (registers "deps")
+from nas.train.samplers import gmnas as _gmnas  # noqa: E402,F401  (registers "gmnas")
+from nas.train.samplers import supertickets as _supertickets  # noqa: E402,F401  (registers "supertickets")

@@ -3,6 +3,8 @@
 A :class:`Sampler` emits a :class:`~nas.train.plan.StepPlan` per step from its own explicit RNG and state, which
 it can save and restore (checkpoints). Hooks let later samplers adapt without touching the trainer:
 
+- ``bind(model, steps_per_epoch=, epochs=, data=)``: when a trainer is built, fresh or resumed (schedules over the
+  run fraction, e.g. DεpS and SuperTickets; data for gradient passes or BN recalibration, e.g. GM-NAS);
 - ``setup(model)``: once, on a fresh run (e.g. BigNAS's zero-initialised residual BN gammas);
 - ``observe(result, model)``: after each task's backward (per-example losses and logits, the gradients now
   accumulated in ``model``), e.g. PA&DA's per-choice gradient statistics;
@@ -74,6 +76,10 @@ class Sampler(abc.ABC):
     def needs_fixed_teacher(self) -> bool:
         """Whether some plan distils from an external, fixed teacher network."""
         return False
+
+    def bind(self, model: nn.Module, *, steps_per_epoch: int, epochs: int,  # noqa: B027 (optional hook)
+             data: Any = None) -> None:
+        """Called when a trainer is built (also on resume): its model, run length and data."""
 
     def setup(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Called once before the first step of a fresh (not resumed) run."""
