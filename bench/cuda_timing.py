@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.elastic_overhead import ofa_pair
 from search_spaces import MBv3Arch, create_space
 from supernets import create_supernet
 
@@ -54,16 +55,6 @@ def _archs(space, res: int) -> dict[str, MBv3Arch]:
     r = min(space.resolutions, key=lambda v: abs(v - res))  # a valid arch value; the input decides the size
     return {k: MBv3Arch(ks=(f(space.kernels),) * n, e=(f(space.expands),) * n, d=(f(space.depths),) * space.n_stages,
                         r=r) for k, f in pick.items()}
-
-
-def _ofa_pair(arch: MBv3Arch) -> tuple[torch.nn.Module, torch.nn.Module]:
-    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-
-    torch.manual_seed(0)
-    net = OFAMobileNetV3(n_classes=1000, dropout_rate=0.0, width_mult=1.0, ks_list=[3, 5, 7],
-                         expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
-    net.set_active_subnet(ks=[k or 3 for k in arch.ks], e=[e or 3 for e in arch.e], d=list(arch.d))
-    return net, net.get_active_subnet(preserve_weight=True)
 
 
 def _peer_available() -> bool:
@@ -112,7 +103,7 @@ def overhead_table(device: str, *, batch: int = 64, res: int = 224, repeats: int
             continue
         net.set_arch(arch)
         static = net.export(arch).module.to(device)
-        models = [net, static] + ([m.to(device) for m in _ofa_pair(arch)] if peer else [])
+        models = [net, static] + ([m.to(device) for m in ofa_pair(arch)] if peer else [])
         row: dict[str, object] = {"subnet": tag, "batch": batch, "res": res}
         for kind in ("infer", "train"):
             for m in models:

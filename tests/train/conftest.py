@@ -36,3 +36,19 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def small_data(**kw):
+    """160 Fashion-MNIST training images and 200 validation images (tests of samplers driven from Python)."""
+    from nas.data import create_data
+
+    return create_data("fashion_mnist", **({"train_limit": 160, "val_size": 200} | kw))
+
+
+def small_config(**kw):
+    """A :class:`TrainConfig` of two short epochs, checkpointing every step (exact-resume tests)."""
+    from nas.train.trainer import TrainConfig
+
+    base = dict(epochs=2, batch_size=32, lr=0.05, threads=1, eval_every=0, progress=False, tensorboard=False,
+                log_every=1, checkpoint_every=1)
+    return TrainConfig(**(base | kw))

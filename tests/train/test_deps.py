@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from nas.data import create_data
-from nas.train import TrainConfig, Trainer, load_supernet
+from nas.train import Trainer, load_supernet
 from nas.train.checkpoint import load_checkpoint
 from nas.train.samplers import create_sampler
 from nas.train.samplers.deps import DepsSampler, DepsSchedule, MaskedGradAggregator
 from supernets import create_supernet
+from tests.train.conftest import small_config, small_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,13 +63,11 @@ def test_mean_aggregation_gives_each_weight_the_mean_over_the_subnets_that_use_i
 
 
 def _data():
-    return create_data("fashion_mnist", train_limit=160, val_size=200)
+    return small_data()
 
 
 def _cfg(**kw):
-    base = dict(epochs=2, batch_size=32, lr=0.05, threads=1, eval_every=0, progress=False, tensorboard=False,
-                log_every=1, checkpoint_every=1)
-    return TrainConfig(**(base | kw))
+    return small_config(**kw)
 
 
 def test_plans_train_the_full_net_alone_then_beta_weighted_students():

@@ -7,24 +7,23 @@ import pytest
 import torch
 
 from nas.data import create_data
-from nas.train import TrainConfig, Trainer, load_supernet
+from nas.train import Trainer, load_supernet
 from nas.train.checkpoint import load_checkpoint
 from nas.train.samplers.gmnas import GMNASSampler, filter_cosine_distance, min_cut_partition
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 from supernets import create_supernet
+from tests.train.conftest import small_config, small_data
 
 NB = dict(C=4, N=1, in_chans=1, resolution=28)
 
 
 def _data():
-    return create_data("fashion_mnist", train_limit=160, val_size=200, crop_pad=0, flip=False)
+    return small_data(crop_pad=0, flip=False)
 
 
 def _cfg(**kw):
-    base = dict(epochs=2, batch_size=32, lr=0.05, threads=1, eval_every=0, progress=False, tensorboard=False,
-                log_every=1, checkpoint_every=1, grad_clip=5.0)
-    return TrainConfig(**(base | kw))
+    return small_config(**({"grad_clip": 5.0} | kw))
 
 
 def _family(members=2, space=None):

@@ -9,26 +9,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nas.data import create_data
 from nas.export_ticket import export_ticket, magnitude_prune
-from nas.train import TrainConfig, Trainer, load_supernet
+from nas.train import Trainer, load_supernet
 from nas.train.checkpoint import load_checkpoint
 from nas.train.samplers.supertickets import SuperTicketsSampler, global_magnitude_masks, mask_sparsity
 from search_spaces.errors import BadInputError
 from supernets import create_supernet
+from tests.train.conftest import small_config, small_data
 
 KW = dict(target_sparsity=0.4, prune_start=0.2, prune_every=0.2, prune_step=0.2, reactivate=0.25, n_random=1,
           recal_images=64, recal_batch=32, slim_warmup=0.5, slim_rho=1e-3)
 
 
 def _data():
-    return create_data("fashion_mnist", train_limit=160, val_size=200)
+    return small_data()
 
 
 def _cfg(**kw):
-    base = dict(epochs=2, batch_size=32, lr=0.05, threads=1, eval_every=0, progress=False, tensorboard=False,
-                log_every=1, checkpoint_every=1)
-    return TrainConfig(**(base | kw))
+    return small_config(**kw)
 
 
 def _net():
