@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._fmnist import fixed_subset, load_split  # noqa: E402
-from bench.nb201_standalone import read_rows  # noqa: E402
+from bench._tables import read_rows  # noqa: E402
 from bench.nb201_truth import agreement  # noqa: E402
 from nas.data import DataModule  # noqa: E402
 from nas.standalone import evaluate_accuracy  # noqa: E402

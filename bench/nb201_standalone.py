@@ -13,8 +13,6 @@ this table.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._fmnist import fixed_subset, load_split  # noqa: E402
+from bench._tables import append_row, read_rows, start_table  # noqa: E402
 from nas.standalone import evaluate_accuracy, train_standalone  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from search_spaces.nb201 import NB201IndexMap, NB201Space  # noqa: E402
@@ -40,36 +39,6 @@ SHARED_TABLE = ROOT.parent / "shared" / "yardsticks" / "nb201" / "nats_bench_tss
 def sample_cells(space: NB201Space, n: int, seed: int) -> list[int]:
     """``n`` distinct project ordinals drawn uniformly without replacement."""
     return [int(i) for i in np.random.default_rng(seed).choice(space.cardinality(), size=n, replace=False)]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """Data rows of a table written by this script (``#`` lines are comments)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
-
-
-def _start_table(path: Path, header: list[str]) -> None:
-    """Create the table with its comment header, or drop a torn last line left by an interrupted run."""
-    if path.exists():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text[: text.rfind("\n") + 1])
-            os.replace(tmp, path)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"# {h}\n" for h in header) + ",".join(COLUMNS) + "\n")
-    os.replace(tmp, path)
-
-
-def _append(path: Path, row: dict[str, object]) -> None:
-    with open(path, "a", newline="") as fh:
-        csv.DictWriter(fh, COLUMNS).writerow(row)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     test_loader = DataLoader(TensorDataset(xte, yte), batch_size=1000)
 
     cmd = "python bench/nb201_standalone.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    _start_table(a.out, [
+    start_table(a.out, [
         f"command: {cmd.strip()}",
         f"space: {space.spec()}; Fashion-MNIST train subset: first {a.n_train} of permutation(60000, "
         f"seed={a.split_seed}); test: full 10k test set",
@@ -111,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         f"epochs={a.epochs} batch={a.batch_size} lr={a.lr} wd={a.weight_decay} seed={a.seed}; cells: "
         f"{a.n_cells} ordinals sampled with seed {a.sample_seed}",
         "nb201_index: NAS-Bench-201 index when the benchmark table was available, else -1",
-    ])
+    ], COLUMNS)
     trained = 0
     print(f"{'#':>3} {'arch':<92} {'acc':>6} {'sec':>6}")
     order = list(enumerate(sample_cells(space, a.n_cells, a.sample_seed)))
@@ -128,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
                                weight_decay=a.weight_decay, seed=a.seed)
         acc = evaluate_accuracy(net, test_loader)
         sec = time.time() - t0
-        _append(a.out, {"arch_str": arch.id, "ordinal": ordinal,
+        append_row(a.out, {"arch_str": arch.id, "ordinal": ordinal,
                         "nb201_index": index_map.index(arch) if index_map else -1, "test_acc": f"{acc:.4f}",
                         "macs": space.macs(arch), "params": space.params(arch), "train_seconds": f"{sec:.1f}",
                         "epochs": a.epochs, "n_train": a.n_train, "batch_size": a.batch_size, "lr": a.lr,
-                        "weight_decay": a.weight_decay, "seed": a.seed})
+                        "weight_decay": a.weight_decay, "seed": a.seed}, COLUMNS)
         trained += 1
         print(f"{k:>3} {arch.id:<92} {acc:6.4f} {sec:6.1f}", flush=True)
     rows = read_rows(a.out)

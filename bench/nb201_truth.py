@@ -25,9 +25,7 @@ Ends with ``RESULT cells=.. complete=.. runs=.. tau_seed_pairs_mean=.. tau_seed_
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._fmnist import fixed_subset, load_split  # noqa: E402
+from bench._tables import append_row, read_rows, start_table  # noqa: E402
 from nas.standalone import evaluate_accuracy, train_standalone  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from search_spaces.nb201 import NB201_EDGES, NB201Space  # noqa: E402
@@ -84,35 +83,6 @@ def select_cells(space: NB201Space, n: int, seed: int, max_disconnected: float =
             chosen.append(int(i))
             share -= 1
     return [chosen[i] for i in rng.permutation(len(chosen))]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
-
-
-def start_table(path: Path, header: list[str]) -> None:
-    """Create the table with its comment header, or drop a torn last line left by an interrupted run."""
-    if path.exists():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text[: text.rfind("\n") + 1])
-            os.replace(tmp, path)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"# {h}\n" for h in header) + ",".join(COLUMNS) + "\n")
-    os.replace(tmp, path)
-
-
-def append_row(path: Path, row: dict[str, object]) -> None:
-    with open(path, "a", newline="") as fh:
-        csv.DictWriter(fh, COLUMNS).writerow(row)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def agreement(rows: list[dict[str, str]], seeds: list[int]) -> dict[str, float]:
@@ -172,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         f"epochs={a.epochs} batch={a.batch_size} lr={a.lr} wd={a.weight_decay}; seeds {a.seeds}",
         f"cells: {a.n_cells} ordinals, equal shares of n_conv strata {STRATA}, disconnected <= "
         f"{a.max_disconnected:.0%}, sample seed {a.sample_seed}",
-    ])
+    ], COLUMNS)
     shard, n_shards = (int(x) for x in a.shard.split("/"))
     done = {(r["arch_str"], int(r["seed"])) for r in read_rows(a.out)}
     trained = 0
@@ -195,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                                "connected": int(connected(arch.ops)), "seed": seed, "test_acc": f"{acc:.4f}",
                                "macs": space.macs(arch), "params": space.params(arch), "train_seconds": f"{sec:.1f}",
                                "epochs": a.epochs, "n_train": a.n_train, "batch_size": a.batch_size, "lr": a.lr,
-                               "weight_decay": a.weight_decay})
+                               "weight_decay": a.weight_decay}, COLUMNS)
             done.add((arch.id, seed))
             trained += 1
             print(f"{ordinal:>6} seed {seed} {arch.id:<92} {acc:6.4f} {sec:6.1f}s", flush=True)
