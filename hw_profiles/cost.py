@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, OFAMobileNetV3Pricer, make_pricer
-from search_spaces.base import SearchSpace
+from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, Pricer, make_pricer
+from search_spaces.base import SearchSpace, require
 from search_spaces.layers import LayerSpec, layer_macs, layer_params
 
 __all__ = ["CostModel", "LayerCost", "CostReport", "AnalyticCost"]
@@ -65,7 +65,7 @@ class CostModel(abc.ABC):
 
     def __init__(self) -> None:
         self._cache: dict[LayerSpec, tuple[float, float, float, bool]] = {}
-        self._pricers: dict[SearchSpace, LayerwisePricer | OFAMobileNetV3Pricer] = {}
+        self._pricers: dict[SearchSpace, Pricer] = {}
 
     @abc.abstractmethod
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
@@ -95,13 +95,13 @@ class CostModel(abc.ABC):
     # -- architectures ----------------------------------------------------------------------------
     def evaluate(self, space: SearchSpace, arch: Any) -> CostReport:
         """Detailed cost of one architecture (stem, blocks and head)."""
-        specs = space.layers(arch)  # type: ignore[attr-defined]
+        specs = require(space, "layers", needed_by=f"the {self.name} cost")(arch)
         p = self.price_layers(specs)
         layers = tuple(self._layer_cost(s, p, i) for i, s in enumerate(specs))
         error = float(np.sqrt(p.sem2.sum()) + p.model_error.sum())
         return CostReport(self.name, self.units, float(p.value.sum()) + self.network_constant, error, layers)
 
-    def pricer(self, space: SearchSpace) -> LayerwisePricer | OFAMobileNetV3Pricer:
+    def pricer(self, space: SearchSpace) -> Pricer:
         if space not in self._pricers:
             try:
                 self._pricers[space] = make_pricer(space, self.price_layers)

@@ -15,9 +15,14 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace
+from search_spaces.layer_table import LayerTable, TableSlot
+from search_spaces.layers import LayerSpec, conv_out
+
+if TYPE_CHECKING:
+    from search_spaces.quant_layouts import QuantLayout
 
 __all__ = ["NB201Arch", "NB201Space", "NB201IndexMap", "NB201_OPS", "NB201_EDGES"]
 
@@ -120,6 +125,52 @@ class NB201Space(SearchSpace):
             n, d = divmod(n, len(self.ops))
             digits.append(d)
         return self.decode(digits[::-1])
+
+    # -- concrete network -------------------------------------------------------------------------
+    def input_shape(self, arch: NB201Arch) -> tuple[int, int, int]:
+        return (self.in_chans, self.resolution, self.resolution)
+
+    def _edge_layers(self, op: str) -> list[LayerSpec]:
+        """The layers one edge op contributes over the whole network (one per cell; ``none`` contributes none)."""
+        if op == "none":
+            return []
+        out = []
+        for c, hw in self._stage_geometry():
+            layer = {"skip_connect": LayerSpec("identity", hw, c, c),
+                     "avg_pool_3x3": LayerSpec("avg_pool_3x3", hw, c, c, kernel=3),
+                     "nor_conv_1x1": LayerSpec("relu_conv_bn", hw, c, c, kernel=1),
+                     "nor_conv_3x3": LayerSpec("relu_conv_bn", hw, c, c, kernel=3)}[op]
+            out += [layer] * self.N
+        return out
+
+    def _fixed_layers(self) -> list[LayerSpec]:
+        """Stem, the two reduction blocks (conv_a, conv_b, shortcut) and the head."""
+        geo = self._stage_geometry()
+        out = [LayerSpec("conv_bn", self.resolution, self.in_chans, self.C, kernel=3)]
+        for (c, hw), (c2, _) in zip(geo, geo[1:]):
+            out += [LayerSpec("relu_conv_bn", hw, c, c2, kernel=3, stride=2),
+                    LayerSpec("relu_conv_bn", conv_out(hw, 2), c2, c2, kernel=3),
+                    LayerSpec("pool_conv", hw, c, c2, kernel=1, stride=2)]
+        c, hw = geo[-1]
+        return out + [LayerSpec("bn_relu_head", hw, c, self.n_classes)]
+
+    def layers(self, arch: NB201Arch) -> list[LayerSpec]:
+        """Stem, every cell's non-``none`` edges (cells of a stage share the architecture), reductions, head."""
+        self.validate(arch)
+        return self._fixed_layers() + [s for op in arch.ops for s in self._edge_layers(op)]
+
+    def layer_table(self) -> LayerTable:
+        """One fixed slot and one slot per edge, reading that edge's op."""
+        ops = self.ops
+        slots = [TableSlot("fixed", (), (), (tuple(self._fixed_layers()),))]
+        slots += [TableSlot.build(f"edge{j}", (j,), (len(ops),), lambda i: self._edge_layers(ops[i]))
+                  for j in range(len(NB201_EDGES))]
+        return LayerTable(tuple(slots))
+
+    def quant_layout(self) -> QuantLayout:
+        from search_spaces.quant_layouts import NB201Layout
+
+        return NB201Layout(self)
 
     # -- cost model -------------------------------------------------------------------------------
     def _stage_geometry(self) -> list[tuple[int, int]]:

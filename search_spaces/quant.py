@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space
+from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space, require
 from search_spaces.quant_layouts import QuantLayout, layout_for
 
 __all__ = [
@@ -161,12 +161,6 @@ class JointArch:
     def id(self) -> str:
         return f"{self.arch.id}@{self.policy.id}"
 
-    def __getattr__(self, name: str) -> Any:
-        """Other attributes come from the architecture (e.g. ``r``, the input resolution of an MBv3 arch)."""
-        if name.startswith("_") or name in ("arch", "policy"):
-            raise AttributeError(name)
-        return getattr(self.arch, name)
-
 
 @dataclass(frozen=True)
 class JointSpace(SearchSpace):
@@ -228,10 +222,8 @@ class JointSpace(SearchSpace):
     def n_classes(self) -> int:
         return self.base.n_classes  # type: ignore[attr-defined]
 
-    @property
-    def resolution(self) -> int:
-        """The base space's fixed resolution (``AttributeError`` when the base has elastic resolution)."""
-        return self.base.resolution  # type: ignore[attr-defined]
+    def input_shape(self, joint: JointArch) -> tuple[int, int, int]:
+        return require(self.base, "input_shape", needed_by=f"joint space {self.name!r}")(joint.arch)
 
     def _free_slots(self) -> list[int]:
         return [i for i in range(len(self.slots)) if i not in self.fixed_slots]

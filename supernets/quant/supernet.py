@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from search_spaces import NB201Space, OFAMobileNetV3Space
+from search_spaces.base import require
 from search_spaces.quant import JointArch, JointSpace
 from supernets.base import SUPERNETS, Supernet, create_supernet
 from supernets.quant.export import FakeQuantLayer, fake_quant_config, wrap_in_call_order
@@ -39,13 +40,8 @@ def quant_layers(model: nn.Module) -> list[QuantLayer]:
 
 
 def input_shape(space: JointSpace, arch: Any, batch: int = 1) -> tuple[int, int, int, int]:
-    """Image batch shape a subnet expects: the arch's resolution (``arch.r``) or the space's ``resolution``."""
-    res = getattr(arch, "r", None) or getattr(space.base, "resolution", None)
-    chans = getattr(space.base, "in_chans", None)
-    if res is None or chans is None:
-        raise TypeError(f"cannot tell the input shape of space {space.base.name!r}: it needs in_chans and an "
-                        "arch.r or a resolution field")
-    return (batch, int(chans), int(res), int(res))
+    """Image batch shape a subnet of the base space expects (its ``input_shape`` capability)."""
+    return (batch, *require(space.base, "input_shape", needed_by="the quantised supernet")(arch))
 
 
 def _wrap(module: nn.Module, binding: Binding) -> None:
