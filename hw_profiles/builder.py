@@ -99,10 +99,8 @@ class BuildResult:
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> tuple[int, ...]:
-    """Input tensor shape of a layer built alone (the classifier takes flattened features)."""
-    if spec.op == "classifier":
-        return (batch, spec.in_c)
-    return (batch, spec.in_c, spec.in_hw, spec.in_hw)
+    """Input tensor shape of a layer built alone (:meth:`LayerSpec.input_shape`)."""
+    return spec.input_shape(batch)
 
 
 def cpu_name() -> str:

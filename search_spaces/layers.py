@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LayerSpec", "make_divisible", "layer_macs", "layer_params", "conv_out", "LAYER_OPS", "OFA_OPS",
-           "NB201_LAYER_OPS", "VIT_OPS"]
+__all__ = ["LayerSpec", "make_divisible", "layer_macs", "layer_params", "layer_conv_macs", "layer_bitops",
+           "conv_out", "LAYER_OPS", "OFA_OPS", "NB201_LAYER_OPS", "VIT_OPS"]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -57,10 +57,14 @@ class LayerSpec:
     heads: int = 0
     head_dim: int = 0
     tokens: int = 0
+    #: quantised layers: (weight bits, activation bits) of each conv/linear inside, in forward order
+    #: (:func:`layer_conv_macs` order); ``bits`` is then the widest weight bit-width. Empty: float (``bits``).
+    qbits: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.op not in LAYER_OPS:
             raise ValueError(f"unknown layer op {self.op!r}; allowed: {list(LAYER_OPS)}")
+        object.__setattr__(self, "qbits", tuple((int(w), int(a)) for w, a in self.qbits))
 
     @property
     def out_hw(self) -> int:
@@ -69,6 +73,14 @@ class LayerSpec:
         if self.op == "pool_conv":
             return self.in_hw // 2
         return conv_out(self.in_hw, self.stride)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """Input tensor shape of the layer built alone (linear layers take features, transformer ops tokens)."""
+        if self.op == "classifier":
+            return (batch, self.in_c)
+        if self.op in ("vit_block", "vit_head"):
+            return (batch, self.tokens, self.in_c)
+        return (batch, self.in_c, self.in_hw, self.in_hw)
 
     @property
     def has_expand(self) -> bool:
@@ -84,6 +96,8 @@ class LayerSpec:
         hs = int(self.act == "hswish")
         io = f"input:{self.in_hw}x{self.in_hw}x{self.in_c}-output:{self.out_hw}x{self.out_hw}x{self.out_c}"
         suffix = "" if self.bits == 32 else f"-bits:{self.bits}"
+        if self.qbits:
+            suffix += "-q:" + ".".join(f"w{w}a{a}" for w, a in self.qbits)
         if self.op == "mbconv":
             return (
                 f"expanded_conv-{io}-expand:{self.mid_c}-kernel:{self.kernel}-stride:{self.stride}"
@@ -181,3 +195,29 @@ def layer_params(layer: LayerSpec) -> int:
         n += mid * layer.out_c + 2 * layer.out_c
         return n
     raise ValueError(f"unknown layer op {layer.op!r}")
+
+
+def layer_conv_macs(layer: LayerSpec) -> list[int]:
+    """MACs of each weighted conv/linear of the layer in forward order (the quantisable slots it holds)."""
+    hw_in, hw_out = layer.in_hw * layer.in_hw, layer.out_hw * layer.out_hw
+    if layer.op in ("pool", "avg_pool_3x3", "identity"):
+        return []
+    if layer.op == "mbconv":
+        mid = layer.mid_c
+        expand = [hw_in * layer.in_c * mid] if layer.has_expand else []
+        se = [mid * layer.se_c, layer.se_c * mid] if layer.se else []
+        return expand + [hw_out * mid * layer.kernel * layer.kernel] + se + [hw_out * mid * layer.out_c]
+    if layer.op == "vit_block":
+        t, e, qkv, h = layer.tokens, layer.in_c, layer.heads * layer.head_dim, layer.mid_c
+        return [t * e * qkv] * 3 + [t * qkv * e, t * e * h, t * h * e]
+    return [layer_macs(layer)]
+
+
+def layer_bitops(layer: LayerSpec) -> int:
+    """Bit-operations: MACs x weight bits x activation bits per conv/linear (``bits`` x ``bits`` when float)."""
+    convs = layer_conv_macs(layer)
+    if not layer.qbits:
+        return layer_macs(layer) * layer.bits * layer.bits
+    if len(layer.qbits) != len(convs):
+        raise ValueError(f"layer {layer.key()} has {len(convs)} weighted ops but {len(layer.qbits)} bit pairs")
+    return sum(m * w * a for m, (w, a) in zip(convs, layer.qbits))

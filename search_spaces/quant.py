@@ -18,6 +18,7 @@ evaluation (the reference code samples per layer in training but evaluates globa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space, require
+from search_spaces.layers import LayerSpec, layer_bitops, layer_conv_macs
 from search_spaces.quant_layouts import QuantLayout, layout_for
 
 __all__ = [
@@ -400,8 +402,30 @@ class JointSpace(SearchSpace):
                 "fixed_arch": None if self.fixed_arch is None else self.base.to_dict(self.fixed_arch)}
 
     # -- costs ------------------------------------------------------------------------------------
+    def layers(self, joint: JointArch) -> list[LayerSpec]:
+        """The base network's layers with the policy's (weight, activation) bits of every conv/linear inside each
+        layer in ``qbits`` (slots are in forward order, as the layers), and ``bits`` = its widest weight."""
+        base = require(self.base, "layers", needed_by=f"pricing joint space {self.name!r}")(self.validate(joint).arch)
+        quant = iter(joint.policy.active_layers())
+        out = []
+        for layer in base:
+            q = tuple((p.w_bits, p.a_bits) for p in itertools.islice(quant, len(layer_conv_macs(layer))))
+            if len(q) != len(layer_conv_macs(layer)):
+                raise ValueError(f"space {self.name!r}: the quantisation layout has fewer slots than the base "
+                                 f"network has convs/linears (ran out at {layer.key()})")
+            out.append(dataclasses.replace(layer, bits=max(w for w, _ in q), qbits=q) if q else layer)
+        if next(quant, None) is not None:
+            raise ValueError(f"space {self.name!r}: the quantisation layout has more slots than the base network "
+                             "has convs/linears")
+        return out
+
     def macs(self, joint: JointArch) -> int:
+        """MACs do not depend on bit-widths (see :meth:`bitops`, which does)."""
         return self.base.macs(self.validate(joint).arch)  # type: ignore[attr-defined]
+
+    def bitops(self, joint: JointArch) -> int:
+        """Sum over convs/linears of MACs x weight bits x activation bits."""
+        return sum(layer_bitops(layer) for layer in self.layers(joint))
 
     def params(self, joint: JointArch) -> int:
         return self.base.params(self.validate(joint).arch)  # type: ignore[attr-defined]

@@ -17,15 +17,9 @@ from torch import nn
 from search_spaces import NB201Arch, NB201Space
 from search_spaces.nb201 import NB201_EDGES
 from supernets.base import SUPERNETS, Supernet, grad_norm
-from supernets.static import STATIC_BUILDERS
+from supernets.static import STATIC_BUILDERS, ReLUConvBN
 
 __all__ = ["NB201Supernet", "NB201Network", "make_nb201_op"]
-
-
-class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
-        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
-                         nn.BatchNorm2d(c_out))
 
 
 class Zero(nn.Module):
