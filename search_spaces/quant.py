@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space, require
-from search_spaces.layers import LayerSpec, layer_bitops, layer_conv_macs
+from search_spaces.layers import LayerSpec, layer_conv_macs
 from search_spaces.quant_layouts import QuantLayout, layout_for
 
 __all__ = [
@@ -424,8 +424,15 @@ class JointSpace(SearchSpace):
         return self.base.macs(self.validate(joint).arch)  # type: ignore[attr-defined]
 
     def bitops(self, joint: JointArch) -> int:
-        """Sum over convs/linears of MACs x weight bits x activation bits."""
-        return sum(layer_bitops(layer) for layer in self.layers(joint))
+        """Sum over the layout's running slots of MACs x weight bits x activation bits (any layout; for the
+        built-in ones it equals the ``bitops`` cost summed over :meth:`layers`)."""
+        self.validate(joint)
+        total = 0
+        for c in self.lay.costs(joint.arch):
+            q = joint.policy.layers[c.slot]
+            assert q is not None  # costs list running slots only
+            total += c.macs * q.w_bits * q.a_bits
+        return int(total)
 
     def params(self, joint: JointArch) -> int:
         return self.base.params(self.validate(joint).arch)  # type: ignore[attr-defined]

@@ -63,7 +63,7 @@ def average_bits(space: JointSpace, joint: JointArch, kind: str = "w", *, includ
 
 
 def bitops(space: JointSpace, joint: JointArch) -> int:
-    """MACs x weight bits x activation bits, summed over the joint space's priced layers."""
+    """MACs x weight bits x activation bits, summed over the joint space's quantised slots."""
     return space.bitops(joint)
 
 
