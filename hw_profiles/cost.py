@@ -17,7 +17,7 @@ import numpy as np
 
 from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, Pricer, make_pricer
 from search_spaces.base import SearchSpace, require
-from search_spaces.layers import LayerSpec, layer_macs, layer_params
+from search_spaces.layers import LayerSpec, layer_bitops, layer_macs, layer_params
 
 __all__ = ["CostModel", "LayerCost", "CostReport", "AnalyticCost"]
 
@@ -151,6 +151,11 @@ def flops_cost() -> AnalyticCost:
 
 def params_cost() -> AnalyticCost:
     return AnalyticCost("params", "parameters", lambda s: float(layer_params(s)))
+
+
+def bitops_cost() -> AnalyticCost:
+    """MACs x weight bits x activation bits per conv/linear (32 x 32 for float layers)."""
+    return AnalyticCost("bitops", "bit-op", lambda s: float(layer_bitops(s)))
 
 
 def size_cost() -> AnalyticCost:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hw_profiles.cost import CostModel, flops_cost, macs_cost, params_cost, size_cost
+from hw_profiles.cost import CostModel, bitops_cost, flops_cost, macs_cost, params_cost, size_cost
 from hw_profiles.latency import LatencyModel, load_calibrated
 from hw_profiles.profile import HardwareProfile, load_ofa_tables
 from search_spaces.registry import Registry
@@ -67,6 +67,12 @@ def flops() -> CostModel:
 def params() -> CostModel:
     """Trainable parameters of the static network."""
     return params_cost()
+
+
+@HW_PROFILES.register("bitops")
+def bitops() -> CostModel:
+    """MACs x weight bits x activation bits (quantised spaces: each conv's own bits; float layers 32 x 32)."""
+    return bitops_cost()
 
 
 @HW_PROFILES.register("size")
