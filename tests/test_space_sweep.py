@@ -13,7 +13,6 @@ from nas.testing.sweep import check_space
 from search_spaces import SPACES, Gene, SearchSpace, create_space
 from search_spaces.errors import MissingCapabilityError
 
-
 # the full-size quantised OFA spaces export on the CPU (their quantisers cannot run on the meta device); the tiny
 # and fmnist joint spaces cover the same code
 _SLOW = {"quant_ofa_mbv3", "quant_ofa_mbv3_w12"}
