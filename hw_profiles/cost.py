@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hw_profiles.domain import OutOfDomainError
 from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, Pricer, make_pricer
 from search_spaces.base import SearchSpace, require
 from search_spaces.layers import LayerSpec, layer_bitops, layer_macs, layer_params
@@ -105,7 +106,8 @@ class CostModel(abc.ABC):
         if space not in self._pricers:
             try:
                 self._pricers[space] = make_pricer(space, self.price_layers)
-            except KeyError:  # some layer of the space cannot be priced: only archs using it should fail
+            except (KeyError, OutOfDomainError):  # some layer of the space cannot be priced (or, strict, is
+                # outside the domain): only the archs using it should fail
                 self._pricers[space] = LayerwisePricer(space, self.price_layers)
         return self._pricers[space]
 
