@@ -93,7 +93,8 @@ class TabulatedPricer:
         p = price(specs)
         rows = np.stack([getattr(p, f).astype(float) for f in ("value", "sem2", "model_error", "modelled")], axis=1)
         index = {spec: i for i, spec in enumerate(specs)}
-        entries, offsets = [], []
+        entries: list[np.ndarray] = []
+        offsets: list[int] = []
         for slot in table.slots:
             offsets.append(sum(len(e) for e in entries))
             entries.append(np.stack([rows[[index[s] for s in entry]].sum(axis=0) for entry in slot.layers]))
@@ -133,7 +134,7 @@ def restrict_resolutions(space: SearchSpace, resolutions: Sequence[int] | None) 
     """The same space with only ``resolutions`` (``None`` keeps the space as it is)."""
     if resolutions is None:
         return space
-    fields = {f.name for f in dataclasses.fields(space)} if dataclasses.is_dataclass(space) else set()
+    fields: set[str] = {f.name for f in dataclasses.fields(space)} if dataclasses.is_dataclass(space) else set()
     if "resolutions" not in fields:
         raise ValueError(f"space {space.name!r} has no elastic resolutions to restrict")
     bad = sorted(set(resolutions) - set(space.resolutions))  # type: ignore[attr-defined]

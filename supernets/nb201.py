@@ -155,7 +155,8 @@ class NB201Supernet(Supernet):
     def gene_grad_norms(self, arch: NB201Arch) -> np.ndarray:
         """PA&DA credit per edge, after backward: the chosen op's parameters summed over every cell (exact, as in
         the original); parameter-free ops get 0."""
-        return np.array([sum(grad_norm(cell.edges[j][op]) for cell in self.net.cells if isinstance(cell, _SuperCell))
+        cells = [cell for cell in self.net.cells if isinstance(cell, _SuperCell)]
+        return np.array([sum((grad_norm(cell.edges[j][op]) for cell in cells), 0.0)  # type: ignore[index]
                          if op != "none" else 0.0 for j, op in enumerate(arch.ops)])
 
     def _export(self, arch: NB201Arch) -> tuple[nn.Module, dict[str, Any]]:

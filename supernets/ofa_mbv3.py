@@ -178,7 +178,7 @@ class OFAMobileNetV3Supernet(Supernet):
         sp: OFAMobileNetV3Space = self.space  # type: ignore[assignment]
         nb, out = sp.n_stages * sp.max_depth, np.zeros(len(sp.genes()))
         for i in self._active:
-            blk = self.blocks[i]
+            blk: ElasticMBConv = self.blocks[i]  # type: ignore[assignment]
             out[i] = grad_norm(blk.dw_conv, blk.dw_bn)
             out[nb + i] = grad_norm(blk.expand_conv, blk.expand_bn, blk.se, blk.project_conv, blk.project_bn)
             out[2 * nb + i // sp.max_depth] += out[i] + out[nb + i]
