@@ -42,6 +42,8 @@ class CostReport:
     value: float
     error: float
     layers: tuple[LayerCost, ...]
+    #: held-out relative error (RMSPE) of a calibrated model where this network falls, None when not validated there
+    heldout_error: float | None = None
 
     @property
     def extrapolated(self) -> tuple[str, ...]:
@@ -50,6 +52,8 @@ class CostReport:
 
     def __str__(self) -> str:
         extra = f", {len(self.extrapolated)}/{len(self.layers)} layers extrapolated" if self.extrapolated else ""
+        if self.heldout_error is not None:
+            extra += f", held-out error {100 * self.heldout_error:.1f}% here"
         return f"{self.objective} = {self.value:.4g} +- {self.error:.2g} {self.units}{extra}"
 
 

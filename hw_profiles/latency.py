@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hw_profiles.cost import CostModel
+from hw_profiles.cost import CostModel, CostReport
 from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
@@ -45,10 +46,12 @@ class LatencyModel(CostModel):
 
     def __init__(self, meta: ProfileMeta, table: Mapping[str, Entry] | None = None,
                  fallback: LinearCostModel | None = None, *, domain: Domain | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, heldout: Mapping[int, float] | None = None) -> None:
         super().__init__()
         self.meta, self.table, self.fallback = meta, dict(table or {}), fallback
         self.domain, self.strict = domain, bool(strict)
+        #: network input size -> held-out RMSPE of the fallback model there (leave-one-resolution-out validation)
+        self.heldout = dict(heldout or {})
         self.name = f"latency@{meta.name}"
         self.units = meta.units
         self.network_constant = float(meta.network_overhead)
@@ -66,6 +69,20 @@ class LatencyModel(CostModel):
         domain = Domain.of(specs.values(), batch=profile.meta.batch,
                            source=f"profile {profile.meta.name!r} measured for space {profile.meta.space!r}")
         return cls(profile.meta, profile.entries, fallback, domain=domain, strict=strict)
+
+    def heldout_error(self, layers: Sequence[LayerSpec]) -> float | None:
+        """Held-out error of the validation part the network falls in (its input size between validated sizes:
+        the nearest one's), None outside the validated sizes or when nothing was validated."""
+        if not self.heldout or not layers:
+            return None
+        r = layers[0].in_hw
+        if not min(self.heldout) <= r <= max(self.heldout):
+            return None
+        return self.heldout[min(self.heldout, key=lambda v: abs(v - r))]
+
+    def evaluate(self, space: Any, arch: Any) -> CostReport:
+        report = super().evaluate(space, arch)
+        return replace(report, heldout_error=self.heldout_error(space.layers(arch)))
 
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
         n = len(specs)

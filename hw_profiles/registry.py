@@ -29,9 +29,10 @@ def snapdragon855(tables: str | Path | Iterable[str | Path] | None = None, *, st
     tables; with ``tables`` (a directory of OFA ``{r}_lookup_table.yaml`` files, or a list of them) the exact
     per-layer values are used wherever a key matches. Layers outside the fitted domain (OFA-MBv3 w1.2 at
     160-224 px, 3-channel input, fp32) warn, or are refused with ``strict=True``."""
-    meta, model, _ = load_calibrated(SNAPDRAGON855_MODEL)
+    meta, model, validation = load_calibrated(SNAPDRAGON855_MODEL)
+    heldout = {int(r): float(v["all_rmspe"]) for r, v in validation.get("per_resolution", {}).items()}
     return LatencyModel(meta, load_ofa_tables(tables) if tables is not None else None, model,
-                        domain=load_calibrated_domain(SNAPDRAGON855_MODEL), strict=strict)
+                        domain=load_calibrated_domain(SNAPDRAGON855_MODEL), strict=strict, heldout=heldout)
 
 
 def _from_file(path: str | Path, hint: str, strict: bool) -> LatencyModel:

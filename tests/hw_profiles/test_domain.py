@@ -12,7 +12,7 @@ from hw_profiles import Entry, HardwareProfile, LatencyModel, ProfileMeta, creat
 from hw_profiles.domain import Domain, OutOfDomainError, OutOfDomainWarning, UncoveredOpError
 from hw_profiles.latency import load_calibrated_domain, save_calibrated
 from hw_profiles.registry import SNAPDRAGON855_MODEL
-from search_spaces import create_space
+from search_spaces import MBv3Arch, create_space
 
 META = ProfileMeta(name="synthetic", device="none", soc=None, runtime="test", runtime_version=None, threads=1,
                    batch=1, units="ms", method="synthetic values", space="nb201_tiny")
@@ -79,3 +79,15 @@ def test_calibrated_domain_round_trips(tmp_path) -> None:
     out = save_calibrated(tmp_path / "m.json", meta, model, validation, domain)
     assert load_calibrated_domain(out) == domain
     assert Domain.from_dict(domain.to_dict()) == domain
+
+
+def test_snapdragon_reports_its_heldout_error_where_the_network_falls() -> None:
+    model = create_hw_profile("snapdragon855")
+    space = create_space("ofa_mbv3_w12", resolutions=(160, 224))
+    arch = space.sample(0)
+    at_160, at_224 = (model.evaluate(space, MBv3Arch.from_dict({**arch.to_dict(), "r": r})) for r in (160, 224))
+    assert at_160.heldout_error == pytest.approx(0.0358) and at_224.heldout_error == pytest.approx(0.0313)
+    assert "held-out error 3.6% here" in str(at_160)
+    fmnist = create_space("ofa_mbv3_fmnist")
+    with pytest.warns(OutOfDomainWarning):
+        assert model.evaluate(fmnist, fmnist.sample(0)).heldout_error is None
