@@ -132,6 +132,9 @@ LAYER_BUILDERS: dict[str, Any] = {
 
 def build_layer(spec: LayerSpec) -> nn.Module:
     """A module computing one layer in isolation (used by the latency-table builder)."""
+    if spec.qbits:
+        raise ValueError(f"no module builder for the quantised layer {spec.key()}: the profiler times float modules "
+                         "only, and a float timing is not a quantised kernel's latency")
     try:
         return LAYER_BUILDERS[spec.op](spec)
     except KeyError:
