@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pytest
 
 from hw_profiles import create_hw_profile
-from nas.testing.sweep import check_space
-from search_spaces import SPACES, Gene, SearchSpace, create_space
+from nas.testing.sweep import BareSpace, check_space
+from search_spaces import SPACES, create_space
 from search_spaces.errors import MissingCapabilityError
 
 # the full-size quantised OFA spaces export on the CPU (their quantisers cannot run on the meta device); the tiny
@@ -32,36 +29,8 @@ def test_every_registered_space_is_priced_by_macs_and_params() -> None:
             np.testing.assert_array_equal(got, [getattr(space, cost)(a) for a in archs])
 
 
-@dataclass(frozen=True)
-class _Bare(SearchSpace):
-    """A user space with only the four abstract methods: no layers, no input shape."""
-
-    name: str = "bare"
-
-    def genes(self) -> tuple[Gene, ...]:
-        return (Gene("x", (1, 2)),)
-
-    def _from_values(self, values: Any) -> Any:
-        return _Arch(values[0])
-
-    def _to_values(self, arch: Any) -> tuple[Any, ...]:
-        return (arch.x,)
-
-    def arch_type(self) -> type:
-        return _Arch
-
-
-@dataclass(frozen=True)
-class _Arch:
-    x: int
-
-    @property
-    def id(self) -> str:
-        return str(self.x)
-
-
 def test_a_space_without_layers_is_a_named_missing_capability() -> None:
-    space = _Bare()
+    space = BareSpace()
     check_space(space, export=False)
     with pytest.raises(MissingCapabilityError, match=r"'bare' does not implement the 'layers' capability"):
         create_hw_profile("snapdragon855").evaluate_many(space, [space.sample(0)])

@@ -11,18 +11,56 @@ row; bit-ops of quantised spaces; and that every capability the space lacks rais
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_spaces.base import CAPABILITIES, SearchSpace, has_capability, require
+from search_spaces.base import CAPABILITIES, Gene, SearchSpace, has_capability, require
 from search_spaces.errors import MissingCapabilityError
 from search_spaces.layers import layer_bitops, layer_macs, layer_params
 from supernets import SUPERNETS, create_supernet
 
-__all__ = ["check_space", "exported_counts", "sweep_archs"]
+__all__ = ["check_space", "exported_counts", "sweep_archs", "BareSpace"]
+
+
+@dataclass(frozen=True)
+class _Choice:
+    x: int
+
+    @property
+    def id(self) -> str:
+        return str(self.x)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": self.x}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _Choice:
+        return cls(int(d["x"]))
+
+
+@dataclass(frozen=True)
+class BareSpace(SearchSpace):
+    """A space with only the four abstract methods (no layers, no input shape): what a consumer meets in a user's
+    minimal space, for tests of the missing-capability paths."""
+
+    name: str = "bare"
+
+    def genes(self) -> tuple[Gene, ...]:
+        return (Gene("x", (1, 2)),)
+
+    def _from_values(self, values: Sequence[Any]) -> _Choice:
+        return _Choice(values[0])
+
+    def _to_values(self, arch: Any) -> tuple[Any, ...]:
+        return (arch.x,)
+
+    def arch_type(self) -> type:
+        return _Choice
 
 
 def sweep_archs(space: SearchSpace, n: int = 3, seed: int = 0) -> list[Any]:
