@@ -234,3 +234,26 @@ def test_vit_credits_heads_and_mlp_genes_with_their_block():
     attn = sum(float(p.grad.norm()) for m in (net.blocks[0].norm1, net.blocks[0].attn) for p in m.parameters())
     assert g[2] == pytest.approx(attn)
     assert g[1] == pytest.approx(g[2:2 + arch.depth].sum() + g[2 + nb:2 + nb + arch.depth].sum())
+
+
+def test_quantised_supernet_credits_bit_genes_with_their_layer():
+    from supernets.quant import calibrate
+
+    space = create_space("quant_nb201_tiny")
+    net = create_supernet("quant", space)
+    joint = space.sample(np.random.default_rng(0))
+    calibrate(net, torch.randn(8, *space.input_shape(joint)), steps=5)
+    with net.use(joint):
+        net(torch.randn(2, *space.input_shape(joint))).square().mean().backward()
+    g = gene_grad_norms(net, joint)
+    on = space.active(joint)
+    assert g.shape == (len(space.genes()),) and np.all(g[~on] == 0) and np.all(g[on] >= 0)
+    names = [gene.name for gene in space.genes()]
+    slots = np.flatnonzero(space.lay.active(joint.arch))
+    norms = {space.slots[i]: path_grad_norm(layer) for i, layer in zip(slots, net.binding.calls)}
+    free = [n.split(":", 1)[1] for n in names if n.startswith("w_bits:")]
+    for slot in free:
+        if slot in norms:
+            assert g[names.index(f"w_bits:{slot}")] == g[names.index(f"a_bits:{slot}")] == norms[slot]
+    assert max(norms[s] for s in free if s in norms) > 0
+    assert g[names.index("w_granularity")] == pytest.approx(sum(norms.values()))  # global modes: every layer
