@@ -43,8 +43,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.search import Objective, hypervolume, pareto_front, run_search, table_objective  # noqa: E402
-from nas.search.additive import encoded_cost  # noqa: E402
+from nas.search import hypervolume, pareto_front, run_search, table_objective  # noqa: E402
+from nas.search.objectives import params_objective  # noqa: E402
 from nas.search.searchers import SEARCHERS  # noqa: E402
 from search_spaces.nb201 import NB201IndexMap, NB201Space  # noqa: E402
 
@@ -107,9 +107,7 @@ def regret_run(space: NB201Space, table: dict[str, float], opt: float, searcher:
 
 def hv_run(space: NB201Space, error: dict[str, float], max_params: float, ref: np.ndarray, hv_opt: float,
            searcher: str, kwargs: dict[str, Any], seed: int, budget: int) -> float:
-    params_x = encoded_cost(space, "params")  # exact, vectorised over encodings
-    objectives = [Objective("params_frac", lambda a: np.array([space.params(x) for x in a]) / max_params,
-                            fn_x=lambda X: params_x(X) / max_params),
+    objectives = [params_objective(space, scale=1 / max_params, name="params_frac"),  # exact, vectorised
                   table_objective(space, table=error, name="error", direction="min")]
     res = run_search(space, objectives, [], SEARCHER_OF.get(searcher, searcher), budget=budget, seed=seed,
                      searcher_kwargs=kwargs,

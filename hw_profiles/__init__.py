@@ -12,14 +12,14 @@ from hw_profiles.fallback import FitError, LinearCostModel, fit_linear_cost
 from hw_profiles.features import FEATURE_NAMES, FeatureConfig, feature_matrix, layer_features
 from hw_profiles.keys import KeyFormatError, parse_key
 from hw_profiles.latency import LatencyModel, MissingEntryError, load_calibrated, save_calibrated
-from hw_profiles.pricing import PRICERS, BatchCost, space_layer_specs
+from hw_profiles.pricing import BatchCost, TabulatedPricer, make_pricer, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, load_ofa_tables
 from hw_profiles.registry import HW_PROFILES, create_hw_profile
 
 __all__ = [
     "AnalyticCost", "BatchCost", "CostModel", "CostReport", "Entry", "FEATURE_NAMES", "FeatureConfig", "FitError",
     "HW_PROFILES", "HardwareProfile", "KeyFormatError", "LatencyModel", "LayerCost", "LinearCostModel",
-    "MissingEntryError", "PRICERS", "ProfileFormatError", "ProfileMeta", "create_hw_profile", "feature_matrix",
-    "fit_linear_cost", "layer_features", "load_calibrated", "load_ofa_tables", "parse_key", "save_calibrated",
-    "space_layer_specs",
+    "MissingEntryError", "ProfileFormatError", "ProfileMeta", "TabulatedPricer", "create_hw_profile",
+    "feature_matrix", "fit_linear_cost", "layer_features", "load_calibrated", "load_ofa_tables", "make_pricer",
+    "parse_key", "save_calibrated", "space_layer_specs",
 ]

@@ -40,6 +40,7 @@ from search_spaces.base import SearchSpace, create_space
 from search_spaces.layers import LayerSpec
 
 __all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
+           "profile_path", "profile_for_space",
            "reference_network", "cpu_name"]
 
 
@@ -99,10 +100,8 @@ class BuildResult:
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> tuple[int, ...]:
-    """Input tensor shape of a layer built alone (the classifier takes flattened features)."""
-    if spec.op == "classifier":
-        return (batch, spec.in_c)
-    return (batch, spec.in_c, spec.in_hw, spec.in_hw)
+    """Input tensor shape of a layer built alone (:meth:`LayerSpec.input_shape`)."""
+    return spec.input_shape(batch)
 
 
 def cpu_name() -> str:
@@ -286,9 +285,32 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
                          "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
     build = dict(build)
     resolutions = build.pop("resolutions", None)
+    sp = create_space(space, **dict(space_kwargs or {}))
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")
     if target is None:
         raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
-    return build_profile(create_space(space, **dict(space_kwargs or {})), target, build_layer=build_layer,
-                         build_network=build_network, config=MeasureConfig(**build), name=str(name),
+    return build_profile(sp, profile_path(target, sp), build_layer=build_layer, build_network=build_network,
+                         config=MeasureConfig(**build), name=str(name),
                          resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)
+
+
+def profile_path(path: str | Path, space: SearchSpace) -> Path:
+    """A profile path with ``{space}`` replaced by the space's name (one measured table per space)."""
+    return Path(str(path).replace("{space}", space.name))
+
+
+def profile_for_space(hw: Mapping[str, Any], space: SearchSpace, *, build_layer: Callable[[LayerSpec], Any],
+                      build_network: Callable[[list[LayerSpec]], Any] | None = None,
+                      log: Callable[[str], None] = print) -> Path:
+    """The profile file of the ``conf/hw`` entry ``hw`` for ``space``; measured now (every layer of the space)
+    when the file does not exist yet and the entry can be measured on this machine (it has a ``build`` section)."""
+    path = profile_path((hw.get("kwargs") or {}).get("path", ""), space)
+    if path.is_file() or not hw.get("build"):
+        return path
+    build = dict(hw["build"])
+    resolutions = build.pop("resolutions", None)
+    log(f"{hw.get('name')} profile for space {space.name!r} not found at {path}: measuring it now (first use; "
+        f"the same as `python -m nas.profile hw={hw.get('name')} space.name={space.name}`)")
+    build_profile(space, path, build_layer=build_layer, build_network=build_network, config=MeasureConfig(**build),
+                  name=str(hw.get("name")), resolutions=tuple(resolutions) if resolutions is not None else None)
+    return path

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, OFAMobileNetV3Pricer, make_pricer
-from search_spaces.base import SearchSpace
-from search_spaces.layers import LayerSpec, layer_macs, layer_params
+from hw_profiles.domain import OutOfDomainError
+from hw_profiles.pricing import BatchCost, LayerPrices, LayerwisePricer, Pricer, make_pricer
+from search_spaces.base import SearchSpace, require
+from search_spaces.layers import LayerSpec, layer_bitops, layer_macs, layer_params
 
 __all__ = ["CostModel", "LayerCost", "CostReport", "AnalyticCost"]
 
@@ -41,6 +42,8 @@ class CostReport:
     value: float
     error: float
     layers: tuple[LayerCost, ...]
+    #: held-out relative error (RMSPE) of a calibrated model where this network falls, None when not validated there
+    heldout_error: float | None = None
 
     @property
     def extrapolated(self) -> tuple[str, ...]:
@@ -49,6 +52,8 @@ class CostReport:
 
     def __str__(self) -> str:
         extra = f", {len(self.extrapolated)}/{len(self.layers)} layers extrapolated" if self.extrapolated else ""
+        if self.heldout_error is not None:
+            extra += f", held-out error {100 * self.heldout_error:.1f}% here"
         return f"{self.objective} = {self.value:.4g} +- {self.error:.2g} {self.units}{extra}"
 
 
@@ -65,7 +70,7 @@ class CostModel(abc.ABC):
 
     def __init__(self) -> None:
         self._cache: dict[LayerSpec, tuple[float, float, float, bool]] = {}
-        self._pricers: dict[SearchSpace, LayerwisePricer | OFAMobileNetV3Pricer] = {}
+        self._pricers: dict[SearchSpace, Pricer] = {}
 
     @abc.abstractmethod
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
@@ -95,17 +100,18 @@ class CostModel(abc.ABC):
     # -- architectures ----------------------------------------------------------------------------
     def evaluate(self, space: SearchSpace, arch: Any) -> CostReport:
         """Detailed cost of one architecture (stem, blocks and head)."""
-        specs = space.layers(arch)  # type: ignore[attr-defined]
+        specs = require(space, "layers", needed_by=f"the {self.name} cost")(arch)
         p = self.price_layers(specs)
         layers = tuple(self._layer_cost(s, p, i) for i, s in enumerate(specs))
         error = float(np.sqrt(p.sem2.sum()) + p.model_error.sum())
         return CostReport(self.name, self.units, float(p.value.sum()) + self.network_constant, error, layers)
 
-    def pricer(self, space: SearchSpace) -> LayerwisePricer | OFAMobileNetV3Pricer:
+    def pricer(self, space: SearchSpace) -> Pricer:
         if space not in self._pricers:
             try:
                 self._pricers[space] = make_pricer(space, self.price_layers)
-            except KeyError:  # some layer of the space cannot be priced: only archs using it should fail
+            except (KeyError, OutOfDomainError):  # some layer of the space cannot be priced (or, strict, is
+                # outside the domain): only the archs using it should fail
                 self._pricers[space] = LayerwisePricer(space, self.price_layers)
         return self._pricers[space]
 
@@ -151,6 +157,11 @@ def flops_cost() -> AnalyticCost:
 
 def params_cost() -> AnalyticCost:
     return AnalyticCost("params", "parameters", lambda s: float(layer_params(s)))
+
+
+def bitops_cost() -> AnalyticCost:
+    """MACs x weight bits x activation bits per conv/linear (32 x 32 for float layers)."""
+    return AnalyticCost("bitops", "bit-op", lambda s: float(layer_bitops(s)))
 
 
 def size_cost() -> AnalyticCost:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.layers import LayerSpec
+from search_spaces.layers import LayerSpec, layer_macs, layer_params
 
 __all__ = ["FEATURE_NAMES", "FeatureConfig", "layer_features", "feature_matrix", "valid_taps"]
 
@@ -106,8 +106,29 @@ def _linear(s: LayerSpec, nbytes: float, cfg: FeatureConfig) -> list[float]:
     return [s.in_c * s.out_c, 0, 0, (s.in_c + s.out_c) * nbytes, s.in_c * s.out_c * nbytes, 0, hs, 1]
 
 
+def _elementwise(s: LayerSpec, nbytes: float, cfg: FeatureConfig) -> list[float]:
+    """Pooling and identity edges: read and write the feature map."""
+    return [0, 0, 0, 2 * s.in_hw * s.in_hw * s.in_c * nbytes, 0, 0, 0, 1]
+
+
+def _pool_linear(s: LayerSpec, nbytes: float, cfg: FeatureConfig) -> list[float]:
+    f = _linear(s, nbytes, cfg)
+    f[3] += 2 * s.in_hw * s.in_hw * s.in_c * nbytes  # BN-ReLU and the global pool read the map
+    return f[:7] + [3]
+
+
+def _tokens(s: LayerSpec, nbytes: float, cfg: FeatureConfig) -> list[float]:
+    """Transformer ops: token-major matrix products (rows padded to the GEMM tile), weight and activation traffic."""
+    rows = _ceil_to(s.tokens, cfg.row_tile)
+    macs = layer_macs(s) * rows // max(s.tokens, 1)
+    acts = s.tokens * (2 * s.in_c + 4 * s.heads * s.head_dim + 2 * s.mid_c) + s.heads * s.tokens * s.tokens
+    return [macs, 0, 0, acts * nbytes, layer_params(s) * nbytes, 0, 0, 12 if s.op == "vit_block" else 2]
+
+
 _BY_OP = {"mbconv": _mbconv, "conv": _conv, "final_expand": _conv, "pool": _pool, "feature_mix": _linear,
-          "classifier": _linear}
+          "classifier": _linear, "conv_bn": _conv, "relu_conv_bn": _conv, "pool_conv": _conv,
+          "avg_pool_3x3": _elementwise, "identity": _elementwise, "bn_relu_head": _pool_linear,
+          "patch_embed": _tokens, "vit_block": _tokens, "vit_head": _tokens}
 
 
 def layer_features(spec: LayerSpec, config: FeatureConfig | None = None) -> np.ndarray:

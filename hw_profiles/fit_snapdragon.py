@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hw_profiles.domain import Domain
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost, relative_errors
 from hw_profiles.keys import parse_key
 from hw_profiles.latency import save_calibrated
@@ -117,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "source_commit": "a7c9bcd525e17404968bc55aa43772bf7e51909e", "git_blobs": files,
                     "fitted_by": "python -m hw_profiles.fit_snapdragon", "n_entries": int(model.info["n_fit"])},
     )
-    save_calibrated(args.out, meta, model, validation)
+    specs = _rows(tables, sorted(tables))[0]
+    domain = Domain.of(specs, batch=1, source="fitted on OFA's Note10 tables: OFA-MBv3 w1.2 at "
+                       f"{min(tables)}-{max(tables)} px, batch 1, fp32")
+    save_calibrated(args.out, meta, model, validation, domain)
     for r, res in validation["per_resolution"].items():
         print(f"held-out r={r}: blocks within10={res['block_within10']:.3f} rmspe={res['block_rmspe']:.4f} "
               f"all within10={res['all_within10']:.3f}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from search_spaces.layers import LayerSpec
+from search_spaces.layers import LAYER_OPS, LayerSpec
 
 __all__ = ["KeyFormatError", "parse_key"]
 
@@ -21,17 +21,23 @@ class KeyFormatError(ValueError):
 
 
 _SHAPE = r"(\d+)x(\d+)x(\d+)"
-_BITS = r"(?:-bits:(\d+))?"
+_BITS = r"(?:-bits:(\d+))?(?:-q:(w\d+a\d+(?:\.w\d+a\d+)*))?"
 _MBCONV = re.compile(
     rf"expanded_conv-input:{_SHAPE}-output:{_SHAPE}-expand:(\d+)-kernel:(\d+)-stride:(\d+)"
     rf"-idskip:([01])-se:([01])-hs:([01]){_BITS}$"
 )
 _PLAIN = re.compile(rf"(Conv|Conv_1|AvgPool2D|Conv_2)-input:{_SHAPE}-output:{_SHAPE}{_BITS}$")
 _LOGITS = re.compile(rf"Logits-input:1x1x(\d+)-output:(\d+){_BITS}$")
+_GENERIC = re.compile(
+    rf"([a-z0-9_]+)-input:{_SHAPE}-output:{_SHAPE}-kernel:(\d+)-stride:(\d+)-mid:(\d+)-heads:(\d+)"
+    rf"-head_dim:(\d+)-tokens:(\d+){_BITS}$"
+)
 _PLAIN_OPS = {"Conv": "conv", "Conv_1": "final_expand", "AvgPool2D": "pool", "Conv_2": "feature_mix"}
 GRAMMAR = (
     "expanded_conv-input:HxWxC-output:HxWxC-expand:MID-kernel:K-stride:S-idskip:0|1-se:0|1-hs:0|1[-bits:B], "
-    "Conv|Conv_1|AvgPool2D|Conv_2-input:HxWxC-output:HxWxC[-bits:B], Logits-input:1x1xC-output:N[-bits:B]"
+    "Conv|Conv_1|AvgPool2D|Conv_2-input:HxWxC-output:HxWxC[-bits:B], Logits-input:1x1xC-output:N[-bits:B], "
+    "OP-input:HxWxC-output:HxWxC-kernel:K-stride:S-mid:M-heads:H-head_dim:D-tokens:T[-bits:B] (other ops); "
+    "quantised layers end in -q:wWaA.wWaA... (one pair per conv/linear)"
 )
 
 
@@ -46,33 +52,55 @@ def _bits(group: str | None) -> int:
     return 32 if group is None else int(group)
 
 
+def _qbits(group: str | None) -> tuple[tuple[int, int], ...]:
+    if group is None:
+        return ()
+    return tuple((int(w), int(a)) for w, a in (p[1:].split("a") for p in group.split(".")))
+
+
+def _generic(m: re.Match[str], key: str) -> LayerSpec:
+    op, h, w, cin, oh, ow, cout, k, s, mid, heads, hd, tokens, bits, q = m.groups()
+    if op not in LAYER_OPS or h != w or oh != ow:
+        raise KeyFormatError(f"unknown op {op!r} or non-square feature map in key {key!r}; ops: {list(LAYER_OPS)}")
+    spec = LayerSpec(op, int(h), int(cin), int(cout), kernel=int(k), stride=int(s), mid_c=int(mid), heads=int(heads),
+                     head_dim=int(hd), tokens=int(tokens), bits=_bits(bits), qbits=_qbits(q))
+    if spec.key() != key:
+        raise KeyFormatError(f"key {key!r} is inconsistent (output size); it reads back as {spec.key()!r}")
+    return spec
+
+
 def parse_key(key: str) -> LayerSpec:
     """The :class:`LayerSpec` whose ``key()`` is ``key``; raises :class:`KeyFormatError` naming the grammar."""
     if not isinstance(key, str):
         raise KeyFormatError(f"a latency-table key must be a string, got {type(key).__name__} {key!r}")
     m = _MBCONV.match(key)
     if m:
-        h, w, cin, oh, ow, cout, mid, k, s, skip, se, hs, bits = m.groups()
+        h, w, cin, oh, ow, cout, mid, k, s, skip, se, hs, bits, q = m.groups()
         if h != w or oh != ow:
             raise KeyFormatError(f"only square feature maps are supported, got key {key!r}")
         spec = LayerSpec("mbconv", int(h), int(cin), int(cout), kernel=int(k), stride=int(s), mid_c=int(mid),
-                         skip=skip == "1", se=se == "1", act="hswish" if hs == "1" else "relu", bits=_bits(bits))
+                         skip=skip == "1", se=se == "1", act="hswish" if hs == "1" else "relu", bits=_bits(bits),
+                         qbits=_qbits(q))
         if spec.out_hw != int(oh):
             raise KeyFormatError(f"stride {s} maps {h} to {spec.out_hw}, not {oh}, in key {key!r}")
         return spec
     m = _PLAIN.match(key)
     if m:
-        name, h, w, cin, oh, ow, cout, bits = m.groups()
+        name, h, w, cin, oh, ow, cout, bits, q = m.groups()
         if h != w or oh != ow:
             raise KeyFormatError(f"only square feature maps are supported, got key {key!r}")
         op = _PLAIN_OPS[name]
         if op == "pool":
-            return LayerSpec("pool", int(h), int(cin), int(cout), bits=_bits(bits))
+            return LayerSpec("pool", int(h), int(cin), int(cout), bits=_bits(bits), qbits=_qbits(q))
         stride = _stride(int(h), int(oh), key)
         kernel = 3 if op == "conv" else 1
-        return LayerSpec(op, int(h), int(cin), int(cout), kernel=kernel, stride=stride, act="hswish", bits=_bits(bits))
+        return LayerSpec(op, int(h), int(cin), int(cout), kernel=kernel, stride=stride, act="hswish", bits=_bits(bits),
+                         qbits=_qbits(q))
     m = _LOGITS.match(key)
     if m:
-        cin, cout, bits = m.groups()
-        return LayerSpec("classifier", 1, int(cin), int(cout), bits=_bits(bits))
+        cin, cout, bits, q = m.groups()
+        return LayerSpec("classifier", 1, int(cin), int(cout), bits=_bits(bits), qbits=_qbits(q))
+    m = _GENERIC.match(key)
+    if m:
+        return _generic(m, key)
     raise KeyFormatError(f"unrecognised operator signature {key!r}; expected one of: {GRAMMAR}")

@@ -11,53 +11,78 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hw_profiles.cost import CostModel
+from hw_profiles.cost import CostModel, CostReport
+from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
 from hw_profiles.pricing import LayerPrices
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
 from search_spaces.layers import LayerSpec
 
-__all__ = ["LatencyModel", "MissingEntryError", "CALIBRATED_FORMAT", "save_calibrated", "load_calibrated"]
+__all__ = ["LatencyModel", "MissingEntryError", "CALIBRATED_FORMAT", "save_calibrated", "load_calibrated",
+           "load_calibrated_domain"]
 
 CALIBRATED_FORMAT = "nas-engine/calibrated-latency"
 
 
-class MissingEntryError(KeyError):
+class MissingEntryError(UncoveredOpError):
     """A layer is not in the table and the profile has no fallback model."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class LatencyModel(CostModel):
-    """Per-layer latency: ``table`` entries where the key matches, else the ``fallback`` model."""
+    """Per-layer latency: ``table`` entries where the key matches, else the ``fallback`` model.
+
+    ``domain`` (see :mod:`hw_profiles.domain`) is where the fallback's numbers hold: a layer it prices outside the
+    domain warns once per (op, field), or is refused with ``strict=True``; an op outside it is an error.
+    """
 
     exact_source = "table"
 
     def __init__(self, meta: ProfileMeta, table: Mapping[str, Entry] | None = None,
-                 fallback: LinearCostModel | None = None) -> None:
+                 fallback: LinearCostModel | None = None, *, domain: Domain | None = None,
+                 strict: bool = False, heldout: Mapping[int, float] | None = None) -> None:
         super().__init__()
         self.meta, self.table, self.fallback = meta, dict(table or {}), fallback
+        self.domain, self.strict = domain, bool(strict)
+        #: network input size -> held-out RMSPE of the fallback model there (leave-one-resolution-out validation)
+        self.heldout = dict(heldout or {})
         self.name = f"latency@{meta.name}"
         self.units = meta.units
         self.network_constant = float(meta.network_overhead)
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
-                     fallback: LinearCostModel | None = None) -> LatencyModel:
-        """Use a measured profile; unless given, the fallback is fitted on the profile's own entries."""
+                     fallback: LinearCostModel | None = None, strict: bool = False) -> LatencyModel:
+        """Use a measured profile; unless given, the fallback is fitted on the profile's own entries, and the
+        domain is that of the entries."""
+        specs = profile.specs()
         if fallback is None and len(profile) >= 2:
-            specs = profile.specs()
             keys = sorted(specs)
             fallback = fit_linear_cost([specs[k] for k in keys], [profile.entries[k].value for k in keys],
                                        features=features)
-        return cls(profile.meta, profile.entries, fallback)
+        domain = Domain.of(specs.values(), batch=profile.meta.batch,
+                           source=f"profile {profile.meta.name!r} measured for space {profile.meta.space!r}")
+        return cls(profile.meta, profile.entries, fallback, domain=domain, strict=strict)
+
+    def heldout_error(self, layers: Sequence[LayerSpec]) -> float | None:
+        """Held-out error of the validation part the network falls in (its input size between validated sizes:
+        the nearest one's), None outside the validated sizes or when nothing was validated."""
+        if not self.heldout or not layers:
+            return None
+        r = layers[0].in_hw
+        if not min(self.heldout) <= r <= max(self.heldout):
+            return None
+        return self.heldout[min(self.heldout, key=lambda v: abs(v - r))]
+
+    def evaluate(self, space: Any, arch: Any) -> CostReport:
+        report = super().evaluate(space, arch)
+        return replace(report, heldout_error=self.heldout_error(space.layers(arch)))
 
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
         n = len(specs)
@@ -70,6 +95,8 @@ class LatencyModel(CostModel):
             else:
                 value[i], sem2[i] = entry.value, entry.sem**2
         if missing:
+            if self.domain is not None:
+                self.domain.check([specs[i] for i in missing], strict=self.strict, what=self.name)
             if self.fallback is None:
                 raise MissingEntryError(
                     f"{len(missing)} layer(s) not in profile {self.meta.name!r} and it has no fallback model "
@@ -83,10 +110,12 @@ class LatencyModel(CostModel):
 
 
 def save_calibrated(path: str | Path, meta: ProfileMeta, model: LinearCostModel,
-                    validation: Mapping[str, Any] | None = None) -> Path:
-    """Write a calibrated latency model (coefficients, provenance, measured error) as JSON, atomically."""
+                    validation: Mapping[str, Any] | None = None, domain: Domain | None = None) -> Path:
+    """Write a calibrated latency model (coefficients, provenance, measured error, domain) as JSON, atomically."""
     doc = {"format": CALIBRATED_FORMAT, "version": 1, "meta": meta.to_dict(), "model": model.to_dict(),
            "validation": dict(validation or {})}
+    if domain is not None:
+        doc["domain"] = domain.to_dict()
     return write_atomic(path, json.dumps(doc, indent=1))
 
 
@@ -95,7 +124,7 @@ def load_calibrated(path: str | Path) -> tuple[ProfileMeta, LinearCostModel, dic
     doc = json.loads(Path(path).read_text())
     if not isinstance(doc, dict) or doc.get("format") != CALIBRATED_FORMAT:
         raise ProfileFormatError(f"{path}: not a {CALIBRATED_FORMAT!r} file")
-    unknown = sorted(set(doc) - {"format", "version", "meta", "model", "validation"})
+    unknown = sorted(set(doc) - {"format", "version", "meta", "model", "validation", "domain"})
     if unknown or doc.get("version") != 1:
         raise ProfileFormatError(f"{path}: unknown fields {unknown} or unsupported version {doc.get('version')!r}")
     try:
@@ -103,4 +132,13 @@ def load_calibrated(path: str | Path) -> tuple[ProfileMeta, LinearCostModel, dic
     except (ValueError, TypeError, KeyError) as exc:
         raise ProfileFormatError(f"{path}: bad model: {exc}") from None
     return ProfileMeta.from_dict(doc["meta"]), model, dict(doc.get("validation", {}))
+
+
+def load_calibrated_domain(path: str | Path) -> Domain | None:
+    """The domain stored with a calibrated model (None for files written before domains were recorded)."""
+    doc = json.loads(Path(path).read_text())
+    try:
+        return Domain.from_dict(doc["domain"]) if "domain" in doc else None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ProfileFormatError(f"{path}: bad domain: {exc}") from None
 

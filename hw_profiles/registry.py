@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hw_profiles.cost import CostModel, flops_cost, macs_cost, params_cost, size_cost
-from hw_profiles.latency import LatencyModel, load_calibrated
+from hw_profiles.cost import CostModel, bitops_cost, flops_cost, macs_cost, params_cost, size_cost
+from hw_profiles.latency import LatencyModel, load_calibrated, load_calibrated_domain
 from hw_profiles.profile import HardwareProfile, load_ofa_tables
 from search_spaces.registry import Registry
 
@@ -24,31 +24,34 @@ DEFAULT_LOCAL_PROFILE = Path("outputs") / "profiles" / "local_cpu_torch.json"
 
 
 @HW_PROFILES.register("snapdragon855")
-def snapdragon855(tables: str | Path | Iterable[str | Path] | None = None) -> LatencyModel:
+def snapdragon855(tables: str | Path | Iterable[str | Path] | None = None, *, strict: bool = False) -> LatencyModel:
     """Samsung Galaxy Note10 (Snapdragon 855) latency: the shipped calibrated model, fitted on OFA's Note10
     tables; with ``tables`` (a directory of OFA ``{r}_lookup_table.yaml`` files, or a list of them) the exact
-    per-layer values are used wherever a key matches."""
-    meta, model, _ = load_calibrated(SNAPDRAGON855_MODEL)
-    return LatencyModel(meta, load_ofa_tables(tables) if tables is not None else None, model)
+    per-layer values are used wherever a key matches. Layers outside the fitted domain (OFA-MBv3 w1.2 at
+    160-224 px, 3-channel input, fp32) warn, or are refused with ``strict=True``."""
+    meta, model, validation = load_calibrated(SNAPDRAGON855_MODEL)
+    heldout = {int(r): float(v["all_rmspe"]) for r, v in validation.get("per_resolution", {}).items()}
+    return LatencyModel(meta, load_ofa_tables(tables) if tables is not None else None, model,
+                        domain=load_calibrated_domain(SNAPDRAGON855_MODEL), strict=strict, heldout=heldout)
 
 
-def _from_file(path: str | Path, hint: str) -> LatencyModel:
+def _from_file(path: str | Path, hint: str, strict: bool) -> LatencyModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no hardware profile at {path}; {hint}")
-    return LatencyModel.from_profile(HardwareProfile.load(path))
+    return LatencyModel.from_profile(HardwareProfile.load(path), strict=strict)
 
 
 @HW_PROFILES.register("local_cpu")
-def local_cpu(path: str | Path = DEFAULT_LOCAL_PROFILE) -> LatencyModel:
+def local_cpu(path: str | Path = DEFAULT_LOCAL_PROFILE, *, strict: bool = False) -> LatencyModel:
     """This machine's CPU, from a profile built by ``python -m nas.profile hw=local_cpu``."""
-    return _from_file(path, "build it with `python -m nas.profile hw=local_cpu`")
+    return _from_file(path, "build it with `python -m nas.profile hw=local_cpu`", strict)
 
 
 @HW_PROFILES.register("lut")
-def lut(path: str | Path) -> LatencyModel:
+def lut(path: str | Path, *, strict: bool = False) -> LatencyModel:
     """Any profile file (JSON/YAML in this engine's format)."""
-    return _from_file(path, "pass the path of a profile written by `python -m nas.profile`")
+    return _from_file(path, "pass the path of a profile written by `python -m nas.profile`", strict)
 
 
 @HW_PROFILES.register("macs")
@@ -67,6 +70,12 @@ def flops() -> CostModel:
 def params() -> CostModel:
     """Trainable parameters of the static network."""
     return params_cost()
+
+
+@HW_PROFILES.register("bitops")
+def bitops() -> CostModel:
+    """MACs x weight bits x activation bits (quantised spaces: each conv's own bits; float layers 32 x 32)."""
+    return bitops_cost()
 
 
 @HW_PROFILES.register("size")

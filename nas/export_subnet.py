@@ -17,6 +17,7 @@ import torch
 from nas.data import create_data
 from nas.train.checkpoint import load_supernet
 from nas.train.evaluation import EvalSet, evaluate_arch
+from search_spaces.base import require
 from supernets import recalibrated, save_subnet
 
 __all__ = ["ExportError", "export_arch", "export_front_point"]
@@ -40,7 +41,7 @@ def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: 
     net = load_supernet(supernet_path).eval()
     space = net.space
     arch = space.from_dict(arch) if isinstance(arch, dict) else space.validate(arch)
-    res = int(getattr(arch, "r", getattr(space, "resolution", 0)) or 0)
+    chans, res, _ = require(space, "input_shape", needed_by="nas.export")(arch)
     meta: dict[str, Any] = {"space": space.spec(), "arch_id": space.arch_id(arch), "arch": space.to_dict(arch),
                             "resolution": res, "macs": int(space.macs(arch)), "params": int(space.params(arch)),
                             "source_checkpoint": str(supernet_path),
@@ -56,9 +57,8 @@ def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: 
             module = net.export(arch).module.eval()
     else:
         module = net.export(arch).module.eval()
-    in_chans = int(getattr(space, "in_chans", 3))
     save_subnet(out, module, net.export(arch).config, meta, overwrite=overwrite,
-                onnx_input_shape=(1, in_chans, res, res) if onnx and res else None)
+                onnx_input_shape=(1, chans, res, res) if onnx else None)
     return meta
 
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space
+from search_spaces.base import (
+    CAPABILITIES,
+    SPACES,
+    Gene,
+    InvalidArchError,
+    SearchSpace,
+    as_generator,
+    create_space,
+    has_capability,
+    require,
+)
+from search_spaces.layer_table import LayerTable, TableSlot
 from search_spaces.layers import LayerSpec, make_divisible
 from search_spaces.nb201 import NB201_OPS, NB201Arch, NB201IndexMap, NB201Space
 from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
@@ -12,7 +23,7 @@ from search_spaces.vit import ViTArch, ViTSpace
 __all__ = [
     "SPACES", "Gene", "InvalidArchError", "SearchSpace", "as_generator", "create_space", "LayerSpec",
     "make_divisible", "NB201_OPS", "NB201Arch", "NB201IndexMap", "NB201Space", "MBv3Arch", "OFAMobileNetV3Space",
-    "ViTArch", "ViTSpace",
+    "ViTArch", "ViTSpace", "CAPABILITIES", "has_capability", "require", "LayerTable", "TableSlot",
 ]
 
 # Quantisation policies and joint spaces; importing registers "quant" and "quant_<space>" for the spaces above.

@@ -5,6 +5,13 @@ predictors, samplers) goes through the gene view defined here, so a space is wri
 A space lists its *genes* (one tuple of choices each); ``encode`` maps an architecture to the integer index of
 each gene's value, ``decode`` maps back and canonicalises, and ``active`` tells which genes matter for a given
 architecture (a kernel of a block beyond its stage's depth does not).
+
+Everything else the engine knows about a space lives on the space as small optional *capabilities* (the
+:class:`typing.Protocol` classes below, optuna-style small interfaces): the priced layer list, the input shape, a
+vectorised active mask, an additive layer table for pricing whole populations, a quantisation layout and a sorted
+sub-model grid. A space implements the ones it supports; a consumer asks with :func:`require`, which raises
+:class:`~search_spaces.errors.MissingCapabilityError` naming the space and the capability. No table outside a
+space is keyed by a space's class or name.
 """
 
 from __future__ import annotations
@@ -14,13 +21,22 @@ import dataclasses
 import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from search_spaces.errors import MissingCapabilityError
 from search_spaces.registry import Registry
 
-__all__ = ["Gene", "SearchSpace", "InvalidArchError", "SPACES", "create_space", "as_generator"]
+if TYPE_CHECKING:
+    from search_spaces.layer_table import LayerTable
+    from search_spaces.layers import LayerSpec
+    from search_spaces.quant_layouts import QuantLayout
+    from search_spaces.sorted import SortedGrid
+
+__all__ = ["Gene", "SearchSpace", "InvalidArchError", "SPACES", "create_space", "as_generator", "CAPABILITIES",
+           "Layered", "InputShaped", "VectorActive", "Tabulated", "QuantLayoutOwner", "SortedGridOwner", "require",
+           "has_capability"]
 
 
 class InvalidArchError(ValueError):
@@ -207,6 +223,70 @@ class SearchSpace(abc.ABC):
         # Only constructor fields: derived ``init=False`` fields (cached genes) are not arguments.
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "name"}
         return {"name": self.name, **fields}
+
+
+# -- capabilities ---------------------------------------------------------------------------------
+@runtime_checkable
+class Layered(Protocol):
+    """``layers(arch)``: the concrete network as priced :class:`~search_spaces.layers.LayerSpec` values (stem,
+    body and head; bit-widths in the signature for quantised spaces). Hardware profiles, MACs/params/bit-ops and
+    the profiler read it; the exported module must have exactly these MACs and parameters."""
+
+    def layers(self, arch: Any) -> list[LayerSpec]: ...
+
+
+@runtime_checkable
+class InputShaped(Protocol):
+    """``input_shape(arch)``: ``(channels, height, width)`` of one input image of ``arch``."""
+
+    def input_shape(self, arch: Any) -> tuple[int, int, int]: ...
+
+
+@runtime_checkable
+class VectorActive(Protocol):
+    """``active_mask(X)``: ``space.active`` of every row of an encoding matrix at once (bool, same shape)."""
+
+    def active_mask(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Tabulated(Protocol):
+    """``layer_table()``: the layer list split into slots that each depend on a few genes, so a cost summed
+    over layers is a sum of gathers over encodings (:class:`~search_spaces.layer_table.LayerTable`)."""
+
+    def layer_table(self) -> LayerTable: ...
+
+
+@runtime_checkable
+class QuantLayoutOwner(Protocol):
+    """``quant_layout()``: the quantisable conv/linear slots of the space's networks, in forward order."""
+
+    def quant_layout(self) -> QuantLayout: ...
+
+
+@runtime_checkable
+class SortedGridOwner(Protocol):
+    """``sorted_grid(dims=None, fixed=None)``: SortedNet's grid of nested sub-models of the space."""
+
+    def sorted_grid(self, dims: Sequence[str] | None = None, fixed: Any = None) -> SortedGrid: ...
+
+
+#: capability name (also the method a space defines) -> its protocol
+CAPABILITIES: dict[str, type] = {"layers": Layered, "input_shape": InputShaped, "active_mask": VectorActive,
+                                 "layer_table": Tabulated, "quant_layout": QuantLayoutOwner,
+                                 "sorted_grid": SortedGridOwner}
+
+
+def has_capability(space: object, capability: str) -> bool:
+    """Whether ``space`` (or a supernet: ``gene_grad_norms``) implements the method named ``capability``."""
+    return callable(getattr(space, capability, None))
+
+
+def require(space: object, capability: str, *, needed_by: str = "") -> Any:
+    """The bound method of ``capability`` on ``space``, or :class:`MissingCapabilityError` naming both."""
+    if not has_capability(space, capability):
+        raise MissingCapabilityError(space, capability, needed_by)
+    return getattr(space, capability)
 
 
 SPACES: Registry[SearchSpace] = Registry("search space")

@@ -15,9 +15,14 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace
+from search_spaces.layer_table import LayerTable, TableSlot
+from search_spaces.layers import LayerSpec, conv_out
+
+if TYPE_CHECKING:
+    from search_spaces.quant_layouts import QuantLayout
 
 __all__ = ["NB201Arch", "NB201Space", "NB201IndexMap", "NB201_OPS", "NB201_EDGES"]
 
@@ -120,6 +125,58 @@ class NB201Space(SearchSpace):
             n, d = divmod(n, len(self.ops))
             digits.append(d)
         return self.decode(digits[::-1])
+
+    # -- concrete network -------------------------------------------------------------------------
+    def input_shape(self, arch: NB201Arch) -> tuple[int, int, int]:
+        return (self.in_chans, self.resolution, self.resolution)
+
+    @staticmethod
+    def _edge_layer(op: str, c: int, hw: int) -> list[LayerSpec]:
+        """The layer of one edge op in one cell (``none`` has none)."""
+        return {"none": [], "skip_connect": [LayerSpec("identity", hw, c, c)],
+                "avg_pool_3x3": [LayerSpec("avg_pool_3x3", hw, c, c, kernel=3)],
+                "nor_conv_1x1": [LayerSpec("relu_conv_bn", hw, c, c, kernel=1)],
+                "nor_conv_3x3": [LayerSpec("relu_conv_bn", hw, c, c, kernel=3)]}[op]
+
+    def _edge_layers(self, op: str) -> list[LayerSpec]:
+        """The layers one edge op contributes over the whole network (one per cell)."""
+        return [s for c, hw in self._stage_geometry() for s in self._edge_layer(op, c, hw) * self.N]
+
+    def _reduction(self, stage: int) -> list[LayerSpec]:
+        """The reduction block before ``stage``: conv_a (3x3 s2), conv_b (3x3), shortcut (2x2 pool + 1x1)."""
+        (c, hw), (c2, _) = self._stage_geometry()[stage - 1: stage + 1]
+        return [LayerSpec("relu_conv_bn", hw, c, c2, kernel=3, stride=2),
+                LayerSpec("relu_conv_bn", conv_out(hw, 2), c2, c2, kernel=3),
+                LayerSpec("pool_conv", hw, c, c2, kernel=1, stride=2)]
+
+    def _stem_head(self) -> list[LayerSpec]:
+        c, hw = self._stage_geometry()[-1]
+        return [LayerSpec("conv_bn", self.resolution, self.in_chans, self.C, kernel=3),
+                LayerSpec("bn_relu_head", hw, c, self.n_classes)]
+
+    def layers(self, arch: NB201Arch) -> list[LayerSpec]:
+        """In forward order: stem, each stage's cells (edge by edge, non-``none`` ops), reductions, head."""
+        self.validate(arch)
+        stem, head = self._stem_head()
+        out = [stem]
+        for stage, (c, hw) in enumerate(self._stage_geometry()):
+            out += self._reduction(stage) if stage else []
+            out += [s for _ in range(self.N) for op in arch.ops for s in self._edge_layer(op, c, hw)]
+        return out + [head]
+
+    def layer_table(self) -> LayerTable:
+        """One fixed slot (stem, reductions, head) and one slot per edge, reading that edge's op."""
+        ops = self.ops
+        fixed = tuple(self._stem_head() + self._reduction(1) + self._reduction(2))
+        slots = [TableSlot("fixed", (), (), (fixed,))]
+        slots += [TableSlot.build(f"edge{j}", (j,), (len(ops),), lambda i: self._edge_layers(ops[i]))
+                  for j in range(len(NB201_EDGES))]
+        return LayerTable(tuple(slots))
+
+    def quant_layout(self) -> QuantLayout:
+        from search_spaces.quant_layouts import NB201Layout
+
+        return NB201Layout(self)
 
     # -- cost model -------------------------------------------------------------------------------
     def _stage_geometry(self) -> list[tuple[int, int]]:

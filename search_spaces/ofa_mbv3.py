@@ -8,14 +8,19 @@ are inactive: their kernel/expand are stored as ``None`` so equal networks are e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace
+from search_spaces.layer_table import LayerTable, TableSlot
 from search_spaces.layers import LayerSpec, conv_out, layer_macs, layer_params, make_divisible
+
+if TYPE_CHECKING:
+    from search_spaces.quant_layouts import QuantLayout
+    from search_spaces.sorted import SortedGrid
 
 __all__ = ["MBv3Arch", "OFAMobileNetV3Space"]
 
@@ -178,28 +183,99 @@ class OFAMobileNetV3Space(SearchSpace):
         return per_stage**self.n_stages * len(self.resolutions)
 
     # -- concrete network -------------------------------------------------------------------------
+    def input_shape(self, arch: MBv3Arch) -> tuple[int, int, int]:
+        return (self.in_chans, arch.r, arch.r)
+
+    def _stem(self, r: int) -> list[LayerSpec]:
+        """Stem conv and the fixed first block (expand 1, k3)."""
+        w, hw = self.widths, conv_out(r, 2)
+        return [LayerSpec("conv", r, self.in_chans, w[0], kernel=3, stride=2, act="hswish"),
+                LayerSpec("mbconv", hw, w[0], w[1], kernel=3, stride=1, mid_c=w[0], skip=w[0] == w[1])]
+
+    def _slot_inputs(self, r: int) -> list[tuple[int, int]]:
+        """(feature size, input channels) of every block slot of a full-depth network, and of the head last.
+
+        A slot's input depends on its position alone (the first block of a stage strides and changes width)."""
+        w, hw, in_c, out = self.widths, conv_out(r, 2), self.widths[1], []
+        for s in range(self.n_stages):
+            for b in range(self.max_depth):
+                out.append((hw, in_c))
+                stride = self.strides[s] if b == 0 else 1
+                hw, in_c = conv_out(hw, stride), w[2 + s]
+        return out + [(hw, in_c)]
+
+    def _block(self, slot: int, hw: int, in_c: int, k: int, e: int | float) -> LayerSpec:
+        s, b = divmod(slot, self.max_depth)
+        return LayerSpec("mbconv", hw, in_c, self.widths[2 + s], kernel=k, stride=self.strides[s] if b == 0 else 1,
+                         mid_c=self.mid_channels(in_c, e), skip=b > 0, se=self.se[s], act=self.acts[s])
+
+    def _head(self, hw: int, in_c: int) -> list[LayerSpec]:
+        fe, fm = self.widths[-2], self.widths[-1]
+        return [LayerSpec("final_expand", hw, in_c, fe, act="hswish"), LayerSpec("pool", hw, fe, fe),
+                LayerSpec("feature_mix", 1, fe, fm, act="hswish"), LayerSpec("classifier", 1, fm, self.n_classes)]
+
     def layers(self, arch: MBv3Arch) -> list[LayerSpec]:
         """The concrete network of ``arch`` (stem and head included), one :class:`LayerSpec` per layer."""
         self.validate(arch)
-        w = self.widths
-        hw = conv_out(arch.r, 2)
-        out = [LayerSpec("conv", arch.r, self.in_chans, w[0], kernel=3, stride=2, act="hswish")]
-        out.append(LayerSpec("mbconv", hw, w[0], w[1], kernel=3, stride=1, mid_c=w[0], skip=w[0] == w[1]))
-        in_c = w[1]
+        inputs = self._slot_inputs(arch.r)
+        out = self._stem(arch.r)
         for s in range(self.n_stages):
             for b in range(arch.d[s]):
                 i = s * self.max_depth + b
-                stride = self.strides[s] if b == 0 else 1
                 k, e = arch.ks[i], arch.e[i]
                 assert k is not None and e is not None  # active blocks always carry values
-                mid = self.mid_channels(in_c, e)
-                out.append(LayerSpec("mbconv", hw, in_c, w[2 + s], kernel=k, stride=stride, mid_c=mid,
-                                     skip=b > 0, se=self.se[s], act=self.acts[s]))
-                hw, in_c = conv_out(hw, stride), w[2 + s]
-        fe, fm = w[-2], w[-1]
-        out += [LayerSpec("final_expand", hw, in_c, fe, act="hswish"), LayerSpec("pool", hw, fe, fe),
-                LayerSpec("feature_mix", 1, fe, fm, act="hswish"), LayerSpec("classifier", 1, fm, self.n_classes)]
-        return out
+                out.append(self._block(i, *inputs[i], k, e))
+        return out + self._head(*inputs[-1])
+
+    def layer_table(self) -> LayerTable:
+        """Stem and head depend on the resolution; block slot ``i`` on (resolution, its stage's depth, k, e)."""
+        nb, n_r = self.max_depth * self.n_stages, len(self.resolutions)
+        r_gene, d0 = len(self._genes) - 1, 2 * nb
+        inputs = [self._slot_inputs(r) for r in self.resolutions]
+        slots = [TableSlot.build("stem+head", (r_gene,), (n_r,),
+                                 lambda ri: self._stem(self.resolutions[ri]) + self._head(*inputs[ri][-1]))]
+        for i in range(nb):
+            s, b = divmod(i, self.max_depth)
+
+            def make(ri: int, di: int, ki: int, ei: int, i: int = i, b: int = b) -> list[LayerSpec]:
+                if b >= self.depths[di]:
+                    return []
+                return [self._block(i, *inputs[ri][i], self.kernels[ki], self.expands[ei])]
+
+            slots.append(TableSlot.build(f"block{i}", (r_gene, d0 + s, i, nb + i),
+                                         (n_r, len(self.depths), len(self.kernels), len(self.expands)), make))
+        return LayerTable(tuple(slots))
+
+    def active_mask(self, X: np.ndarray) -> np.ndarray:
+        n_s, per = self.n_stages, self.max_depth
+        nb = n_s * per
+        depth = np.asarray(self.depths)[X[:, 2 * nb : 2 * nb + n_s]]  # (n, stages) depth values
+        blocks = (np.arange(per)[None, None, :] < depth[:, :, None]).reshape(len(X), nb)
+        return np.concatenate([blocks, blocks, np.ones((len(X), n_s + 1), dtype=bool)], axis=1)
+
+    def quant_layout(self) -> QuantLayout:
+        from search_spaces.quant_layouts import MBv3Layout
+
+        return MBv3Layout(self)
+
+    def sorted_grid(self, dims: Sequence[str] | None = ("depth", "expand"),
+                    fixed: Mapping[str, Any] | None = None) -> SortedGrid:
+        """Dims ``depth`` (every stage), ``expand`` (every block), ``kernel``, ``r``; defaults: depth x expand.
+
+        Depth and expand are prefix-nested. A smaller kernel is the centre crop of the larger one, passed through
+        OFA's transform matrices when the supernet has them, so ``kernel`` is nested only without transforms.
+        """
+        from search_spaces.sorted import SortedGrid, pick_dims
+
+        space_dims = {"depth": self.depths, "expand": self.expands, "kernel": self.kernels, "r": self.resolutions}
+        grid_dims, constant = pick_dims(space_dims, dims, dict(fixed or {}))
+        nb, ns = self.max_depth * self.n_stages, self.n_stages
+
+        def build(v: Mapping[str, Any]) -> MBv3Arch:
+            v = {**constant, **v}
+            return MBv3Arch(ks=(v["kernel"],) * nb, e=(v["expand"],) * nb, d=(v["depth"],) * ns, r=v["r"])
+
+        return SortedGrid(self, grid_dims, build)
 
     def macs(self, arch: MBv3Arch) -> int:
         return sum(layer_macs(layer) for layer in self.layers(arch))

@@ -18,13 +18,15 @@ evaluation (the reference code samples per layer in training but evaluates globa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space
+from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace, as_generator, create_space, require
+from search_spaces.layers import LayerSpec, layer_conv_macs
 from search_spaces.quant_layouts import QuantLayout, layout_for
 
 __all__ = [
@@ -161,12 +163,6 @@ class JointArch:
     def id(self) -> str:
         return f"{self.arch.id}@{self.policy.id}"
 
-    def __getattr__(self, name: str) -> Any:
-        """Other attributes come from the architecture (e.g. ``r``, the input resolution of an MBv3 arch)."""
-        if name.startswith("_") or name in ("arch", "policy"):
-            raise AttributeError(name)
-        return getattr(self.arch, name)
-
 
 @dataclass(frozen=True)
 class JointSpace(SearchSpace):
@@ -228,10 +224,8 @@ class JointSpace(SearchSpace):
     def n_classes(self) -> int:
         return self.base.n_classes  # type: ignore[attr-defined]
 
-    @property
-    def resolution(self) -> int:
-        """The base space's fixed resolution (``AttributeError`` when the base has elastic resolution)."""
-        return self.base.resolution  # type: ignore[attr-defined]
+    def input_shape(self, joint: JointArch) -> tuple[int, int, int]:
+        return require(self.base, "input_shape", needed_by=f"joint space {self.name!r}")(joint.arch)
 
     def _free_slots(self) -> list[int]:
         return [i for i in range(len(self.slots)) if i not in self.fixed_slots]
@@ -408,8 +402,37 @@ class JointSpace(SearchSpace):
                 "fixed_arch": None if self.fixed_arch is None else self.base.to_dict(self.fixed_arch)}
 
     # -- costs ------------------------------------------------------------------------------------
+    def layers(self, joint: JointArch) -> list[LayerSpec]:
+        """The base network's layers with the policy's (weight, activation) bits of every conv/linear inside each
+        layer in ``qbits`` (slots are in forward order, as the layers), and ``bits`` = its widest weight."""
+        base = require(self.base, "layers", needed_by=f"pricing joint space {self.name!r}")(self.validate(joint).arch)
+        quant = iter(joint.policy.active_layers())
+        out = []
+        for layer in base:
+            q = tuple((p.w_bits, p.a_bits) for p in itertools.islice(quant, len(layer_conv_macs(layer))))
+            if len(q) != len(layer_conv_macs(layer)):
+                raise ValueError(f"space {self.name!r}: the quantisation layout has fewer slots than the base "
+                                 f"network has convs/linears (ran out at {layer.key()})")
+            out.append(dataclasses.replace(layer, bits=max(w for w, _ in q), qbits=q) if q else layer)
+        if next(quant, None) is not None:
+            raise ValueError(f"space {self.name!r}: the quantisation layout has more slots than the base network "
+                             "has convs/linears")
+        return out
+
     def macs(self, joint: JointArch) -> int:
+        """MACs do not depend on bit-widths (see :meth:`bitops`, which does)."""
         return self.base.macs(self.validate(joint).arch)  # type: ignore[attr-defined]
+
+    def bitops(self, joint: JointArch) -> int:
+        """Sum over the layout's running slots of MACs x weight bits x activation bits (any layout; for the
+        built-in ones it equals the ``bitops`` cost summed over :meth:`layers`)."""
+        self.validate(joint)
+        total = 0
+        for c in self.lay.costs(joint.arch):
+            q = joint.policy.layers[c.slot]
+            assert q is not None  # costs list running slots only
+            total += c.macs * q.w_bits * q.a_bits
+        return int(total)
 
     def params(self, joint: JointArch) -> int:
         return self.base.params(self.validate(joint).arch)  # type: ignore[attr-defined]

@@ -63,13 +63,8 @@ def average_bits(space: JointSpace, joint: JointArch, kind: str = "w", *, includ
 
 
 def bitops(space: JointSpace, joint: JointArch) -> int:
-    space.validate(joint)
-    total = 0
-    for c in space.lay.costs(joint.arch):
-        q = joint.policy.layers[c.slot]
-        assert q is not None
-        total += c.macs * q.w_bits * q.a_bits
-    return int(total)
+    """MACs x weight bits x activation bits, summed over the joint space's quantised slots."""
+    return space.bitops(joint)
 
 
 def model_size_bytes_many(space: JointSpace, archs: Sequence[JointArch]) -> np.ndarray:

@@ -6,24 +6,28 @@ of a space, tells which slots run for a given architecture (``active``), prices 
 size and average-bit objectives, and counts joint architectures in closed form. The slot order is the order in
 which the network calls its convs / linears, which is also how a quantised supernet binds policies to layers.
 
-Layouts exist for OFA-MobileNetV3 and NAS-Bench-201 spaces; any other space plugs in by defining a
-``quant_layout()`` method, by :func:`register_layout`, or with a :class:`FixedLayout` for a static network.
+OFA-MobileNetV3 and NAS-Bench-201 spaces return theirs from their ``quant_layout()`` capability; any other space
+plugs in by defining that method, or a joint space is given a :class:`FixedLayout` for a static network.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_spaces.base import require
 from search_spaces.layers import LayerSpec
-from search_spaces.nb201 import NB201_EDGES, NB201Space
-from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
+from search_spaces.nb201 import NB201_EDGES
 
-__all__ = ["SlotCost", "QuantLayout", "FixedLayout", "MBv3Layout", "NB201Layout", "register_layout", "layout_for"]
+if TYPE_CHECKING:
+    from search_spaces.nb201 import NB201Space
+    from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
+
+__all__ = ["SlotCost", "QuantLayout", "FixedLayout", "MBv3Layout", "NB201Layout", "layout_for"]
 
 
 @dataclass(frozen=True)
@@ -253,31 +257,6 @@ def _stage_of(slot: str, n_cells: int) -> int:
     return 0
 
 
-_LAYOUTS: dict[type, Callable[[Any], QuantLayout]] = {OFAMobileNetV3Space: MBv3Layout, NB201Space: NB201Layout}
-
-
-def register_layout(space_type: type) -> Callable[[Callable[[Any], QuantLayout]], Callable[[Any], QuantLayout]]:
-    """Decorator: ``@register_layout(MySpace)`` over a factory ``space -> QuantLayout``."""
-
-    def deco(factory: Callable[[Any], QuantLayout]) -> Callable[[Any], QuantLayout]:
-        if space_type in _LAYOUTS:
-            raise ValueError(f"a quantisation layout for {space_type.__name__} is already registered")
-        _LAYOUTS[space_type] = factory
-        return factory
-
-    return deco
-
-
 def layout_for(space: Any) -> QuantLayout:
-    """The layout of ``space``: its own ``quant_layout()`` method, else a registered factory for its type."""
-    own = getattr(space, "quant_layout", None)
-    if callable(own):
-        return own()
-    for cls in type(space).__mro__:
-        if cls in _LAYOUTS:
-            return _LAYOUTS[cls](space)
-    known: Sequence[str] = sorted(c.__name__ for c in _LAYOUTS)
-    raise TypeError(
-        f"no quantisation layout for space type {type(space).__name__}; known: {list(known)}. Give the space a "
-        "quant_layout() method, register one with register_layout, or pass layout=FixedLayout(...)"
-    )
+    """The layout of ``space``: its ``quant_layout`` capability (else :class:`MissingCapabilityError`)."""
+    return require(space, "quant_layout", needed_by="quantisation policies (JointSpace)")()

@@ -9,8 +9,8 @@ theta_N.
 
 After many-in-one training, deployment needs no search: :class:`SortedChain` measures the chain's costs once
 (MACs, parameters, or latency from a hardware profile) and :meth:`SortedChain.select` returns the largest
-sub-model within a budget. Grids are built per space type through the ``SORTED_GRIDS`` registry (keyed by the
-space's class name), so a user's space plugs in by registering a builder. No torch here.
+sub-model within a budget. A space offers its grid through its ``sorted_grid`` capability (OFA-MobileNetV3 and
+ViT do), so a user's space plugs in by defining that method. No torch here.
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.base import SearchSpace, as_generator
-from search_spaces.ofa_mbv3 import MBv3Arch, OFAMobileNetV3Space
-from search_spaces.registry import Registry
-from search_spaces.vit import ViTArch, ViTSpace
+from search_spaces.base import SearchSpace, as_generator, require
 
-__all__ = ["SortedDim", "SortedGrid", "SortedChain", "Selection", "SORTED_GRIDS", "sorted_grid", "chain_costs"]
+__all__ = ["SortedDim", "SortedGrid", "SortedChain", "Selection", "pick_dims", "sorted_grid", "chain_costs"]
 
 Index = tuple[int, ...]
 
@@ -113,12 +110,10 @@ def _simplex(name: str, p: Sequence[float], n: int) -> np.ndarray:
     return arr / arr.sum()
 
 
-# -- grids of the built-in spaces -------------------------------------------------------------------
-SORTED_GRIDS: Registry[SortedGrid] = Registry("sorted grid (by space class name)")
-
-
-def _pick(space_dims: Mapping[str, tuple[Any, ...]], dims: Sequence[str] | None,
-          fixed: Mapping[str, Any]) -> tuple[list[SortedDim], dict[str, Any]]:
+# -- helpers for a space's sorted_grid capability ---------------------------------------------------
+def pick_dims(space_dims: Mapping[str, tuple[Any, ...]], dims: Sequence[str] | None,
+              fixed: Mapping[str, Any]) -> tuple[list[SortedDim], dict[str, Any]]:
+    """The grid dims chosen from ``space_dims`` and the constant value of every other dim (default: largest)."""
     names = list(space_dims) if dims is None else list(dims)
     unknown = sorted((set(names) | set(fixed)) - set(space_dims))
     if unknown:
@@ -132,42 +127,9 @@ def _pick(space_dims: Mapping[str, tuple[Any, ...]], dims: Sequence[str] | None,
     return [SortedDim(n, space_dims[n]) for n in names], constant
 
 
-@SORTED_GRIDS.register("ViTSpace")
-def vit_grid(space: ViTSpace, dims: Sequence[str] | None = None, fixed: Mapping[str, Any] | None = None) -> SortedGrid:
-    """Dims ``depth``, ``embed``, ``heads``, ``mlp`` (each uniform across blocks); others fixed (default: max)."""
-    space_dims = {"depth": space.depths, "embed": space.embed_dims, "heads": space.heads, "mlp": space.mlp_ratios}
-    grid_dims, constant = _pick(space_dims, dims, dict(fixed or {}))
-    n = space.max_depth
-
-    def build(v: Mapping[str, Any]) -> ViTArch:
-        v = {**constant, **v}
-        return ViTArch(embed=v["embed"], depth=v["depth"], heads=(v["heads"],) * n, mlp=(v["mlp"],) * n)
-
-    return SortedGrid(space, grid_dims, build)
-
-
-@SORTED_GRIDS.register("OFAMobileNetV3Space")
-def mbv3_grid(space: OFAMobileNetV3Space, dims: Sequence[str] | None = ("depth", "expand"),
-              fixed: Mapping[str, Any] | None = None) -> SortedGrid:
-    """Dims ``depth`` (every stage), ``expand`` (every block), ``kernel``, ``r``; defaults: depth x expand.
-
-    Depth and expand are prefix-nested. A smaller kernel is the centre crop of the larger one, passed through
-    OFA's transform matrices when the supernet has them, so ``kernel`` is nested only without transforms.
-    """
-    space_dims = {"depth": space.depths, "expand": space.expands, "kernel": space.kernels, "r": space.resolutions}
-    grid_dims, constant = _pick(space_dims, dims, dict(fixed or {}))
-    nb, ns = space.max_depth * space.n_stages, space.n_stages
-
-    def build(v: Mapping[str, Any]) -> MBv3Arch:
-        v = {**constant, **v}
-        return MBv3Arch(ks=(v["kernel"],) * nb, e=(v["expand"],) * nb, d=(v["depth"],) * ns, r=v["r"])
-
-    return SortedGrid(space, grid_dims, build)
-
-
 def sorted_grid(space: SearchSpace, **kwargs: Any) -> SortedGrid:
-    """The registered sorted grid of ``space``'s type (``sorted_grid(space, dims=["depth", "embed"])``)."""
-    return SORTED_GRIDS.get(type(space).__name__)(space, **kwargs)
+    """The space's sorted grid (``sorted_grid(space, dims=["depth", "embed"])``): its ``sorted_grid`` capability."""
+    return require(space, "sorted_grid", needed_by="SortedNet")(**kwargs)
 
 
 # -- search-free selection --------------------------------------------------------------------------

@@ -13,13 +13,18 @@ product (patch embedding, q/k/v/projection, the two attention products, MLP, hea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace
+from search_spaces.layer_table import LayerTable, TableSlot
+from search_spaces.layers import LayerSpec
+
+if TYPE_CHECKING:
+    from search_spaces.sorted import SortedGrid
 
 __all__ = ["ViTArch", "ViTSpace", "ViTBlockDims"]
 
@@ -181,6 +186,42 @@ class ViTSpace(SearchSpace):
             dims.append(ViTBlockDims(heads=h, hidden=self.hidden(arch.embed, m)))
         return dims
 
+    def input_shape(self, arch: ViTArch) -> tuple[int, int, int]:
+        return (self.in_chans, self.img_size, self.img_size)
+
+    def _block_layer(self, embed: int, heads: int, hidden: int) -> LayerSpec:
+        return LayerSpec("vit_block", 1, embed, embed, mid_c=hidden, heads=heads, head_dim=self.head_dim,
+                         tokens=self.n_tokens)
+
+    def _fixed_layers(self, embed: int) -> list[LayerSpec]:
+        """Patch embedding (with class token and position embedding) and the final LayerNorm + linear head."""
+        return [LayerSpec("patch_embed", self.img_size, self.in_chans, embed, kernel=self.patch_size,
+                          stride=self.patch_size, tokens=self.n_tokens),
+                LayerSpec("vit_head", 1, embed, self.n_classes, tokens=self.n_tokens)]
+
+    def layers(self, arch: ViTArch) -> list[LayerSpec]:
+        fixed = self._fixed_layers(arch.embed)
+        return fixed[:1] + [self._block_layer(arch.embed, b.heads, b.hidden) for b in self.blocks(arch)] + fixed[1:]
+
+    def layer_table(self) -> LayerTable:
+        """Patch embedding and head read the embedding dim; block ``i`` reads (embed, depth, heads_i, mlp_i)."""
+        nb, sizes = self.max_depth, (len(self.embed_dims), len(self.depths), len(self.heads), len(self.mlp_ratios))
+        slots = [TableSlot.build("embed+head", (0,), sizes[:1], lambda ei: self._fixed_layers(self.embed_dims[ei]))]
+        for i in range(nb):
+            def make(ei: int, di: int, hi: int, mi: int, i: int = i) -> list[LayerSpec]:
+                if i >= self.depths[di]:
+                    return []
+                e = self.embed_dims[ei]
+                return [self._block_layer(e, self.heads[hi], self.hidden(e, self.mlp_ratios[mi]))]
+
+            slots.append(TableSlot.build(f"block{i}", (0, 1, 2 + i, 2 + nb + i), sizes, make))
+        return LayerTable(tuple(slots))
+
+    def active_mask(self, X: np.ndarray) -> np.ndarray:
+        depth = np.asarray(self.depths)[X[:, 1]]
+        blocks = np.arange(self.max_depth)[None, :] < depth[:, None]
+        return np.concatenate([np.ones((len(X), 2), dtype=bool), blocks, blocks], axis=1)
+
     def macs(self, arch: ViTArch) -> int:
         e, t, dh = arch.embed, self.n_tokens, self.head_dim
         total = self.n_patches * self.patch_dim * e + e * self.n_classes
@@ -196,6 +237,20 @@ class ViTSpace(SearchSpace):
             qkv = b.heads * dh
             total += 4 * e + 3 * (e + 1) * qkv + (qkv + 1) * e + (e + 1) * b.hidden + (b.hidden + 1) * e
         return total + 2 * e + (e + 1) * self.n_classes
+
+    def sorted_grid(self, dims: Sequence[str] | None = None, fixed: Mapping[str, Any] | None = None) -> SortedGrid:
+        """Dims ``depth``, ``embed``, ``heads``, ``mlp`` (each uniform across blocks); others fixed (default: max)."""
+        from search_spaces.sorted import SortedGrid, pick_dims
+
+        space_dims = {"depth": self.depths, "embed": self.embed_dims, "heads": self.heads, "mlp": self.mlp_ratios}
+        grid_dims, constant = pick_dims(space_dims, dims, dict(fixed or {}))
+        n = self.max_depth
+
+        def build(v: Mapping[str, Any]) -> ViTArch:
+            v = {**constant, **v}
+            return ViTArch(embed=v["embed"], depth=v["depth"], heads=(v["heads"],) * n, mlp=(v["mlp"],) * n)
+
+        return SortedGrid(self, grid_dims, build)
 
     def static_config(self, arch: ViTArch) -> dict[str, Any]:
         """JSON config of the concrete network (the ``vit`` static builder's keyword arguments)."""

@@ -20,7 +20,7 @@ from search_spaces import SearchSpace, create_space
 from search_spaces.registry import Registry
 from supernets.ops import DerivedWeight
 
-__all__ = ["Supernet", "Exported", "SUPERNETS", "create_supernet", "supernet_from_spec"]
+__all__ = ["Supernet", "Exported", "SUPERNETS", "create_supernet", "supernet_from_spec", "grad_norm"]
 
 
 @dataclass
@@ -31,6 +31,15 @@ class Exported:
     config: dict[str, Any]
     arch: Any
     space: SearchSpace
+
+
+def grad_norm(*modules: nn.Module | None) -> float:
+    """Sum of the L2 norms of the present parameter gradients of ``modules`` (PA&DA's ``sum ||grad W||``).
+
+    An elastic op's full weight gets zero gradient outside its active slice, so this is the norm of the weights
+    the active choice selected."""
+    return float(sum(float(p.grad.norm()) for m in modules if m is not None for p in m.parameters()
+                     if p.grad is not None))
 
 
 class Supernet(nn.Module, abc.ABC):

@@ -10,23 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from search_spaces import NB201Arch, NB201Space
 from search_spaces.nb201 import NB201_EDGES
-from supernets.base import SUPERNETS, Supernet
+from supernets.base import SUPERNETS, Supernet, grad_norm
 from supernets.mixture import SoftArch, partial_channels
-from supernets.static import STATIC_BUILDERS
+from supernets.static import STATIC_BUILDERS, ReLUConvBN
 
 __all__ = ["NB201Supernet", "NB201Network", "make_nb201_op"]
-
-
-class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
-        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
-                         nn.BatchNorm2d(c_out))
 
 
 class Zero(nn.Module):
@@ -250,6 +245,13 @@ class NB201Supernet(Supernet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def gene_grad_norms(self, arch: NB201Arch) -> np.ndarray:
+        """PA&DA credit per edge, after backward: the chosen op's parameters summed over every cell (exact, as in
+        the original); parameter-free ops get 0."""
+        cells = [cell for cell in self.net.cells if isinstance(cell, _SuperCell)]
+        return np.array([sum((grad_norm(cell.edges[j][op]) for cell in cells), 0.0)  # type: ignore[index]
+                         if op != "none" else 0.0 for j, op in enumerate(arch.ops)])
 
     def _export(self, arch: NB201Arch) -> tuple[nn.Module, dict[str, Any]]:
         sp: NB201Space = self.space  # type: ignore[assignment]

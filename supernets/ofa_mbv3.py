@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from search_spaces import LayerSpec, MBv3Arch, OFAMobileNetV3Space
 from search_spaces.layers import make_divisible
-from supernets.base import SUPERNETS, Supernet
+from supernets.base import SUPERNETS, Supernet, grad_norm
 from supernets.mixture import SoftArch, expand_mask
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, ElasticSE
 from supernets.static import ConvBNAct, MBConv, MBv3Head, make_act
@@ -248,6 +249,20 @@ class OFAMobileNetV3Supernet(Supernet):
         net.head.load_state_dict(self.head.state_dict())
         config = {"type": "mbv3", "layers": [layer.to_dict() for layer in layers], "dropout": self.dropout}
         return net, config
+
+    def gene_grad_norms(self, arch: MBv3Arch) -> np.ndarray:
+        """PA&DA credit per gene, after backward: ``ks_i`` the depthwise kernel of block i, ``e_i`` the rest of block
+        i (expand, SE, project: the widths the expand ratio selects), ``d_s`` the blocks stage s runs, ``r`` the
+        whole path (every weight runs at every resolution). Inactive genes get 0."""
+        sp: OFAMobileNetV3Space = self.space  # type: ignore[assignment]
+        nb, out = sp.n_stages * sp.max_depth, np.zeros(len(sp.genes()))
+        for i in self._active:
+            blk: ElasticMBConv = self.blocks[i]  # type: ignore[assignment]
+            out[i] = grad_norm(blk.dw_conv, blk.dw_bn)
+            out[nb + i] = grad_norm(blk.expand_conv, blk.expand_bn, blk.se, blk.project_conv, blk.project_bn)
+            out[2 * nb + i // sp.max_depth] += out[i] + out[nb + i]
+        out[-1] = grad_norm(self)
+        return out
 
     @torch.no_grad()
     def sort_channels(self, keep_expands: Sequence[float] = ()) -> None:

@@ -18,7 +18,8 @@ from search_spaces.registry import Registry
 
 __all__ = [
     "ACTIVATIONS", "STATIC_BUILDERS", "ConvBNAct", "SqueezeExcite", "MBConv", "MBv3Head", "SequentialNet",
-    "build_layer", "build_network", "build_from_config",
+    "build_layer", "build_network", "build_from_config", "LAYER_BUILDERS", "ReLUConvBN", "PoolLinearHead",
+    "LayerSequence",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish, "none": nn.Identity}
@@ -91,22 +92,69 @@ class MBv3Head(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-_LAYER_BUILDERS = {
+class ReLUConvBN(nn.Sequential):
+    """NAS-Bench-201's ReLU -> conv (no bias) -> BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
+class PoolLinearHead(nn.Module):
+    """NAS-Bench-201's head: BN -> ReLU -> global average pool -> linear."""
+
+    def __init__(self, in_c: int, n_classes: int) -> None:
+        super().__init__()
+        self.lastact = nn.Sequential(nn.BatchNorm2d(in_c), nn.ReLU())
+        self.classifier = nn.Linear(in_c, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.lastact(x).mean((2, 3)))
+
+
+#: op -> builder of one layer in isolation; ``supernets.static_vit`` adds the transformer ops
+LAYER_BUILDERS: dict[str, Any] = {
     "conv": lambda s: ConvBNAct(s.in_c, s.out_c, s.kernel, s.stride, act=s.act),
     "mbconv": MBConv,
     "final_expand": lambda s: ConvBNAct(s.in_c, s.out_c, act=s.act),
     "pool": lambda s: nn.AdaptiveAvgPool2d(1),
     "feature_mix": lambda s: nn.Sequential(ConvBNAct(s.in_c, s.out_c, act=s.act, bn=False), nn.Flatten(1)),
     "classifier": lambda s: nn.Linear(s.in_c, s.out_c),
+    "conv_bn": lambda s: nn.Sequential(nn.Conv2d(s.in_c, s.out_c, s.kernel, s.stride, s.kernel // 2, bias=False),
+                                       nn.BatchNorm2d(s.out_c)),
+    "relu_conv_bn": lambda s: ReLUConvBN(s.in_c, s.out_c, s.kernel, s.stride),
+    "pool_conv": lambda s: nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(s.in_c, s.out_c, 1, bias=False)),
+    "avg_pool_3x3": lambda s: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+    "identity": lambda s: nn.Identity(),
+    "bn_relu_head": lambda s: PoolLinearHead(s.in_c, s.out_c),
 }
 
 
 def build_layer(spec: LayerSpec) -> nn.Module:
     """A module computing one layer in isolation (used by the latency-table builder)."""
+    if spec.qbits:
+        raise ValueError(f"no module builder for the quantised layer {spec.key()}: the profiler times float modules "
+                         "only, and a float timing is not a quantised kernel's latency")
     try:
-        return _LAYER_BUILDERS[spec.op](spec)
+        return LAYER_BUILDERS[spec.op](spec)
     except KeyError:
-        raise ValueError(f"unknown layer op {spec.op!r}; allowed: {sorted(_LAYER_BUILDERS)}") from None
+        raise ValueError(f"no module builder for layer op {spec.op!r}; allowed: {sorted(LAYER_BUILDERS)}") from None
+
+
+class LayerSequence(nn.Module):
+    """Every layer of a list run once per call, each on a fixed input of its own shape: a stand-in network with the
+    same work and memory footprint, for layer lists that are not a simple chain (NB201 cells, reductions)."""
+
+    def __init__(self, layers: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(build_layer(s) for s in layers)
+        self.inputs = [torch.randn(s.input_shape()) for s in layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers[0](x)
+        for layer, inp in zip(self.layers[1:], self.inputs[1:]):
+            out = layer(inp.to(x.device))
+        return out
 
 
 class SequentialNet(nn.Module):
@@ -125,8 +173,11 @@ class SequentialNet(nn.Module):
         return self.head(self.blocks(x))
 
 
-def build_network(layers: Sequence[LayerSpec], dropout: float = 0.0) -> SequentialNet:
-    return SequentialNet(layers, dropout)
+def build_network(layers: Sequence[LayerSpec], dropout: float = 0.0) -> nn.Module:
+    """The MobileNetV3 network of an OFA layer list, else a :class:`LayerSequence` (for latency context)."""
+    if [s.op for s in layers[-4:]] == ["final_expand", "pool", "feature_mix", "classifier"]:
+        return SequentialNet(layers, dropout)
+    return LayerSequence(layers)
 
 
 STATIC_BUILDERS: Registry[nn.Module] = Registry("static network type")

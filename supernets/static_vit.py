@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernets.static import STATIC_BUILDERS
+from search_spaces.layers import LayerSpec
+from supernets.static import LAYER_BUILDERS, STATIC_BUILDERS
 
 __all__ = ["patchify", "attention", "StaticAttention", "StaticMLP", "StaticViTBlock", "StaticViT", "LN_EPS"]
 
@@ -98,6 +99,41 @@ class StaticViT(nn.Module):
             x = torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], dim=1)
         x = self.norm(self.blocks(x + self.pos_embed))
         return self.head(x[:, 0] if self.cls_token is not None else x.mean(1))
+
+
+class PatchEmbed(nn.Module):
+    """Patch embedding with class token and position embedding (the ``patch_embed`` layer, built alone)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        p, e = spec.kernel, spec.out_c
+        n_patches = (spec.in_hw // p) ** 2
+        self.patch_size = p
+        self.proj = nn.Linear(spec.in_c * p * p, e)
+        self.cls_token = nn.Parameter(torch.zeros(1, spec.tokens - n_patches, e))
+        self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, e))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(patchify(x, self.patch_size))
+        return torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], dim=1) + self.pos_embed
+
+
+class NormHead(nn.Module):
+    """Final LayerNorm, class-token (or mean) pooling and linear head (the ``vit_head`` layer, built alone)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.norm, self.head = nn.LayerNorm(spec.in_c, eps=LN_EPS), nn.Linear(spec.in_c, spec.out_c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x)[:, 0])
+
+
+LAYER_BUILDERS.update({
+    "patch_embed": PatchEmbed,
+    "vit_block": lambda s: StaticViTBlock(s.in_c, s.heads, s.head_dim, s.mid_c),
+    "vit_head": NormHead,
+})
 
 
 @STATIC_BUILDERS.register("vit")

@@ -15,11 +15,12 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from search_spaces.vit import ViTArch, ViTSpace
-from supernets.base import SUPERNETS, Supernet
+from supernets.base import SUPERNETS, Supernet, grad_norm
 from supernets.mos import MOS_MODES, MoSLinear, set_mos_encoding
 from supernets.mos import mos_layers as find_mos_layers
 from supernets.static_vit import StaticViT
@@ -107,6 +108,19 @@ class ViTSupernet(Supernet):
             x = block(x)
         x = self.norm(x)
         return self.head(x[:, 0] if self.space.pool == "cls" else x.mean(1))  # type: ignore[attr-defined]
+
+    def gene_grad_norms(self, arch: ViTArch) -> np.ndarray:
+        """PA&DA credit per gene, after backward: ``heads_i`` block i's attention (and its LayerNorm), ``mlp_i``
+        block i's MLP (and its LayerNorm), ``depth`` the blocks that run, ``embed`` the whole path (the embedding
+        width slices every layer). Inactive genes get 0."""
+        sp: ViTSpace = self.space  # type: ignore[assignment]
+        nb, out = sp.max_depth, np.zeros(len(sp.genes()))
+        for i in range(arch.depth):
+            blk = self.blocks[i]
+            out[2 + i], out[2 + nb + i] = grad_norm(blk.norm1, blk.attn), grad_norm(blk.norm2, blk.mlp)
+        out[1] = out[2:].sum()
+        out[0] = grad_norm(self)
+        return out
 
     def _export(self, arch: ViTArch) -> tuple[nn.Module, dict[str, Any]]:
         sp: ViTSpace = self.space  # type: ignore[assignment]

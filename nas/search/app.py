@@ -25,6 +25,7 @@ from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
 from search_spaces import SPACES, SearchSpace
+from search_spaces.base import has_capability
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
@@ -69,10 +70,17 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
 
     if hw.name not in HW_PROFILES:
         raise ConfigError(f"unknown hardware profile {hw.name!r}; available: {HW_PROFILES.names()}")
-    model = create_hw_profile(hw.name, **_kwargs(hw))
-    if not hasattr(space, "layers"):
-        raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} has no layers(); "
-                          "use the macs objective (no +hw) or a space that describes its layers")
+    if not has_capability(space, "layers"):
+        raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} does not implement "
+                          "the 'layers' capability; use the macs objective (no +hw) or give the space layers(arch)")
+    kwargs = _kwargs(hw)
+    if "path" in kwargs:  # a measured table of this machine: one per space, measured on first use
+        from hw_profiles.builder import profile_for_space
+        from supernets.static import build_layer, build_network
+
+        kwargs["path"] = str(profile_for_space(OmegaConf.to_container(hw, resolve=True), space,  # type: ignore
+                                               build_layer=build_layer, build_network=build_network, log=log.warning))
+    model = create_hw_profile(hw.name, **kwargs)
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",

@@ -4,45 +4,21 @@ Searchers evaluate populations of hundreds of architectures per generation; per-
 validate, one-hot) would dominate the search time (OFA's evolution spends 92% of its time in one-at-a-time
 efficiency-model calls). The only space-specific piece is the *active-gene mask* of each row; canonical encodings
 (inactive genes zeroed, exactly what ``space.encode`` produces) and depth-masked one-hot features
-(exactly ``space.onehot``) follow from it. Spaces without a registered vectorised mask fall back to per-row
-``space.active(space.decode(x))``; spaces that never deactivate genes need nothing.
+(exactly ``space.onehot``) follow from it. It comes from the space's ``active_mask`` capability; a space without
+it is masked row by row with ``space.active(space.decode(x))`` (the definition, slower); spaces that never
+deactivate genes need neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from search_spaces.base import SearchSpace
-from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
+from search_spaces.base import SearchSpace, has_capability
 
-__all__ = ["EncodedView", "ACTIVE_MASKS", "register_active_mask"]
-
-ActiveMask = Callable[[Any, np.ndarray], np.ndarray]
-#: vectorised ``active`` per space class (looked up along the MRO, so subclasses inherit it)
-ACTIVE_MASKS: dict[type, ActiveMask] = {}
-
-
-def register_active_mask(space_type: type) -> Callable[[ActiveMask], ActiveMask]:
-    """Register ``fn(space, X) -> bool mask (n, n_genes)`` equal to ``space.active`` row by row."""
-
-    def deco(fn: ActiveMask) -> ActiveMask:
-        ACTIVE_MASKS[space_type] = fn
-        return fn
-
-    return deco
-
-
-@register_active_mask(OFAMobileNetV3Space)
-def _mbv3_active(space: OFAMobileNetV3Space, X: np.ndarray) -> np.ndarray:
-    n_s, per = space.n_stages, space.max_depth
-    nb = n_s * per
-    depth = np.asarray(space.depths)[X[:, 2 * nb : 2 * nb + n_s]]  # (n, stages) depth values
-    blocks = (np.arange(per)[None, None, :] < depth[:, :, None]).reshape(len(X), nb)
-    return np.concatenate([blocks, blocks, np.ones((len(X), n_s + 1), dtype=bool)], axis=1)
-
+__all__ = ["EncodedView"]
 
 class EncodedView:
     """Vectorised canonicalisation, one-hot features and decoding of encoding matrices of one space."""
@@ -54,7 +30,7 @@ class EncodedView:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self.n_genes = len(genes)
         self.n_features = int(self.sizes.sum())
-        self._mask_fn = next((ACTIVE_MASKS[t] for t in type(space).__mro__ if t in ACTIVE_MASKS), None)
+        self._mask_fn = space.active_mask if has_capability(space, "active_mask") else None  # type: ignore[attr-defined]
         self._always_active = type(space).active is SearchSpace.active
 
     def check(self, X: np.ndarray) -> np.ndarray:
@@ -71,7 +47,7 @@ class EncodedView:
         if self._always_active:
             return np.ones(X.shape, dtype=bool)
         if self._mask_fn is not None:
-            return self._mask_fn(self.space, X)
+            return self._mask_fn(X)
         return np.stack([self.space.active(self.space.decode(x)) for x in X]) if len(X) else np.ones(X.shape, bool)
 
     def canonical(self, X: np.ndarray) -> np.ndarray:

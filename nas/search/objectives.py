@@ -18,8 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nas.registry import Registry
-from nas.search.additive import encoded_cost
-from search_spaces.base import SearchSpace
+from search_spaces.base import SearchSpace, has_capability
+from search_spaces.errors import MissingCapabilityError
 
 __all__ = [
     "Metric", "Objective", "Constraint", "ArchFunction", "Predictor", "OBJECTIVES", "create_objective",
@@ -138,13 +138,18 @@ OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 def _analytic_cost(space: SearchSpace, attr: str, scale: float, name: str) -> Objective:
-    """An analytic cost of the space (``space.<attr>(arch)``), vectorised on encodings when the space allows."""
+    """An analytic cost: summed over ``space.layers`` by the one per-layer pricer (vectorised on encodings), or
+    ``space.<attr>(arch)`` for a space that gives only the total."""
+    if has_capability(space, "layers"):
+        from hw_profiles import create_hw_profile
+
+        model = create_hw_profile(attr)
+        return Objective(name, lambda archs: model.evaluate_many(space, list(archs)).values * scale,
+                         fn_x=lambda X: model.evaluate_encoded(space, X).values * scale)
     cost = getattr(space, attr, None)
     if not callable(cost):
-        raise TypeError(f"space {space.name!r} has no {attr}(arch); cannot build a {attr} objective")
-    fast = encoded_cost(space, attr)
-    return Objective(name, lambda archs: np.array([cost(a) * scale for a in archs], dtype=np.float64),
-                     fn_x=None if fast is None else (lambda X: fast(X) * scale))
+        raise MissingCapabilityError(space, "layers", needed_by=f"the {attr} objective (or give the space {attr}())")
+    return Objective(name, lambda archs: np.array([cost(a) * scale for a in archs], dtype=np.float64))
 
 
 @OBJECTIVES.register("macs")

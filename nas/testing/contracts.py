@@ -13,14 +13,12 @@ import pytest
 import torch
 
 from search_spaces import SearchSpace
+from search_spaces.base import require
 
 
-def _resolution(space: Any, arch: Any) -> int:
-    r = getattr(arch, "r", None) or getattr(space, "resolution", None)
-    if r is None:
-        raise TypeError(f"cannot tell the input resolution of {type(arch).__name__}; give the arch an `r` "
-                        "or the space a `resolution`")
-    return int(r)
+def _input(space: Any, arch: Any, n: int) -> torch.Tensor:
+    shape = require(space, "input_shape", needed_by="the supernet contract")(arch)
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(0))
 
 
 class SearchSpaceContract:
@@ -73,8 +71,7 @@ class SupernetContract:
         return [space.min_arch(), space.max_arch(), space.sample(rng), space.sample(rng)]
 
     def _input(self, space: Any, arch: Any, n: int = 2) -> torch.Tensor:
-        r = _resolution(space, arch)
-        return torch.randn(n, getattr(space, "in_chans", 3), r, r, generator=torch.Generator().manual_seed(0))
+        return _input(space, arch, n)
 
     def test_export_computes_the_supernet_output(self) -> None:
         net = self.make_supernet().eval()

@@ -13,15 +13,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from search_spaces.base import has_capability
+
 __all__ = ["arch_resolution", "resize_to"]
 
 
 def arch_resolution(space: Any, arch: Any, default: int) -> int:
-    """``arch.r`` when the space has elastic resolution, else the space's fixed ``resolution``, else ``default``."""
-    r = getattr(arch, "r", None)
-    if r is None:
-        r = getattr(space, "resolution", None)
-    return int(r) if r is not None else int(default)
+    """The input side of ``arch`` from the space's ``input_shape`` capability; a space without that capability
+    declares no input size, so its batches keep the data's native size ``default``."""
+    if not has_capability(space, "input_shape"):
+        return int(default)
+    return int(space.input_shape(arch)[-1])
 
 
 def resize_to(x: torch.Tensor, size: int, *, channels_last: bool = False) -> torch.Tensor:

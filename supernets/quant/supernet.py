@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from search_spaces import NB201Space, OFAMobileNetV3Space
+from search_spaces.base import require
 from search_spaces.quant import JointArch, JointSpace
-from supernets.base import SUPERNETS, Supernet, create_supernet
+from supernets.base import SUPERNETS, Supernet, create_supernet, grad_norm
 from supernets.quant.export import FakeQuantLayer, fake_quant_config, wrap_in_call_order
 from supernets.quant.ops import Binding, QuantLayer, adapter_for
 
@@ -39,13 +40,8 @@ def quant_layers(model: nn.Module) -> list[QuantLayer]:
 
 
 def input_shape(space: JointSpace, arch: Any, batch: int = 1) -> tuple[int, int, int, int]:
-    """Image batch shape a subnet expects: the arch's resolution (``arch.r``) or the space's ``resolution``."""
-    res = getattr(arch, "r", None) or getattr(space.base, "resolution", None)
-    chans = getattr(space.base, "in_chans", None)
-    if res is None or chans is None:
-        raise TypeError(f"cannot tell the input shape of space {space.base.name!r}: it needs in_chans and an "
-                        "arch.r or a resolution field")
-    return (batch, int(chans), int(res), int(res))
+    """Image batch shape a subnet of the base space expects (its ``input_shape`` capability)."""
+    return (batch, *require(space.base, "input_shape", needed_by="the quantised supernet")(arch))
 
 
 def _wrap(module: nn.Module, binding: Binding) -> None:
@@ -100,6 +96,22 @@ class QuantSupernet(Supernet):
             raise
         self.binding.finish()
         return y
+
+    def gene_grad_norms(self, joint: JointArch) -> np.ndarray:
+        """PA&DA credit per gene, after backward of ``joint``: the architecture genes as the wrapped supernet credits
+        them; a slot's weight- and activation-bit genes (and its per-layer modes) the quantised layer at that slot
+        (its weights and quantisers); global modes every quantised layer that ran. Inactive genes get 0."""
+        sp: JointSpace = self.space  # type: ignore[assignment]
+        calls = self.binding.calls
+        slots = np.flatnonzero(sp.lay.active(joint.arch))
+        if len(calls) != len(slots):
+            raise RuntimeError("gene_grad_norms needs the forward/backward of this architecture to have run last")
+        per_slot = np.zeros(len(sp.slots))
+        per_slot[slots] = [grad_norm(layer) for layer in calls]
+        base = [] if sp.fixed_arch is not None else [self.inner.gene_grad_norms(joint.arch)]  # type: ignore[operator]
+        free = sp._free_slots()
+        modes = np.full(3, per_slot.sum()) if sp.mode_scope == "global" else np.repeat(per_slot, 3)
+        return np.concatenate([*base, modes, per_slot[free], per_slot[free]])
 
     @torch.no_grad()
     def trace(self, joint: JointArch | None = None) -> list[QuantLayer]:

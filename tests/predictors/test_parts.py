@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingRegressor
 
+from nas.testing.sweep import BareSpace
 from predictors import (
     FeatureEncoder,
     FeatureUnavailableError,
@@ -28,9 +29,11 @@ DEV_CSV = Path(__file__).resolve().parents[2] / "../shared/yardsticks/ofa_mbv3_i
 
 def test_auto_features_follow_what_the_space_offers() -> None:
     assert resolve_features(create_space("ofa_mbv3"), "auto") == ("cost", "layer_cost", "slot_cost", "onehot")
-    assert resolve_features(create_space("nb201"), "auto") == ("cost", "onehot")
+    assert resolve_features(create_space("nb201"), "auto") == ("cost", "layer_cost", "slot_cost", "onehot")
+    bare = BareSpace()  # no layers(), no macs()
+    assert resolve_features(bare, "auto") == ("onehot",)
     with pytest.raises(FeatureUnavailableError, match="layers"):
-        FeatureEncoder(create_space("nb201"), ["layer_cost"])
+        FeatureEncoder(bare, ["layer_cost"])
 
 
 def test_layer_cost_segments_partition_the_network_macs() -> None:

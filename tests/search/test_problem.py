@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from nas.search import Constraint, Objective, SearchProblem, macs_objective, params_objective
-from nas.search.additive import mbv3_additive_cost
 from nas.search.encoded import EncodedView
 from search_spaces import create_space
 from search_spaces.layers import layer_macs, layer_params
@@ -23,14 +22,15 @@ def test_encoded_view_matches_space_per_arch() -> None:
     np.testing.assert_array_equal(view.active(X), np.stack([space.active(a) for a in archs]))
 
 
-def test_additive_cost_is_exact_for_mbv3() -> None:
+def test_encoded_macs_params_are_exact_for_mbv3() -> None:
     space = create_space("ofa_mbv3")
-    macs = mbv3_additive_cost(space, layer_macs)
-    params = mbv3_additive_cost(space, layer_params)
     X = EncodedView(space).sample(40, np.random.default_rng(1))
     archs = [space.decode(x) for x in X]
-    np.testing.assert_array_equal(macs(X), [space.macs(a) for a in archs])
-    np.testing.assert_array_equal(params(X), [space.params(a) for a in archs])
+    p = SearchProblem(space, [macs_objective(space, scale=1.0), params_objective(space, scale=1.0)])
+    np.testing.assert_array_equal(p.values(X, ["macs_M", "params_M"]),
+                                  [[space.macs(a), space.params(a)] for a in archs])
+    assert [sum(map(layer_macs, space.layers(a))) for a in archs] == [space.macs(a) for a in archs]
+    assert [sum(map(layer_params, space.layers(a))) for a in archs] == [space.params(a) for a in archs]
 
 
 def test_cache_evaluates_each_architecture_once(nb201) -> None:
@@ -98,11 +98,11 @@ def test_constraint_violation_and_declaration_errors(nb201) -> None:
 
 
 def test_encoded_macs_params_match_space_for_nb201(nb201) -> None:
-    from nas.search.additive import encoded_cost
-
     X = EncodedView(nb201).sample(200, np.random.default_rng(5))
     archs = [nb201.decode(x) for x in X]
-    for kind in ("macs", "params"):
-        np.testing.assert_array_equal(encoded_cost(nb201, kind)(X), [getattr(nb201, kind)(a) for a in archs])
+    for make in (macs_objective, params_objective):
+        obj = make(nb201, scale=1.0)
+        kind = "macs" if make is macs_objective else "params"
+        np.testing.assert_array_equal(obj.fn_x(X), [getattr(nb201, kind)(a) for a in archs])
     p = SearchProblem(nb201, [macs_objective(nb201)])
     np.testing.assert_allclose(p.values(X, ["macs_M"])[:, 0], [nb201.macs(a) * 1e-6 for a in archs])

@@ -199,8 +199,7 @@ def _perturb_bn(net: torch.nn.Module) -> None:
 
 
 def _images(net: QuantSupernet, joint, n: int = 16) -> torch.Tensor:
-    r = getattr(joint.arch, "r", None) or net.space.resolution
-    return torch.randn(n, 1, r, r, generator=torch.Generator().manual_seed(3))
+    return torch.randn(n, *net.space.input_shape(joint), generator=torch.Generator().manual_seed(3))
 
 
 def test_eight_bit_fake_quant_is_close_to_full_precision(nb201: QuantSupernet) -> None:

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from nas.train.grad_attribution import gene_grad_norms, nb201_gene_grad_norms, path_grad_norm
+from nas.train.grad_attribution import gene_grad_norms, path_grad_norm
 from nas.train.pada_core import DataImportance, PathImportance, logit_grad_norms, tau_ramp
 from nas.train.shiftnas_core import ComplexityBins, ShiftNASBins, batch_statistics, bin_val_losses
 from search_spaces import create_space
+from search_spaces.errors import MissingCapabilityError
 from supernets import create_supernet
 
 
@@ -85,10 +86,9 @@ def test_nb201_attribution_credits_only_the_chosen_ops():
     arch = space.parse("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")
     with net.use(arch):
         net(torch.randn(4, 1, 28, 28)).square().mean().backward()
-    g = nb201_gene_grad_norms(net, arch)
+    g = gene_grad_norms(net, arch)
     assert g[0] > 0 and g[2] > 0 and g[5] > 0
     assert g[1] == 0 and g[3] == 0 and g[4] == 0
-    np.testing.assert_allclose(gene_grad_norms(net, arch), g)
     expect0 = sum(float(p.grad.norm()) for n, p in net.named_parameters() if ".edges.0.nor_conv_3x3." in n)
     assert g[0] == pytest.approx(expect0)
     assert path_grad_norm(net) > g.sum()
@@ -199,16 +199,61 @@ def test_shiftnas_state_round_trip_and_val_losses_leave_bn_untouched():
     assert [sb.sample(r1) for _ in range(5)] == [sb2.sample(r2) for _ in range(5)]
 
 
-def test_any_space_falls_back_to_path_gradient_credit():
+def test_mbv3_credits_each_block_gene_with_its_own_weights():
     space = create_space("ofa_mbv3_tiny")
     net = create_supernet("ofa_mbv3", space)
-    arch = space.min_arch()
+    arch = space.sample(np.random.default_rng(1))
     with net.use(arch):
         net(torch.randn(2, 1, arch.r, arch.r)).square().mean().backward()
     g = gene_grad_norms(net, arch)
-    assert g.shape == (len(space.genes()),) and g[0] > 0
-    np.testing.assert_allclose(g, path_grad_norm(net))
+    nb, on = space.n_stages * space.max_depth, space.active(arch)
+    assert g.shape == (len(space.genes()),)
+    assert np.all(g[~on] == 0) and np.all(g[on] > 0)
+    i = next(i for i in range(nb) if on[i])
+    blk = net.blocks[i]
+    kernel = sum(float(p.grad.norm()) for m in (blk.dw_conv, blk.dw_bn) for p in m.parameters() if p.grad is not None)
+    assert g[i] == pytest.approx(kernel) and g[nb + i] != pytest.approx(kernel)
+    assert g[-1] == pytest.approx(path_grad_norm(net)) and g[-1] > g[:nb].max()  # r: the whole path
+    with pytest.raises(MissingCapabilityError, match="gene_grad_norms"):
+        gene_grad_norms(torch.nn.Linear(2, 2), arch)
     pi = PathImportance(space, total_epochs=1, floor=0.01)
     pi.observe(arch, g)
     pi.end_epoch(0)
     assert all(_valid(p, 0.01) for p in pi.probs)
+
+
+def test_vit_credits_heads_and_mlp_genes_with_their_block():
+    space = create_space("vit_tiny")
+    net = create_supernet("vit", space)
+    arch = space.sample(np.random.default_rng(2))
+    with net.use(arch):
+        net(torch.randn(2, 1, 28, 28)).square().mean().backward()
+    g = gene_grad_norms(net, arch)
+    nb, on = space.max_depth, space.active(arch)
+    assert np.all(g[~on] == 0) and np.all(g[on] > 0)
+    attn = sum(float(p.grad.norm()) for m in (net.blocks[0].norm1, net.blocks[0].attn) for p in m.parameters())
+    assert g[2] == pytest.approx(attn)
+    assert g[1] == pytest.approx(g[2:2 + arch.depth].sum() + g[2 + nb:2 + nb + arch.depth].sum())
+
+
+def test_quantised_supernet_credits_bit_genes_with_their_layer():
+    from supernets.quant import calibrate
+
+    space = create_space("quant_nb201_tiny")
+    net = create_supernet("quant", space)
+    joint = space.sample(np.random.default_rng(0))
+    calibrate(net, torch.randn(8, *space.input_shape(joint)), steps=5)
+    with net.use(joint):
+        net(torch.randn(2, *space.input_shape(joint))).square().mean().backward()
+    g = gene_grad_norms(net, joint)
+    on = space.active(joint)
+    assert g.shape == (len(space.genes()),) and np.all(g[~on] == 0) and np.all(g[on] >= 0)
+    names = [gene.name for gene in space.genes()]
+    slots = np.flatnonzero(space.lay.active(joint.arch))
+    norms = {space.slots[i]: path_grad_norm(layer) for i, layer in zip(slots, net.binding.calls)}
+    free = [n.split(":", 1)[1] for n in names if n.startswith("w_bits:")]
+    for slot in free:
+        if slot in norms:
+            assert g[names.index(f"w_bits:{slot}")] == g[names.index(f"a_bits:{slot}")] == norms[slot]
+    assert max(norms[s] for s in free if s in norms) > 0
+    assert g[names.index("w_granularity")] == pytest.approx(sum(norms.values()))  # global modes: every layer
