@@ -21,6 +21,7 @@ from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
 from hw_profiles.pricing import LayerPrices
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
+from search_spaces.errors import BadInputError
 from search_spaces.layers import LayerSpec
 
 __all__ = ["LatencyModel", "MissingEntryError", "CALIBRATED_FORMAT", "save_calibrated", "load_calibrated"]
@@ -28,7 +29,7 @@ __all__ = ["LatencyModel", "MissingEntryError", "CALIBRATED_FORMAT", "save_calib
 CALIBRATED_FORMAT = "nas-engine/calibrated-latency"
 
 
-class MissingEntryError(KeyError):
+class MissingEntryError(BadInputError, KeyError):
     """A layer is not in the table and the profile has no fallback model."""
 
     def __str__(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from hw_profiles.keys import KeyFormatError, parse_key
+from search_spaces.errors import CorruptFileError
 from search_spaces.layers import LayerSpec
 
 __all__ = [
@@ -33,7 +34,7 @@ PROFILE_VERSION = 1
 UNITS = ("ms", "us", "s", "mJ")
 
 
-class ProfileFormatError(ValueError):
+class ProfileFormatError(CorruptFileError):
     """A profile file or dict is malformed; the message names the field, the value and what is allowed."""
 
 

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.export_subnet import export_arch, export_front_point
+from nas.search.results import read_results_dir
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -21,7 +22,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 def main(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     if cfg.get("results"):
-        saved = OmegaConf.load(Path(cfg.results) / "config.yaml")
+        saved = OmegaConf.create(read_results_dir(cfg.results)[1])
         supernet = cfg.get("supernet") or _supernet_of(saved)
         data = data or (OmegaConf.to_container(saved.get("export_data"), resolve=True)
                         if saved.get("export_data") else None)
@@ -29,7 +30,8 @@ def main(cfg: DictConfig) -> None:
         print(export_front_point(cfg.results, rank=int(cfg.rank), out=out, supernet=supernet,  # type: ignore[arg-type]
                                  data=data, overwrite=bool(cfg.overwrite)))
     else:
-        meta = export_arch(cfg.supernet, json.loads(cfg.arch), cfg.out, data=data,  # type: ignore[arg-type]
+        arch = OmegaConf.to_container(cfg.arch) if isinstance(cfg.arch, DictConfig) else cfg.arch
+        meta = export_arch(cfg.supernet, arch, cfg.out, data=data,  # type: ignore[arg-type]
                            overwrite=bool(cfg.overwrite))
         print(json.dumps({k: meta[k] for k in ("arch_id", "macs", "params")}, indent=1))
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.errors import BadInputError
 from search_spaces.registry import Registry
 
 __all__ = ["Gene", "SearchSpace", "InvalidArchError", "SPACES", "create_space", "as_generator"]
 
 
-class InvalidArchError(ValueError):
+class InvalidArchError(BadInputError):
     """An architecture does not belong to a space; the message names the field, value and allowed values."""
 
 

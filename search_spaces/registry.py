@@ -11,19 +11,21 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from search_spaces.errors import BadInputError
+
 __all__ = ["Registry", "UnknownNameError", "DuplicateNameError"]
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(BadInputError, KeyError):
     """An unknown name was requested; the message lists what is registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 
 
-class DuplicateNameError(ValueError):
+class DuplicateNameError(BadInputError):
     """A name was registered twice."""
 
 

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from search_spaces.errors import CorruptFileError
 from supernets.static import build_from_config
 
 __all__ = ["SubnetFormatError", "LoadedSubnet", "save_subnet", "load_subnet", "export_onnx", "file_sha256"]
@@ -29,7 +30,7 @@ __all__ = ["SubnetFormatError", "LoadedSubnet", "save_subnet", "load_subnet", "e
 FORMAT_VERSION = 1
 
 
-class SubnetFormatError(ValueError):
+class SubnetFormatError(CorruptFileError):
     """A subnet directory is missing, incomplete, truncated or tampered with."""
 
 

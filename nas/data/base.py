@@ -21,15 +21,31 @@ import torch
 import torch.nn.functional as F
 
 from nas.registry import Registry
+from search_spaces.errors import BadInputError
 
-__all__ = ["DATA", "SPLITS", "Batch", "DataError", "DataModule", "create_data", "seeded_split", "batch_augment"]
+__all__ = ["DATA", "SPLITS", "Batch", "DataError", "DataModule", "create_data", "seeded_split", "batch_augment",
+           "check_compatible"]
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(BadInputError):
     """Bad data or data configuration (missing files, empty folder, too few classes, bad split sizes)."""
 
+
+
+def check_compatible(space: Any, data: Any, *, model: str | None = None) -> None:
+    """The data's channels and classes must match what the space's networks take and predict.
+
+    ``model`` names a trained supernet the space comes from (its checkpoint), for the message."""
+    want = (getattr(space, "in_chans", data.in_chans), getattr(space, "n_classes", data.n_classes))
+    if want == (data.in_chans, data.n_classes):
+        return
+    who = f"the supernet {model}" if model else f"space {space.name!r}"
+    fix = ("pass the data it was trained on (data=...)" if model else
+           "pick a matching search_space or override its kwargs")
+    raise DataError(f"data {data.name!r} has {data.in_chans} channel(s) and {data.n_classes} classes, but {who} "
+                    f"expects in_chans={want[0]}, n_classes={want[1]}; {fix}")
 
 @dataclass
 class Batch:

@@ -19,12 +19,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nas.checks import as_int, as_str_list
 from nas.experiments import Experiment, create_experiment
 from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
 from search_spaces import SPACES, SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """A search config names something that does not exist or cannot work together."""
 
 
@@ -160,15 +162,18 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         if cfg.get("search_space"):
             exp = _with_custom_space(exp, cfg)
     objectives, metrics = _metrics(cfg, exp)
-    constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
+    constraints = [parse_constraint(c, metrics)
+                   for c in as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")]
+    budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
+    export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
     out = Path(cfg.out_dir)
     searcher_kwargs = _kwargs(cfg.searcher)
     if measured:
         result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
     else:
-        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
-                            seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
+        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
+                            seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
+                            resume=bool(cfg.resume), progress=_progress(budget) if cfg.progress else None)
     ranked = front_ranked(result)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -177,11 +182,11 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, len(ranked)))
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
-    if cfg.get("export") is not None:
+    if export is not None:
         from nas.export_subnet import export_front_point
 
-        outcome.exported = export_front_point(out, rank=int(cfg.export), supernet=exp.supernet_path,
-                                              data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
+        outcome.exported = export_front_point(out, rank=export, supernet=exp.supernet_path,
+                                              data=exp.data or None, out=out / f"subnet_rank{export}",
                                               overwrite=True)  # the search's own output: a rerun replaces it
     return outcome
 

@@ -27,6 +27,7 @@ from nas.search.objectives import Constraint, Objective
 from nas.search.problem import SearchProblem
 from nas.search.results import SearchResult, atomic_write_text
 from nas.search.searchers.base import Searcher, create_searcher
+from search_spaces.errors import BadInputError, CorruptFileError
 
 __all__ = ["run_search", "InfeasibleConstraintsError", "CheckpointMismatchError", "check_feasible",
            "build_result", "CHECKPOINT"]
@@ -35,7 +36,7 @@ log = logging.getLogger("nas.search")
 CHECKPOINT = "checkpoint.json"
 
 
-class InfeasibleConstraintsError(ValueError):
+class InfeasibleConstraintsError(BadInputError):
     """No architecture met the constraints; ``closest`` describes the least-violating one found."""
 
     def __init__(self, message: str, closest: dict[str, Any], result: SearchResult | None = None) -> None:
@@ -43,7 +44,7 @@ class InfeasibleConstraintsError(ValueError):
         self.closest, self.result = closest, result
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CorruptFileError):
     """A results directory holds a checkpoint of a different search."""
 
 
@@ -139,7 +140,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     (before the search for cheap constraints; after saving the results for expensive ones).
     """
     if budget < 1:
-        raise ValueError(f"budget must be a positive number of queries, got {budget}")
+        raise BadInputError(f"budget must be a positive number of queries, got {budget}")
     name = searcher if isinstance(searcher, str) else type(searcher).__name__
     algo = create_searcher(searcher, **dict(searcher_kwargs or {})) if isinstance(searcher, str) else searcher
     problem = problem or SearchProblem(space, objectives, constraints)

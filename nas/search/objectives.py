@@ -20,6 +20,7 @@ import numpy as np
 from nas.registry import Registry
 from nas.search.additive import encoded_cost
 from search_spaces.base import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = [
     "Metric", "Objective", "Constraint", "ArchFunction", "Predictor", "OBJECTIVES", "create_objective",
@@ -32,7 +33,7 @@ EncodedFunction = Callable[[np.ndarray], np.ndarray]
 DIRECTIONS = ("min", "max")
 
 
-class MissingArchError(KeyError):
+class MissingArchError(BadInputError, KeyError):
     """A table objective was asked for an architecture it has no row for."""
 
     def __str__(self) -> str:

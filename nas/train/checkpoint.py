@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from search_spaces.errors import CorruptFileError
 from supernets import Supernet, supernet_from_spec
 
 __all__ = [
@@ -33,7 +34,7 @@ FORMAT = "nas-train-checkpoint/1"
 WEIGHTS, SPEC = "supernet.safetensors", "supernet.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CorruptFileError):
     """A checkpoint is missing, unreadable, or belongs to a different supernet/space."""
 
 

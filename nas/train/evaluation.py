@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data import DataModule
+from nas.checks import as_int
+from nas.data import DataModule, check_compatible
 from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write, load_supernet
 from nas.train.resize import arch_resolution, resize_to
@@ -70,6 +71,7 @@ class EvalSet:
 @torch.no_grad()
 def evaluate_arch(model: Supernet, arch: Any, evalset: EvalSet, recalibrate: bool = True) -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``arch`` on the evaluation set."""
+    check_compatible(model.space, evalset.data, model=f"of space {model.space.name!r}")
     size = arch_resolution(model.space, arch, evalset.data.image_size)
     calib, xs = evalset.at(size)
     was_training = model.training
@@ -166,11 +168,14 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     start = time.perf_counter()
     model = load_supernet(cfg.checkpoint).to(cfg.device)
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
+    check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
         archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)
                  for a in cfg.archs]
     else:
-        archs = sample_archs(model.space, int(cfg.n_random), int(cfg.seed), include_extremes=bool(cfg.extremes))
+        n_random = as_int(cfg.n_random, "n_random", minimum=0 if cfg.extremes else 1)
+        archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
+                             include_extremes=bool(cfg.extremes))
     evalset = EvalSet(data, split=cfg.split, n_images=cfg.get("n_images"), calib_images=cfg.calib_images,
                       calib_batch=cfg.calib_batch, seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device,
                       channels_last=bool(cfg.get("channels_last", True)))

@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nas.data import DataModule, create_data
+from nas.data import DataModule, check_compatible, create_data
 from nas.runtime import retain_freed_memory
-from nas.train.checkpoint import CheckpointError
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
 from search_spaces import SearchSpace, create_space
+from search_spaces.errors import BadInputError
 from supernets import Supernet, create_supernet
 
 __all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
@@ -45,15 +45,6 @@ def build_supernet(cfg: Mapping[str, Any], space: SearchSpace) -> Supernet:
 
 def build_data(cfg: Mapping[str, Any]) -> DataModule:
     return create_data(cfg["name"], **_plain(cfg.get("kwargs")))
-
-
-def check_compatible(space: SearchSpace, data: DataModule) -> None:
-    """The data's channels and classes must match what the space's networks take and predict."""
-    want = (getattr(space, "in_chans", data.in_chans), getattr(space, "n_classes", data.n_classes))
-    if want != (data.in_chans, data.n_classes):
-        raise ValueError(f"data {data.name!r} has {data.in_chans} channel(s) and {data.n_classes} classes, but space "
-                         f"{space.name!r} expects in_chans={want[0]}, n_classes={want[1]}; pick a matching "
-                         f"search_space or override its kwargs")
 
 
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
@@ -83,7 +74,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
                                          if isinstance(sampler, PhasedSampler) else [])
     if not resume and any(p.exists() for p in existing):
-        raise CheckpointError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
+        raise BadInputError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
                               f"another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:

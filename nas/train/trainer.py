@@ -34,6 +34,7 @@ from nas.train.plan import StepPlan, TaskResult
 from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import EpochData, Sampler
 from nas.train.schedule import create_schedule, make_optimizer
+from search_spaces.errors import BadInputError
 from supernets import Supernet
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "resolve_device", "NonFiniteLossError"]
@@ -41,7 +42,7 @@ __all__ = ["TrainConfig", "TrainResult", "Trainer", "resolve_device", "NonFinite
 CHECKPOINT = "checkpoint.pt"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(BadInputError, FloatingPointError):
     """A task's loss became NaN/inf; the message names the step and subnet."""
 
 

@@ -26,11 +26,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from nas.registry import Registry
 from nas.search.problem import Evaluation
 from nas.search.searchers.base import SEARCHERS, Searcher
+from search_spaces.errors import BadInputError, CorruptFileError
 
 __all__ = ["OptunaSearcher", "StorageError", "open_storage", "OPTUNA_SAMPLERS", "TrialSeededSampler"]
 
 
-class StorageError(ValueError):
+class StorageError(BadInputError):
     """An Optuna storage URL could not be opened."""
 
 
@@ -110,7 +111,7 @@ class OptunaSearcher(Searcher):
                  batch_size: int = 1, sampler_kwargs: dict[str, Any] | None = None) -> None:
         OPTUNA_SAMPLERS.get(sampler)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
         self.sampler_name, self.storage_url, self.study_name = sampler, storage, study_name
         self.batch_size, self.sampler_kwargs = batch_size, dict(sampler_kwargs or {})
 
@@ -133,7 +134,7 @@ class OptunaSearcher(Searcher):
         if stored is None:
             self.study.set_user_attr("signature", signature)
         elif stored != signature:
-            raise ValueError(f"study {self.study_name!r} in this storage belongs to another search {stored}; "
+            raise CorruptFileError(f"study {self.study_name!r} in this storage belongs to another search {stored}; "
                              f"this search is {signature}. Use a new study_name or storage.")
         self._pending: list[Trial] = []
         self._restore()
