@@ -114,6 +114,15 @@ def _load_checkpoint(path: Path, signature: dict[str, Any], problem: SearchProbl
     return len(q)
 
 
+def _check_budget(out: Path, n_logged: int, budget: int) -> None:
+    """A rerun must not drop evaluations: refuse a budget below what ``out`` already holds."""
+    if n_logged > budget:
+        raise BadInputError(
+            f"budget={budget} is smaller than the {n_logged} architectures already evaluated in {out}; rerunning "
+            f"would drop {n_logged - budget} of them. Rerun with budget>={n_logged} to keep them (a larger budget "
+            "continues the search), or start over with a new out_dir")
+
+
 def build_result(problem: SearchProblem, *, searcher: str, searcher_config: Mapping[str, Any], seed: int,
                  budget: int, stop_reason: str, seconds: float) -> SearchResult:
     rows = np.array(problem.history, dtype=np.int64)
@@ -153,8 +162,11 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
         out.mkdir(parents=True, exist_ok=True)
         if resume and (out / CHECKPOINT).exists():
             n = _load_checkpoint(out / CHECKPOINT, signature, problem)
+            _check_budget(out, n, budget)
             log.info("resuming %s from %d logged queries", name, n)
     algo.setup(problem, seed, workdir=out)
+    if out is not None:
+        _check_budget(out, problem.n_queries, budget)  # a persistent searcher (Optuna) restores from its storage
     start, steps, stale, reason = time.perf_counter(), 0, 0, "budget"
     while problem.n_queries < budget:
         if max_steps is not None and steps >= max_steps:

@@ -78,7 +78,47 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
                               f"another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
-        OmegaConf.save(OmegaConf.create(_plain(cfg)), out_dir / "config.yaml")
+        _save_config(out_dir, _plain(cfg), resume=resume and any(p.exists() for p in existing),
+                     allow_change=bool(cfg.get("allow_config_change", False)))
     if isinstance(sampler, PhasedSampler):
         return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume, dist=dist)
     return Trainer(make_model(), data, sampler, tcfg, out_dir, dist=dist).fit(resume=resume)
+
+
+#: config keys that change how a run executes, not what it computes: free to differ on resume
+RUNTIME_KEYS = ("out_dir", "resume", "retain_memory", "allow_config_change", "distributed", "trainer.device",
+                "trainer.threads", "trainer.progress", "trainer.tensorboard", "trainer.log_every")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every computing key that differs (:data:`RUNTIME_KEYS` ignored)."""
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in sorted(set(a) | set(b)) if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS)]
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _save_config(out_dir: Path, cfg: dict[str, Any], *, resume: bool, allow_change: bool) -> None:
+    """Write ``config.yaml``; on resume, refuse a changed config (unless allowed) and never overwrite the original."""
+    path = out_dir / "config.yaml"
+    if not (resume and path.is_file()):
+        OmegaConf.save(OmegaConf.create(cfg), path)
+        return
+    diff = config_diff(OmegaConf.to_container(OmegaConf.load(path), resolve=False), cfg)  # type: ignore[arg-type]
+    if not diff:
+        return
+    if not allow_change:
+        raise BadInputError(f"resume=true, but {out_dir} was trained with another config; resuming would continue "
+                            "the old run's schedule and state under new settings:\n  " + "\n  ".join(diff) +
+                            "\nRerun with the saved values, pass allow_config_change=true to resume under the new "
+                            "config anyway, or train into a new out_dir")
+    k = 1 + sum(1 for _ in out_dir.glob("config.resume*.yaml"))
+    OmegaConf.save(OmegaConf.create(cfg), out_dir / f"config.resume{k}.yaml")  # config.yaml stays the original
