@@ -14,6 +14,7 @@ be reconstructed bit for bit otherwise). Optuna searchers keep their state in th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -114,6 +115,32 @@ def _load_checkpoint(path: Path, signature: dict[str, Any], problem: SearchProbl
     return len(q)
 
 
+#: run directories this process holds (a search that raised keeps its lock until this process reuses or exits)
+_HELD: dict[Path, Any] = {}
+
+
+def _lock(out: Path) -> Any:
+    """Hold ``out/.lock`` exclusively for the run (the OS releases it when the process ends, however it ends)."""
+    key = out.resolve()
+    if key in _HELD:
+        return _HELD[key]
+    fh = open(out / ".lock", "a+")  # noqa: SIM115 - held open for the whole search
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise BadInputError(f"out_dir={str(out)!r} is in use by another running search; wait for it or choose "
+                            "another out_dir") from None
+    _HELD[key] = fh
+    return fh
+
+
+def _unlock(out: Path) -> None:
+    fh = _HELD.pop(out.resolve(), None)
+    if fh is not None:
+        fh.close()
+
+
 def _check_budget(out: Path, n_logged: int, budget: int) -> None:
     """A rerun must not drop evaluations: refuse a budget below what ``out`` already holds."""
     if n_logged > budget:
@@ -160,6 +187,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     signature = _signature(problem, name, algo, seed)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        _lock(out)
         if resume and (out / CHECKPOINT).exists():
             n = _load_checkpoint(out / CHECKPOINT, signature, problem)
             _check_budget(out, n, budget)
@@ -167,6 +195,8 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     algo.setup(problem, seed, workdir=out)
     if out is not None:
         _check_budget(out, problem.n_queries, budget)  # a persistent searcher (Optuna) restores from its storage
+        if algo.persistent:  # the study is the record: the checkpoint agrees with it from the start
+            _write_checkpoint(out / CHECKPOINT, signature, problem, 0)
     start, steps, stale, reason = time.perf_counter(), 0, 0, "budget"
     while problem.n_queries < budget:
         if max_steps is not None and steps >= max_steps:
@@ -199,6 +229,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
         _write_checkpoint(out / CHECKPOINT, signature, problem, steps)
         if save:
             result.save(out, plot=plot)
+        _unlock(out)
     if problem.constraints and result.n and not result.feasible.any():
         closest = result.records(np.array([result.closest_infeasible()]))[0]
         raise InfeasibleConstraintsError(
