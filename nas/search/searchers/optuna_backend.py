@@ -155,7 +155,8 @@ class OptunaSearcher(Searcher):
             V = np.array([[t.user_attrs["metrics"].get(n, np.nan) for n in self.problem.names] for t in done])
             self.problem.preload(X, V)
         if self.workdir is not None:  # run_search holds the run directory's lock: no live process owns them
-            fail_and_requeue(self.study, self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            fail_and_requeue(self.study, self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                             len(self.distributions))
         self.sampler.offset = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
     def ask(self) -> np.ndarray:
@@ -181,9 +182,12 @@ class OptunaSearcher(Searcher):
                 "batch_size": self.batch_size, "sampler_kwargs": self.sampler_kwargs}
 
 
-def fail_and_requeue(study: optuna.Study, stale: Sequence[FrozenTrial]) -> None:
-    """Mark ``stale`` RUNNING trials FAIL and enqueue each again with its parameters (possibly partial: a kill
-    can land between creating a trial and suggesting its parameters), as the workers' heartbeat callback does."""
+def fail_and_requeue(study: optuna.Study, stale: Sequence[FrozenTrial], n_params: int) -> None:
+    """Mark ``stale`` RUNNING trials FAIL and enqueue each again, as the workers' heartbeat callback does.
+
+    A kill can land between creating a trial and suggesting its ``n_params`` parameters: such a trial is re-queued
+    without its partial parameters, so the (trial-seeded) sampler draws all of them again in the same order, as
+    the uninterrupted run did; a trial with every parameter keeps them."""
     from nas.search.worker_storage import RetryCallback
 
     with warnings.catch_warnings():  # "experimental" in Optuna, stable since 2.x
@@ -191,7 +195,11 @@ def fail_and_requeue(study: optuna.Study, stale: Sequence[FrozenTrial]) -> None:
         retry = RetryCallback(max_retry=None)
     for t in stale:
         if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-            retry(study, study._storage.get_trial(t._trial_id))
+            failed = study._storage.get_trial(t._trial_id)
+            if len(failed.params) < n_params:
+                failed.params, failed.distributions = {}, {}
+                failed.system_attrs = {k: v for k, v in failed.system_attrs.items() if k != "fixed_params"}
+            retry(study, failed)
 
 
 def _register(name: str, sampler: str) -> None:
