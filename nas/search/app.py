@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from nas.checks import as_int, as_str_list
@@ -66,7 +67,7 @@ def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
     return Constraint.on(metrics[name], **bound)
 
 
-def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
+def _hw_objective(space: SearchSpace, hw: DictConfig) -> tuple[Objective, Any]:
     from hw_profiles import HW_PROFILES, create_hw_profile
 
     if hw.name not in HW_PROFILES:
@@ -75,10 +76,38 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
     if not hasattr(space, "layers"):
         raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} has no layers(); "
                           "use the macs objective (no +hw) or a space that describes its layers")
+    if hasattr(model, "check_space"):  # a measured table for another space is refused, not extrapolated
+        model.check_space(space)
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values)
+                     fn_x=lambda X: model.evaluate_encoded(space, X).values), model
+
+
+def extrapolation_report(model: Any, space: SearchSpace, result: SearchResult) -> dict[str, Any]:
+    """How the evaluated architectures were priced: layers from the measured table vs extrapolated by a model."""
+    n_modelled = model.evaluate_encoded(space, result.X).n_modelled if result.n else []
+    table = getattr(model, "table", None)
+    report: dict[str, Any] = {"profile": getattr(getattr(model, "meta", None), "name", str(model)),
+                              "built_for_space": getattr(getattr(model, "meta", None), "space", None),
+                              "evaluated_archs": result.n,
+                              "archs_with_extrapolated_layers": int((np.asarray(n_modelled) > 0).sum()),
+                              "extrapolated_layers": int(np.sum(n_modelled))}
+    if table is not None:
+        found, total = model.coverage(space) if table else (0, 0)
+        report.update(measured_table_layers=len(table), space_layer_signatures_measured=f"{found}/{total}")
+    return report
+
+
+def _describe_extrapolation(report: dict[str, Any] | None) -> str:
+    if not report:
+        return ""
+    if not report.get("measured_table_layers"):
+        return (f"\nlatency: {report['profile']} is a calibrated model (no measured table): every layer of the "
+                f"{report['evaluated_archs']} architectures was priced by the model")
+    return (f"\nlatency: profile {report['profile']} measured {report['space_layer_signatures_measured']} layer "
+            f"signatures of this space; {report['archs_with_extrapolated_layers']} of {report['evaluated_archs']} "
+            f"architectures have extrapolated layers ({report['extrapolated_layers']} layers in all)")
 
 
 def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
@@ -98,13 +127,15 @@ def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
     return space
 
 
-def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective]]:
+def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective], Any]:
+    """(objectives, every metric constraints may name, the hardware cost model or None)."""
     accuracy = Objective("top1", exp.accuracy, "max", expensive=True)
-    cost = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else macs_objective(exp.space, name="macs_M")
+    cost, model = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else (macs_objective(exp.space, name="macs_M"),
+                                                                           None)
     metrics = {accuracy.name: accuracy, cost.name: cost}
     if "macs_M" not in metrics:
         metrics["macs_M"] = macs_objective(exp.space, name="macs_M")
-    return [accuracy, cost], metrics
+    return [accuracy, cost], metrics, model
 
 
 def front_table(result: SearchResult, limit: int = 20) -> str:
@@ -161,7 +192,7 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         exp = create_experiment(cfg.experiment.name, **_kwargs(cfg.experiment))  # type: ignore[arg-type]
         if cfg.get("search_space"):
             exp = _with_custom_space(exp, cfg)
-    objectives, metrics = _metrics(cfg, exp)
+    objectives, metrics, cost_model = _metrics(cfg, exp)
     constraints = [parse_constraint(c, metrics)
                    for c in as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")]
     budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
@@ -174,6 +205,9 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
                             seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
                             resume=bool(cfg.resume), progress=_progress(budget) if cfg.progress else None)
+    if cost_model is not None and hasattr(cost_model, "evaluate_encoded"):
+        result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
+        atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
     ranked = front_ranked(result)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -220,5 +254,6 @@ def summarise(outcome: SearchOutcome) -> str:
     objs = " vs ".join(f"{o['name']} ({o['direction']})" for o in r.objectives)
     return (f"{outcome.experiment.name}: {r.searcher} searched {r.n} architectures of {outcome.experiment.space.name} "
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
+            + _describe_extrapolation(r.notes.get("latency_pricing")) + "\n"
             f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
             + (f"\n{outcome.exported}" if outcome.exported else ""))

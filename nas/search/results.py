@@ -89,6 +89,8 @@ class SearchResult:
     budget: int = 0
     stop_reason: str = "budget"
     seconds: float = 0.0
+    #: more top-level entries of result.json (e.g. how latencies were priced), set by the application
+    notes: dict[str, Any] = field(default_factory=dict)
     _archs: list[Any] | None = field(default=None, repr=False)
 
     # -- views ------------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class SearchResult:
                 "searcher": self.searcher, "searcher_config": self.searcher_config, "seed": self.seed,
                 "budget": self.budget, "n_queries": self.n, "stop_reason": self.stop_reason,
                 "seconds": self.seconds, "hypervolume": self.hypervolume(),
-                "front": self.records(front), "evaluated": self.records()}
+                **self.notes, "front": self.records(front), "evaluated": self.records()}
 
     def _csv(self, rows: np.ndarray) -> str:
         buf = io.StringIO()
