@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from hw_profiles.keys import KeyFormatError, parse_key
-from search_spaces.errors import CorruptFileError
+from search_spaces.errors import CorruptFileError, MissingFileError
 from search_spaces.layers import LayerSpec
 
 __all__ = [
@@ -220,7 +220,7 @@ class HardwareProfile:
     def load(cls, path: str | Path) -> HardwareProfile:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no hardware profile at {path}")
+            raise MissingFileError(f"no hardware profile at {path}")
         text = path.read_text()
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -255,7 +255,7 @@ def _table_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     else:
         files = [Path(p) for p in source]
     if not files:
-        raise FileNotFoundError(f"no OFA '<resolution>_lookup_table.yaml' files in {source}")
+        raise MissingFileError(f"no OFA '<resolution>_lookup_table.yaml' files in {source}")
     return files
 
 

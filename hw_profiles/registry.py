@@ -14,6 +14,7 @@ from typing import Any
 from hw_profiles.cost import CostModel, flops_cost, macs_cost, params_cost, size_cost
 from hw_profiles.latency import LatencyModel, load_calibrated
 from hw_profiles.profile import HardwareProfile, load_ofa_tables
+from search_spaces.errors import MissingFileError
 from search_spaces.registry import Registry
 
 __all__ = ["HW_PROFILES", "create_hw_profile", "SNAPDRAGON855_MODEL", "DEFAULT_LOCAL_PROFILE"]
@@ -35,7 +36,7 @@ def snapdragon855(tables: str | Path | Iterable[str | Path] | None = None) -> La
 def _from_file(path: str | Path, hint: str) -> LatencyModel:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no hardware profile at {path}; {hint}")
+        raise MissingFileError(f"no hardware profile at {path}; {hint}")
     return LatencyModel.from_profile(HardwareProfile.load(path))
 
 

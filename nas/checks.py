@@ -8,7 +8,7 @@ from typing import Any
 
 from search_spaces.errors import BadInputError
 
-__all__ = ["as_int", "as_float", "as_str_list", "as_mapping", "one_of"]
+__all__ = ["as_int", "as_float", "as_bool", "as_str_list", "as_mapping", "one_of"]
 
 
 def as_int(value: Any, key: str, *, minimum: int | None = None) -> int:
@@ -36,6 +36,13 @@ def as_float(value: Any, key: str, *, minimum: float | None = None) -> float:
     if minimum is not None and not out >= minimum:
         raise BadInputError(f"{key} must be {allowed}, got {value!r}")
     return out
+
+
+def as_bool(value: Any, key: str) -> bool:
+    """``true``/``false`` only: ``bool("no")`` would be True, so strings and numbers are refused."""
+    if not isinstance(value, bool):
+        raise BadInputError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def as_str_list(value: Any, key: str, *, example: str) -> list[str]:

@@ -20,6 +20,7 @@ from nas.train.checkpoint import load_supernet
 from nas.train.evaluation import EvalSet, evaluate_arch
 from search_spaces.errors import BadInputError
 from supernets import recalibrated, save_subnet
+from supernets.export import check_overwritable
 
 __all__ = ["ExportError", "export_arch", "export_front_point"]
 
@@ -39,6 +40,7 @@ def _checkpoint_hash(path: Path) -> str:
 def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
                 overwrite: bool = False, onnx: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Recalibrate, export and save ``arch`` (an arch value or its dict); returns the metadata written."""
+    check_overwritable(out, overwrite)  # before the slow part: refuse a target we may not write
     net = load_supernet(supernet_path).eval()
     space = net.space
     if isinstance(arch, str):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas.checks import as_float, as_int
 from nas.registry import Registry
 from search_spaces.errors import BadInputError
 
@@ -69,15 +70,14 @@ def seeded_split(n: int, val_size: int | float, seed: int, limit: int | None = N
 
     ``val_size`` is a count or a fraction in (0, 1); ``limit`` caps the number of training examples kept.
     """
-    n_val = int(round(val_size * n)) if isinstance(val_size, float) and 0 < val_size < 1 else int(val_size)
+    val_size = as_float(val_size, "data.kwargs.val_size", minimum=0.0)
+    n_val = int(round(val_size * n)) if 0 < val_size < 1 else int(val_size)
     if not 0 < n_val < n:
         raise DataError(f"val_size must leave at least one train and one val example of {n}; got {val_size!r}")
     perm = np.random.default_rng(seed).permutation(n)
     val, train = perm[:n_val], perm[n_val:]
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"train_limit must be >= 1 or null, got {limit}")
-        train = train[:limit]
+        train = train[:as_int(limit, "data.kwargs.train_limit", minimum=1)]
     return np.sort(train), np.sort(val)
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from nas.checks import as_int, as_str_list
+from nas.checks import as_bool, as_int, as_str_list
 from nas.experiments import Experiment, create_experiment
 from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
+from nas.search.searchers.base import SEARCHERS
 from search_spaces import SPACES, SearchSpace
 from search_spaces.errors import BadInputError
 
@@ -180,7 +181,11 @@ def _export_note(out: Path, exp: Experiment, n: int) -> str:
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
     """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
+    budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
+    export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
+    constraint_texts = as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")
+    SEARCHERS.get(str(cfg.searcher.name))  # an unknown searcher fails before any work
+    retain_freed_memory(as_bool(cfg.get("retain_memory", True), "retain_memory"))
     measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
     if measured:  # accuracy measured on a trained supernet, in LINAS rounds
         from nas.search.measured import linas_from_config, measured_experiment
@@ -193,10 +198,7 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         if cfg.get("search_space"):
             exp = _with_custom_space(exp, cfg)
     objectives, metrics, cost_model = _metrics(cfg, exp)
-    constraints = [parse_constraint(c, metrics)
-                   for c in as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")]
-    budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
-    export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
+    constraints = [parse_constraint(c, metrics) for c in constraint_texts]
     out = Path(cfg.out_dir)
     searcher_kwargs = _kwargs(cfg.searcher)
     if measured:
@@ -204,7 +206,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     else:
         result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
                             seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=bool(cfg.resume), progress=_progress(budget) if cfg.progress else None)
+                            resume=as_bool(cfg.resume, "resume"),
+                            progress=_progress(budget) if as_bool(cfg.progress, "progress") else None)
     if cost_model is not None and hasattr(cost_model, "evaluate_encoded"):
         result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
         atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
@@ -238,9 +241,12 @@ def _with_custom_space(exp: Experiment, cfg: DictConfig) -> Experiment:
 def _progress(budget: int) -> Any:
     from tqdm import tqdm
 
-    bar = tqdm(total=budget, desc="search", unit="arch", file=sys.stderr, leave=False)
+    bars: list[Any] = []  # opened at the first step: nothing is drawn when the search fails to start
 
     def update(problem: Any, step: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=budget, desc="search", unit="arch", file=sys.stderr, leave=False))
+        bar = bars[0]
         bar.n = min(problem.n_queries, budget)
         bar.refresh()
         if bar.n >= budget:

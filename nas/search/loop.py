@@ -186,6 +186,8 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     out = Path(out_dir) if out_dir is not None else None
     signature = _signature(problem, name, algo, seed)
     if out is not None:
+        if out.exists() and not out.is_dir():
+            raise BadInputError(f"out_dir={str(out)!r} is a file; give a directory for the results")
         out.mkdir(parents=True, exist_ok=True)
         _lock(out)
         if resume and (out / CHECKPOINT).exists():

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.checks import as_int
+from nas.checks import as_bool, as_int
 from nas.data import DataModule, check_compatible
 from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write, load_supernet
@@ -173,7 +173,7 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
         archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)
                  for a in cfg.archs]
     else:
-        n_random = as_int(cfg.n_random, "n_random", minimum=0 if cfg.extremes else 1)
+        n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
                              include_extremes=bool(cfg.extremes))
     evalset = EvalSet(data, split=cfg.split, n_images=cfg.get("n_images"), calib_images=cfg.calib_images,

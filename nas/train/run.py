@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nas.checks import as_bool
 from nas.data import DataModule, check_compatible, create_data
 from nas.runtime import retain_freed_memory
 from nas.train.distributed import LocalRun, init_distributed
@@ -64,7 +65,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     space = build_space(cfg["search_space"])
     data = build_data(cfg["data"])
     check_compatible(space, data)
-    out_dir, resume = Path(cfg["out_dir"]), bool(cfg.get("resume", False))
+    out_dir, resume = Path(cfg["out_dir"]), as_bool(cfg.get("resume", False), "resume")
     sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **_plain(cfg["sampler"].get("kwargs")))
 
     def make_model() -> Supernet:
@@ -79,7 +80,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         _save_config(out_dir, _plain(cfg), resume=resume and any(p.exists() for p in existing),
-                     allow_change=bool(cfg.get("allow_config_change", False)))
+                     allow_change=as_bool(cfg.get("allow_config_change", False), "allow_config_change"))
     if isinstance(sampler, PhasedSampler):
         return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume, dist=dist)
     return Trainer(make_model(), data, sampler, tcfg, out_dir, dist=dist).fit(resume=resume)
