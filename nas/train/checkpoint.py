@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from search_spaces.errors import CorruptFileError
+from search_spaces.errors import CorruptFileError, MissingFileError
 from supernets import Supernet, supernet_from_spec
 
 __all__ = [
@@ -130,7 +130,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint and verify its content hash (:class:`CheckpointError` if the file was altered)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist; give a training run directory (with "
+                               f"{SPEC}) or its checkpoint.pt")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files

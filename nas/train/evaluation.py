@@ -28,6 +28,7 @@ from nas.data import DataModule, check_compatible
 from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write, load_supernet
 from nas.train.resize import arch_resolution, resize_to
+from search_spaces.errors import BadInputError
 from supernets import Supernet, recalibrated
 
 __all__ = ["EvalSet", "evaluate_subnets", "sample_archs", "write_measurements", "read_measurements",
@@ -166,7 +167,10 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
         torch.set_num_threads(int(cfg.threads))
     retain_freed_memory(bool(cfg.get("retain_memory", True)))
     start = time.perf_counter()
-    model = load_supernet(cfg.checkpoint).to(cfg.device)
+    sizes = {k: as_int(cfg.get(k), k, minimum=1) for k in ("calib_images", "calib_batch", "batch_size")}
+    n_images = None if cfg.get("n_images") is None else as_int(cfg.n_images, "n_images", minimum=1)
+    device = _device(str(cfg.device))
+    model = load_supernet(cfg.checkpoint).to(device)
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
     check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
@@ -176,9 +180,15 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
         n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
                              include_extremes=bool(cfg.extremes))
-    evalset = EvalSet(data, split=cfg.split, n_images=cfg.get("n_images"), calib_images=cfg.calib_images,
-                      calib_batch=cfg.calib_batch, seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device,
-                      channels_last=bool(cfg.get("channels_last", True)))
+    evalset = EvalSet(data, split=cfg.split, n_images=n_images, seed=cfg.seed, device=device,
+                      channels_last=as_bool(cfg.get("channels_last", True), "channels_last"), **sizes)
     rows = evaluate_subnets(model, archs, evalset, progress=bool(cfg.progress))
     path = write_measurements(cfg.out, rows) if cfg.get("out") else None
     return EvaluateResult(path, rows, time.perf_counter() - start)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"device={name!r} is not a device; use cpu, cuda or cuda:<index>") from None
