@@ -284,7 +284,7 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
     name, build = hw.get("name"), hw.get("build")
     if not build:
         raise BadInputError(f"hardware profile {name!r} has no 'build' section: it cannot be measured on this machine; "
-                         "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
+                            "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
     build = dict(build)
     resolutions = build.pop("resolutions", None)
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")

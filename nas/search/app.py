@@ -55,11 +55,16 @@ def _kwargs(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(kw, resolve=True)) if kw is not None else {}  # type: ignore[arg-type]
 
 
-def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
-    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
+def _constraint_syntax(text: str) -> re.Match[str]:
     m = _CONSTRAINT.match(text)
     if not m:
         raise ConfigError(f"constraint {text!r} must look like 'name<=value' or 'name>=value'")
+    return m
+
+
+def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
+    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
+    m = _constraint_syntax(text)
     name, op, value = m.group(1), m.group(2), float(m.group(3))
     if name not in metrics:
         raise ConfigError(f"constraint on {name!r}, but this search provides {sorted(metrics)}; add a hardware "
@@ -185,6 +190,9 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
     constraint_texts = as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")
     SEARCHERS.get(str(cfg.searcher.name))  # an unknown searcher fails before any work
+    resume, progress = as_bool(cfg.resume, "resume"), as_bool(cfg.progress, "progress")
+    for text in constraint_texts:
+        _constraint_syntax(text)
     retain_freed_memory(as_bool(cfg.get("retain_memory", True), "retain_memory"))
     measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
     if measured:  # accuracy measured on a trained supernet, in LINAS rounds
@@ -206,8 +214,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     else:
         result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
                             seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=as_bool(cfg.resume, "resume"),
-                            progress=_progress(budget) if as_bool(cfg.progress, "progress") else None)
+                            resume=resume,
+                            progress=_progress(budget) if progress else None)
     if cost_model is not None and hasattr(cost_model, "evaluate_encoded"):
         result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
         atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))

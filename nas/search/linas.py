@@ -100,7 +100,7 @@ def linas_search(space: Any, objectives: Sequence[Objective], constraints: Seque
     problem = SearchProblem(space, objectives, constraints)
     if not problem.expensive:
         raise BadInputError("LINAS needs at least one expensive metric to predict; with only cheap metrics use "
-                         "run_search directly")
+                            "run_search directly")
     rng = np.random.default_rng([seed, 11])
     check_feasible(problem, rng)
     settings = {"rounds": rounds, "batch_size": batch_size, "inner_searcher": inner_searcher,

@@ -56,7 +56,7 @@ class SearchProblem:
             other = self.metrics.get(m.name)
             if other is not None and (other.fn is not m.fn or other.expensive != m.expensive):
                 raise BadInputError(f"two different functions are named {m.name!r}; give them distinct names, or build "
-                                 "the constraint with Constraint.on(objective, ...) to share one measurement")
+                                    "the constraint with Constraint.on(objective, ...) to share one measurement")
             self.metrics.setdefault(m.name, m)
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):

@@ -217,7 +217,7 @@ def _check_signature(study: optuna.Study, space: SearchSpace, objectives: Mappin
         study.set_user_attr("worker_signature", signature)
     elif stored != signature:
         raise CorruptFileError(f"study {study.study_name!r} belongs to another search {stored}; this worker runs "
-                         f"{signature}. Use another study name or storage.")
+                               f"{signature}. Use another study name or storage.")
 
 
 def study_summary(study: optuna.Study) -> dict[str, Any]:

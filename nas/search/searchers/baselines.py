@@ -127,7 +127,7 @@ class Evolution(Searcher):
                  mutate_prob: float = 0.1, max_rejection_rounds: int = 20) -> None:
         if not 0 < parent_ratio < 1 or not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
             raise SearcherConfigError(f"ratios must lie in (0, 1): parent_ratio={parent_ratio}, mutation_ratio="
-                             f"{mutation_ratio}, mutate_prob={mutate_prob}")
+                                      f"{mutation_ratio}, mutate_prob={mutate_prob}")
         self.population_size, self.parent_ratio = population_size, parent_ratio
         self.mutation_ratio, self.mutate_prob, self.max_rounds = mutation_ratio, mutate_prob, max_rejection_rounds
         self.n_parents = max(2, int(round(parent_ratio * population_size)))

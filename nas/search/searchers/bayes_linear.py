@@ -73,7 +73,7 @@ class BayesianLinearSearch(Searcher):
             raise SearcherConfigError(f"n_init and batch_size must be >= 1, got {n_init}, {batch_size}")
         if not 0.0 <= clip_quantile < 1.0 or temperature <= 0 or noise <= 0 or prior_var <= 0:
             raise SearcherConfigError("need 0 <= clip_quantile < 1 and positive temperature, noise, prior_var; got "
-                             f"{clip_quantile}, {temperature}, {noise}, {prior_var}")
+                                      f"{clip_quantile}, {temperature}, {noise}, {prior_var}")
         self.n_init, self.batch_size, self.temperature, self.noise = n_init, batch_size, temperature, noise
         self.prior_var, self.clip_quantile, self.max_enumerate = prior_var, clip_quantile, max_enumerate
         if not (pair_scale == "auto" or (isinstance(pair_scale, (int, float)) and pair_scale >= 0)):

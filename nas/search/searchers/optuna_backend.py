@@ -143,7 +143,7 @@ class OptunaSearcher(Searcher):
             self.study.set_user_attr("signature", signature)
         elif stored != signature:
             raise CorruptFileError(f"study {self.study_name!r} in this storage belongs to another search {stored}; "
-                             f"this search is {signature}. Use a new study_name or storage.")
+                                   f"this search is {signature}. Use a new study_name or storage.")
         self._pending: list[Trial] = []
         self._restore()
 
