@@ -17,13 +17,14 @@ from tests.reliability import _jobs
 from tests.reliability.conftest import REPO, kill_when
 
 # (searcher, budget, sleep per arch, queries logged before the kill, extra delay after that)
+SLOW = pytest.mark.slow  # more kill points: the suite's core set stays within its time budget
 POINTS = [
-    ("pymoo_nsga2", 60, 0.01, 1, 0.0),
     ("pymoo_nsga2", 60, 0.01, 35, 0.013),
     ("optuna_tpe", 16, 0.005, 0, 0.0),  # as soon as optuna.db exists: during study creation / the first trials
     ("optuna_tpe_journal", 16, 0.005, 5, 0.004),
-    ("optuna_tpe_journal", 16, 0.005, 11, 0.011),
-    ("optuna_nsga2", 16, 0.005, 8, 0.007),
+    pytest.param("pymoo_nsga2", 60, 0.01, 1, 0.0, marks=SLOW),
+    pytest.param("optuna_tpe_journal", 16, 0.005, 11, 0.011, marks=SLOW),
+    pytest.param("optuna_nsga2", 16, 0.005, 8, 0.007, marks=SLOW),
 ]
 
 _REFERENCE: dict[tuple[str, int], object] = {}
