@@ -1,7 +1,8 @@
 """Jobs the fault-injection tests run in a subprocess and SIGKILL: ``python -m tests.reliability._jobs search ...``.
 
-A search on the tiny OFA-MBv3 space with a deterministic proxy accuracy (a hash of the architecture id) and a short
-sleep per evaluated architecture, so that kills land all over the ask / evaluate / tell / checkpoint cycle.
+A search on a tiny space (OFA-MBv3 for pymoo, NB201 for Optuna) with a deterministic proxy accuracy (a hash of the
+architecture id) and a short sleep per evaluated architecture, so that kills land all over the ask / evaluate / tell /
+checkpoint cycle.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 SPACE = "ofa_mbv3_tiny"
+#: Optuna writes (and fsyncs) every parameter of every trial: a 6-gene space keeps its runs short on a busy disk
+OPTUNA_SPACE = "nb201_tiny"
 SEARCHERS = {"pymoo_nsga2": {"pop_size": 10}, "optuna_tpe": {}, "optuna_tpe_journal": {"storage": "journal"},
              "optuna_nsga2": {"sampler_kwargs": {"population_size": 6}}}
 
@@ -30,11 +33,15 @@ def objectives(space: Any, sleep_s: float = 0.0) -> list[Any]:
     return [Objective("acc", accuracy, "max", expensive=True), params_objective(space)]
 
 
+def space_of(searcher: str) -> str:
+    return OPTUNA_SPACE if searcher.startswith("optuna") else SPACE
+
+
 def search(out: str | Path, searcher: str, budget: int, sleep_s: float = 0.0) -> Any:
     from nas.search import run_search
     from search_spaces import create_space
 
-    space, kwargs = create_space(SPACE), dict(SEARCHERS[searcher])
+    space, kwargs = create_space(space_of(searcher)), dict(SEARCHERS[searcher])
     if kwargs.get("storage") == "journal":  # a journal file in the run directory: faster than SQLite's commits
         kwargs["storage"] = f"journal://{Path(out).resolve() / 'study.log'}"
     return run_search(space, objectives(space, sleep_s), [], searcher.removesuffix("_journal"), budget=budget,
