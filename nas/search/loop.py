@@ -10,6 +10,9 @@ step): on restart the searcher is rebuilt with the same seed and *replayed*, eve
 instead of being measured again, until it runs past the log. This reproduces the uninterrupted run exactly and
 needs no pickled algorithm objects (pymoo's populations, survival attributes and Generator state would all have to
 be reconstructed bit for bit otherwise). Optuna searchers keep their state in the study storage instead.
+
+Nothing computed is lost: a run holds ``out_dir/.lock`` (a second search in the same directory is refused), and a
+rerun whose ``budget`` is below the number of architectures already logged is refused rather than truncating them.
 """
 
 from __future__ import annotations

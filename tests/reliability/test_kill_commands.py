@@ -143,3 +143,44 @@ def test_killed_profile_build_resumes_keeping_measured_entries(tmp_path, after_c
     after = HardwareProfile.load(out)
     assert result.skipped == len(before) and len(after) == result.total
     assert all(after.entries[k] == e for k, e in before.entries.items())  # nothing measured is lost or redone
+
+
+WORKER = ["n_trials=4", "heartbeat_interval=1", "grace_period=2", "eval.n_images=64", "eval.calib_images=32",
+          "eval.calib_batch=32", "eval.batch_size=64", "data.kwargs.val_size=64", "data.kwargs.train_limit=64",
+          "seed=1"]
+
+
+def test_killed_search_worker_trial_is_retried_and_every_result_is_exact(tmp_path, straight):
+    """A worker killed while evaluating leaves a RUNNING trial; the next worker fails it after the heartbeat grace
+    period and evaluates it again, and every COMPLETE trial holds exactly what evaluating its subnet gives."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.search.workers import SupernetEvaluator, study_summary, worker_from_config
+    from nas.train.run import build_data
+
+    url = f"journal://{tmp_path / 'study.log'}"
+    args = [f"storage={url}", f"checkpoint={straight}", *WORKER]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+
+    def evaluating_second() -> bool:
+        try:
+            study = optuna.load_study(study_name="nas_search", storage=storage)
+        except Exception:  # noqa: BLE001 - not created yet
+            return False
+        trials = study.get_trials(deepcopy=False)
+        return len(trials) >= 2 and trials[-1].state == TrialState.RUNNING
+
+    code = kill_when(["-m", "nas.search_worker", *args, "worker_id=killed", f"hydra.run.dir={tmp_path}/h"],
+                     evaluating_second, cwd=REPO, log_dir=tmp_path, delay_s=0.05)
+    assert code == -9, f"not killed (exit {code})"
+    result = worker_from_config(_cfg("search_worker", [*args, "worker_id=second"]))
+    study = optuna.load_study(study_name="nas_search", storage=storage)
+    summary = study_summary(study)
+    assert summary["states"]["RUNNING"] == 0 and summary["states"]["COMPLETE"] >= 4
+    assert summary["retries"] and result.retried  # the killed trial was re-queued and evaluated by the survivor
+    assert len(set(summary["evaluated"])) == len(summary["evaluated"])  # no architecture evaluated twice
+    cfg = _cfg("search_worker", args)
+    evaluator = SupernetEvaluator(straight, build_data(cfg.data), seed=int(cfg.seed), **dict(cfg.eval))
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert t.user_attrs["metrics"] == evaluator(evaluator.space.decode(t.user_attrs["x"]))
