@@ -290,6 +290,11 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")
     if target is None:
         raise BadInputError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
+    try:
+        config = MeasureConfig(**build)
+    except (BadInputError, TypeError) as exc:  # named as the user sets it: hw.build.<key>
+        raise BadInputError(str(exc).replace("MeasureConfig.__init__()", "hw.build").replace("MeasureConfig.",
+                                                                                              "hw.build.")) from None
     return build_profile(create_space(space, **dict(space_kwargs or {})), target, build_layer=build_layer,
-                         build_network=build_network, config=MeasureConfig(**build), name=str(name),
+                         build_network=build_network, config=config, name=str(name),
                          resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)

@@ -169,7 +169,9 @@ CASES = [
      "such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)"),
     ("nas.profile", ["hw=local_cpu", "space.name=nope"], 2, f"unknown search space 'nope' Available: {SPACES}"),
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.repeats=0", f"out={T}/p.json"], 2,
-     "MeasureConfig.repeats must be an int >= 1, got 0"),
+     "hw.build.repeats must be an int >= 1, got 0"),
+    ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "+hw.build.bogus=1", f"out={T}/p.json"], 2,
+     "hw.build got an unexpected keyword argument 'bogus'"),
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.runtime=nope", f"out={T}/p.json"], 2,
      "unknown timing backend 'nope' Available: onnxruntime, torch"),
 ]
