@@ -37,6 +37,7 @@ from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_int
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
 from search_spaces.base import SearchSpace, create_space
+from search_spaces.errors import BadInputError
 from search_spaces.layers import LayerSpec
 
 __all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
@@ -65,17 +66,17 @@ class MeasureConfig:
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
-            raise ValueError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+            raise BadInputError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
         if self.normalise and not self.context:
-            raise ValueError("MeasureConfig.normalise=True times the context network: it needs context=True")
+            raise BadInputError("MeasureConfig.normalise=True times the context network: it needs context=True")
         if self.clock == "cpu" and self.threads != 1:
-            raise ValueError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
+            raise BadInputError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
         for name in ("threads", "batch", "repeats", "chunk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+                raise BadInputError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
         for name in ("warmup", "calibration_nets"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
+                raise BadInputError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
 
     def method(self) -> str:
         return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
@@ -200,7 +201,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     """
     config = config or MeasureConfig()
     if config.context and build_network is None:
-        raise ValueError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
+        raise BadInputError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
     backend = backend or create_backend(config.runtime, threads=config.threads)
     out = Path(out)
     meta = ProfileMeta(name=name, device=cpu_name(), soc=None, runtime=backend.name, runtime_version=backend.version,
@@ -281,16 +282,21 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
     """
     name, build = hw.get("name"), hw.get("build")
     if not build:
-        raise ValueError(f"hardware profile {name!r} has no 'build' section: it cannot be measured on this machine; "
-                         "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
+        raise BadInputError(f"hardware profile {name!r} has no 'build' section: it cannot be measured on this machine; "
+                            "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
     build = dict(build)
     resolutions = build.pop("resolutions", None)
     sp = create_space(space, **dict(space_kwargs or {}))
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")
     if target is None:
-        raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
+        raise BadInputError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
+    try:
+        config = MeasureConfig(**build)
+    except (BadInputError, TypeError) as exc:  # named as the user sets it: hw.build.<key>
+        raise BadInputError(str(exc).replace("MeasureConfig.__init__()", "hw.build").replace("MeasureConfig.",
+                                                                                              "hw.build.")) from None
     return build_profile(sp, profile_path(target, sp), build_layer=build_layer, build_network=build_network,
-                         config=MeasureConfig(**build), name=str(name),
+                         config=config, name=str(name),
                          resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)
 
 

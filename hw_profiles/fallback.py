@@ -18,12 +18,13 @@ import numpy as np
 from scipy.optimize import nnls
 
 from hw_profiles.features import FEATURE_NAMES, FeatureConfig, feature_matrix
+from search_spaces.errors import BadInputError
 from search_spaces.layers import LayerSpec
 
 __all__ = ["LinearCostModel", "FitError", "fit_linear_cost", "relative_errors"]
 
 
-class FitError(ValueError):
+class FitError(BadInputError):
     """A latency model cannot be fitted from the given data."""
 
 

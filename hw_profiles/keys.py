@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 
+from search_spaces.errors import BadInputError
 from search_spaces.layers import LAYER_OPS, LayerSpec
 
 __all__ = ["KeyFormatError", "parse_key"]
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(BadInputError):
     """A latency-table key does not follow the operator-signature grammar."""
 
 

@@ -21,18 +21,23 @@ from hw_profiles.cost import CostModel, CostReport
 from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
-from hw_profiles.pricing import LayerPrices
+from hw_profiles.pricing import LayerPrices, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
+from search_spaces.errors import BadInputError, CorruptFileError
 from search_spaces.layers import LayerSpec
 
-__all__ = ["LatencyModel", "MissingEntryError", "CALIBRATED_FORMAT", "save_calibrated", "load_calibrated",
-           "load_calibrated_domain"]
+__all__ = ["LatencyModel", "MissingEntryError", "ProfileSpaceError", "CALIBRATED_FORMAT", "save_calibrated",
+           "load_calibrated", "load_calibrated_domain"]
 
 CALIBRATED_FORMAT = "nas-engine/calibrated-latency"
 
 
 class MissingEntryError(UncoveredOpError):
     """A layer is not in the table and the profile has no fallback model."""
+
+
+class ProfileSpaceError(CorruptFileError):
+    """A measured profile was built for another search space (exit code 3: a file for something else)."""
 
 
 class LatencyModel(CostModel):
@@ -83,6 +88,28 @@ class LatencyModel(CostModel):
     def evaluate(self, space: Any, arch: Any) -> CostReport:
         report = super().evaluate(space, arch)
         return replace(report, heldout_error=self.heldout_error(space.layers(arch)))
+
+    def coverage(self, space: Any) -> tuple[int, int]:
+        """(layer signatures of ``space`` found in the measured table, layer signatures of ``space``)."""
+        keys = {spec.key() for spec in space_layer_specs(space)}
+        return sum(k in self.table for k in keys), len(keys)
+
+    def check_space(self, space: Any) -> tuple[int, int]:
+        """Refuse a measured table built for another space (its op signatures miss this space's layers).
+
+        A calibrated model alone (no table) prices any layer by design and is not checked. Returns
+        :meth:`coverage`."""
+        if not self.table:
+            return 0, 0
+        found, total = self.coverage(space)
+        built = self.meta.space
+        if found == 0 or (built is not None and built != space.name and found < total):
+            raise ProfileSpaceError(
+                f"hardware profile {self.meta.name!r} was built for space {built!r}; it measured {found} of the "
+                f"{total} layer signatures of space {space.name!r}, so the rest would be extrapolated. Build a "
+                f"profile for this space: python -m nas.profile hw={self.meta.name} space.name={space.name} "
+                "out=<new file>")
+        return found, total
 
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
         n = len(specs)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from hw_profiles.keys import KeyFormatError, parse_key
+from search_spaces.errors import CorruptFileError, MissingFileError
 from search_spaces.layers import LayerSpec
 
 __all__ = [
@@ -33,7 +34,7 @@ PROFILE_VERSION = 1
 UNITS = ("ms", "us", "s", "mJ")
 
 
-class ProfileFormatError(ValueError):
+class ProfileFormatError(CorruptFileError):
     """A profile file or dict is malformed; the message names the field, the value and what is allowed."""
 
 
@@ -219,7 +220,7 @@ class HardwareProfile:
     def load(cls, path: str | Path) -> HardwareProfile:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no hardware profile at {path}")
+            raise MissingFileError(f"no hardware profile at {path}")
         text = path.read_text()
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -254,7 +255,7 @@ def _table_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     else:
         files = [Path(p) for p in source]
     if not files:
-        raise FileNotFoundError(f"no OFA '<resolution>_lookup_table.yaml' files in {source}")
+        raise MissingFileError(f"no OFA '<resolution>_lookup_table.yaml' files in {source}")
     return files
 
 

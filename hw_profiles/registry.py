@@ -14,6 +14,7 @@ from typing import Any
 from hw_profiles.cost import CostModel, bitops_cost, flops_cost, macs_cost, params_cost, size_cost
 from hw_profiles.latency import LatencyModel, load_calibrated, load_calibrated_domain
 from hw_profiles.profile import HardwareProfile, load_ofa_tables
+from search_spaces.errors import MissingFileError
 from search_spaces.registry import Registry
 
 __all__ = ["HW_PROFILES", "create_hw_profile", "SNAPDRAGON855_MODEL", "DEFAULT_LOCAL_PROFILE"]
@@ -38,7 +39,7 @@ def snapdragon855(tables: str | Path | Iterable[str | Path] | None = None, *, st
 def _from_file(path: str | Path, hint: str, strict: bool) -> LatencyModel:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no hardware profile at {path}; {hint}")
+        raise MissingFileError(f"no hardware profile at {path}; {hint}")
     return LatencyModel.from_profile(HardwareProfile.load(path), strict=strict)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from nas.registry import Registry
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["Experiment", "EXPERIMENTS", "create_experiment"]
 
@@ -92,7 +93,7 @@ def custom(*, measurements: str | None = None, space: str | None = None, predict
     from search_spaces import create_space
 
     if measurements is None:
-        raise ValueError("experiment=custom needs experiment.kwargs.measurements=<csv with arch and top1 columns>")
+        raise BadInputError("experiment=custom needs experiment.kwargs.measurements=<csv with arch and top1 columns>")
     sp = create_space(space) if space else None
     holder: dict[str, Any] = {}
 

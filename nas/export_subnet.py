@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from nas.data import create_data
 from nas.train.checkpoint import load_supernet
 from nas.train.evaluation import EvalSet, evaluate_arch
 from search_spaces.base import require
+from search_spaces.errors import BadInputError
 from supernets import recalibrated, save_subnet
+from supernets.export import check_overwritable
 
 __all__ = ["ExportError", "export_arch", "export_front_point"]
 
 
-class ExportError(ValueError):
+class ExportError(BadInputError):
     """The requested point, checkpoint or architecture cannot be exported."""
 
 
@@ -38,9 +41,16 @@ def _checkpoint_hash(path: Path) -> str:
 def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
                 overwrite: bool = False, onnx: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Recalibrate, export and save ``arch`` (an arch value or its dict); returns the metadata written."""
+    check_overwritable(out, overwrite)  # before the slow part: refuse a target we may not write
     net = load_supernet(supernet_path).eval()
     space = net.space
-    arch = space.from_dict(arch) if isinstance(arch, dict) else space.validate(arch)
+    if isinstance(arch, str):
+        try:
+            arch = json.loads(arch)
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"arch={arch!r} is not a JSON architecture dict ({exc}); e.g. "
+                              f"arch='{space.to_json(space.min_arch())}'") from None
+    arch = space.from_dict(dict(arch)) if isinstance(arch, Mapping) else space.validate(arch)
     chans, res, _ = require(space, "input_shape", needed_by="nas.export")(arch)
     meta: dict[str, Any] = {"space": space.spec(), "arch_id": space.arch_id(arch), "arch": space.to_dict(arch),
                             "resolution": res, "macs": int(space.macs(arch)), "params": int(space.params(arch)),
@@ -68,12 +78,10 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, super
 
     Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
     one when ``data`` is given."""
+    from nas.search.results import read_results_dir
+
     results = Path(results)
-    try:
-        front = json.loads((results / "front_ranked.json").read_text())
-        config = (results / "config.yaml").read_text()
-    except FileNotFoundError as exc:
-        raise ExportError(f"{results} is not a search results directory ({exc.filename} missing)") from None
+    front, config = read_results_dir(results)
     if not 0 <= rank < len(front):
         raise ExportError(f"rank {rank} out of range: the front has {len(front)} points (0..{len(front) - 1})")
     if supernet is None:

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from search_spaces.errors import CorruptFileError
+
 __all__ = ["PredictorFormatError", "FORMAT", "FORMAT_VERSION", "stem_paths", "write_bundle", "read_bundle"]
 
 FORMAT = "nas-engine-predictor"
 FORMAT_VERSION = 1
 
 
-class PredictorFormatError(ValueError):
+class PredictorFormatError(CorruptFileError):
     """A predictor file is missing, corrupt, of another format or of an unsupported version."""
 
 

@@ -24,6 +24,7 @@ from predictors._threads import single_thread
 from predictors.features import FeatureEncoder
 from predictors.targets import TARGETS, TargetTransform
 from search_spaces import SPACES, InvalidArchError, SearchSpace, create_space
+from search_spaces.errors import BadInputError
 from search_spaces.registry import Registry
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class NotFittedError(ValueError, AttributeError):
+class NotFittedError(BadInputError, AttributeError):
     """``predict`` was called before ``fit`` (same bases as scikit-learn's NotFittedError)."""
 
 
@@ -40,7 +41,7 @@ class ArchSpaceError(InvalidArchError):
     """An architecture given to a predictor does not belong to the space the predictor was built for."""
 
 
-class SpaceMismatchError(ValueError):
+class SpaceMismatchError(BadInputError):
     """A saved predictor was loaded for a different search space than it was fitted on."""
 
 

@@ -25,13 +25,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from search_spaces import LayerSpec, SearchSpace
+from search_spaces.errors import BadInputError
 from search_spaces.layers import layer_macs, layer_params
 from search_spaces.registry import Registry
 
 __all__ = ["Featurizer", "FEATURES", "FeatureEncoder", "FeatureUnavailableError", "resolve_features"]
 
 
-class FeatureUnavailableError(ValueError):
+class FeatureUnavailableError(BadInputError):
     """A featurizer was requested for a space that cannot provide it."""
 
 

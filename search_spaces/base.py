@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from search_spaces.errors import MissingCapabilityError
+from search_spaces.errors import BadInputError, MissingCapabilityError
 from search_spaces.registry import Registry
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ __all__ = ["Gene", "SearchSpace", "InvalidArchError", "SPACES", "create_space", 
            "has_capability"]
 
 
-class InvalidArchError(ValueError):
+class InvalidArchError(BadInputError):
     """An architecture does not belong to a space; the message names the field, value and allowed values."""
 
 

@@ -9,8 +9,8 @@ they replaced (``ValueError``, ``KeyError``) so existing ``except`` clauses keep
 
 from __future__ import annotations
 
-__all__ = ["NasError", "BadInputError", "CorruptFileError", "MissingCapabilityError", "EXIT_BAD_INPUT",
-           "EXIT_CORRUPT_FILE"]
+__all__ = ["NasError", "BadInputError", "CorruptFileError", "MissingCapabilityError", "MissingFileError",
+           "EXIT_BAD_INPUT", "EXIT_CORRUPT_FILE"]
 
 EXIT_BAD_INPUT = 2
 EXIT_CORRUPT_FILE = 3
@@ -35,6 +35,10 @@ class CorruptFileError(NasError, ValueError):
     """A file that is truncated, altered, or was written for something else (exit code 3)."""
 
     exit_code = EXIT_CORRUPT_FILE
+
+
+class MissingFileError(BadInputError, FileNotFoundError):
+    """A path the user gave (or a default path) does not exist; the message says how to create it (exit code 2)."""
 
 
 class MissingCapabilityError(BadInputError, TypeError):

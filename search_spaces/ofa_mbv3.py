@@ -166,6 +166,8 @@ class OFAMobileNetV3Space(SearchSpace):
                     f"space {self.name!r} has {self.n_stages} stages x {self.max_depth} blocks = {nb} blocks; "
                     f"got {len(arch.d)} stages and {len(arch.ks)} blocks"
                 )
+            for gene, depth in zip(self.genes()[2 * nb : 2 * nb + self.n_stages], arch.d):
+                gene.index(depth)  # depths first: they decide which kernel/expand genes are active
         return super().validate(arch)
 
     def active(self, arch: MBv3Arch) -> np.ndarray:

@@ -8,22 +8,25 @@ names are errors and unknown names list the close matches.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
+
+from search_spaces.errors import BadInputError
 
 __all__ = ["Registry", "UnknownNameError", "DuplicateNameError"]
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(BadInputError, KeyError):
     """An unknown name was requested; the message lists what is registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 
 
-class DuplicateNameError(ValueError):
+class DuplicateNameError(BadInputError):
     """A name was registered twice."""
 
 
@@ -59,7 +62,13 @@ class Registry(Generic[T]):
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> T:
-        return self.get(name)(**kwargs)
+        factory = self.get(name)
+        try:
+            return factory(**kwargs)
+        except TypeError as exc:  # a mistyped or missing keyword of the user's config, named with the kind
+            if not re.search(r"unexpected keyword argument|missing \d+ required", str(exc)):
+                raise
+            raise BadInputError(f"{self.kind} {name!r}: {exc}") from None
 
     def names(self) -> list[str]:
         return sorted(self._factories)

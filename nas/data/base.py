@@ -20,16 +20,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas.checks import as_float, as_int
 from nas.registry import Registry
+from search_spaces.errors import BadInputError
 
-__all__ = ["DATA", "SPLITS", "Batch", "DataError", "DataModule", "create_data", "seeded_split", "batch_augment"]
+__all__ = ["DATA", "SPLITS", "Batch", "DataError", "DataModule", "create_data", "seeded_split", "batch_augment",
+           "check_compatible"]
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(BadInputError):
     """Bad data or data configuration (missing files, empty folder, too few classes, bad split sizes)."""
 
+
+
+def check_compatible(space: Any, data: Any, *, model: str | None = None) -> None:
+    """The data's channels and classes must match what the space's networks take and predict.
+
+    ``model`` names a trained supernet the space comes from (its checkpoint), for the message."""
+    want = (getattr(space, "in_chans", data.in_chans), getattr(space, "n_classes", data.n_classes))
+    if want == (data.in_chans, data.n_classes):
+        return
+    who = f"the supernet {model}" if model else f"space {space.name!r}"
+    fix = ("pass the data it was trained on (data=...)" if model else
+           "pick a matching search_space or override its kwargs")
+    raise DataError(f"data {data.name!r} has {data.in_chans} channel(s) and {data.n_classes} classes, but {who} "
+                    f"expects in_chans={want[0]}, n_classes={want[1]}; {fix}")
 
 @dataclass
 class Batch:
@@ -53,15 +70,14 @@ def seeded_split(n: int, val_size: int | float, seed: int, limit: int | None = N
 
     ``val_size`` is a count or a fraction in (0, 1); ``limit`` caps the number of training examples kept.
     """
-    n_val = int(round(val_size * n)) if isinstance(val_size, float) and 0 < val_size < 1 else int(val_size)
+    val_size = as_float(val_size, "data.kwargs.val_size", minimum=0.0)
+    n_val = int(round(val_size * n)) if 0 < val_size < 1 else int(val_size)
     if not 0 < n_val < n:
         raise DataError(f"val_size must leave at least one train and one val example of {n}; got {val_size!r}")
     perm = np.random.default_rng(seed).permutation(n)
     val, train = perm[:n_val], perm[n_val:]
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"train_limit must be >= 1 or null, got {limit}")
-        train = train[:limit]
+        train = train[:as_int(limit, "data.kwargs.train_limit", minimum=1)]
     return np.sort(train), np.sort(val)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
@@ -57,8 +57,12 @@ class _Decoded(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            img = TF.pil_to_tensor(im.convert(self.mode))
+        try:
+            with Image.open(path) as im:
+                img = TF.pil_to_tensor(im.convert(self.mode))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # PIL raises all three for broken files
+            raise DataError(f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); remove or replace "
+                            "it") from None
         img = TF.center_crop(TF.resize(img, [self.size], antialias=True), [self.size, self.size])
         return img, label
 

@@ -17,15 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from nas.checks import as_bool, as_int, as_str_list
 from nas.experiments import Experiment, create_experiment
 from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
+from nas.search.searchers.base import SEARCHERS
 from search_spaces import SPACES, SearchSpace
 from search_spaces.base import has_capability
+from search_spaces.errors import BadInputError
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """A search config names something that does not exist or cannot work together."""
 
 
@@ -52,11 +56,16 @@ def _kwargs(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(kw, resolve=True)) if kw is not None else {}  # type: ignore[arg-type]
 
 
-def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
-    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
+def _constraint_syntax(text: str) -> re.Match[str]:
     m = _CONSTRAINT.match(text)
     if not m:
         raise ConfigError(f"constraint {text!r} must look like 'name<=value' or 'name>=value'")
+    return m
+
+
+def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
+    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
+    m = _constraint_syntax(text)
     name, op, value = m.group(1), m.group(2), float(m.group(3))
     if name not in metrics:
         raise ConfigError(f"constraint on {name!r}, but this search provides {sorted(metrics)}; add a hardware "
@@ -65,7 +74,7 @@ def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
     return Constraint.on(metrics[name], **bound)
 
 
-def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
+def _hw_objective(space: SearchSpace, hw: DictConfig) -> tuple[Objective, Any]:
     from hw_profiles import HW_PROFILES, create_hw_profile
 
     if hw.name not in HW_PROFILES:
@@ -81,10 +90,38 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
         kwargs["path"] = str(profile_for_space(OmegaConf.to_container(hw, resolve=True), space,  # type: ignore
                                                build_layer=build_layer, build_network=build_network, log=log.warning))
     model = create_hw_profile(hw.name, **kwargs)
+    if hasattr(model, "check_space"):  # a measured table for another space is refused, not extrapolated
+        model.check_space(space)
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values)
+                     fn_x=lambda X: model.evaluate_encoded(space, X).values), model
+
+
+def extrapolation_report(model: Any, space: SearchSpace, result: SearchResult) -> dict[str, Any]:
+    """How the evaluated architectures were priced: layers from the measured table vs extrapolated by a model."""
+    n_modelled = model.evaluate_encoded(space, result.X).n_modelled if result.n else []
+    table = getattr(model, "table", None)
+    report: dict[str, Any] = {"profile": getattr(getattr(model, "meta", None), "name", str(model)),
+                              "built_for_space": getattr(getattr(model, "meta", None), "space", None),
+                              "evaluated_archs": result.n,
+                              "archs_with_extrapolated_layers": int((np.asarray(n_modelled) > 0).sum()),
+                              "extrapolated_layers": int(np.sum(n_modelled))}
+    if table is not None:
+        found, total = model.coverage(space) if table else (0, 0)
+        report.update(measured_table_layers=len(table), space_layer_signatures_measured=f"{found}/{total}")
+    return report
+
+
+def _describe_extrapolation(report: dict[str, Any] | None) -> str:
+    if not report:
+        return ""
+    if not report.get("measured_table_layers"):
+        return (f"\nlatency: {report['profile']} is a calibrated model (no measured table): every layer of the "
+                f"{report['evaluated_archs']} architectures was priced by the model")
+    return (f"\nlatency: profile {report['profile']} measured {report['space_layer_signatures_measured']} layer "
+            f"signatures of this space; {report['archs_with_extrapolated_layers']} of {report['evaluated_archs']} "
+            f"architectures have extrapolated layers ({report['extrapolated_layers']} layers in all)")
 
 
 def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
@@ -104,13 +141,15 @@ def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
     return space
 
 
-def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective]]:
+def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective], Any]:
+    """(objectives, every metric constraints may name, the hardware cost model or None)."""
     accuracy = Objective("top1", exp.accuracy, "max", expensive=True)
-    cost = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else macs_objective(exp.space, name="macs_M")
+    cost, model = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else (macs_objective(exp.space, name="macs_M"),
+                                                                           None)
     metrics = {accuracy.name: accuracy, cost.name: cost}
     if "macs_M" not in metrics:
         metrics["macs_M"] = macs_objective(exp.space, name="macs_M")
-    return [accuracy, cost], metrics
+    return [accuracy, cost], metrics, model
 
 
 def front_table(result: SearchResult, limit: int = 20) -> str:
@@ -155,7 +194,14 @@ def _export_note(out: Path, exp: Experiment, n: int) -> str:
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
     """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
+    budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
+    export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
+    constraint_texts = as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")
+    SEARCHERS.get(str(cfg.searcher.name))  # an unknown searcher fails before any work
+    resume, progress = as_bool(cfg.resume, "resume"), as_bool(cfg.progress, "progress")
+    for text in constraint_texts:
+        _constraint_syntax(text)
+    retain_freed_memory(as_bool(cfg.get("retain_memory", True), "retain_memory"))
     measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
     if measured:  # accuracy measured on a trained supernet, in LINAS rounds
         from nas.search.measured import linas_from_config, measured_experiment
@@ -167,16 +213,20 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         exp = create_experiment(cfg.experiment.name, **_kwargs(cfg.experiment))  # type: ignore[arg-type]
         if cfg.get("search_space"):
             exp = _with_custom_space(exp, cfg)
-    objectives, metrics = _metrics(cfg, exp)
-    constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
+    objectives, metrics, cost_model = _metrics(cfg, exp)
+    constraints = [parse_constraint(c, metrics) for c in constraint_texts]
     out = Path(cfg.out_dir)
     searcher_kwargs = _kwargs(cfg.searcher)
     if measured:
         result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
     else:
-        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
-                            seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
+        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
+                            seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
+                            resume=resume,
+                            progress=_progress(budget) if progress else None)
+    if cost_model is not None and hasattr(cost_model, "evaluate_encoded"):
+        result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
+        atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
     ranked = front_ranked(result)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -185,11 +235,11 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, len(ranked)))
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
-    if cfg.get("export") is not None:
+    if export is not None:
         from nas.export_subnet import export_front_point
 
-        outcome.exported = export_front_point(out, rank=int(cfg.export), supernet=exp.supernet_path,
-                                              data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
+        outcome.exported = export_front_point(out, rank=export, supernet=exp.supernet_path,
+                                              data=exp.data or None, out=out / f"subnet_rank{export}",
                                               overwrite=True)  # the search's own output: a rerun replaces it
     return outcome
 
@@ -207,9 +257,12 @@ def _with_custom_space(exp: Experiment, cfg: DictConfig) -> Experiment:
 def _progress(budget: int) -> Any:
     from tqdm import tqdm
 
-    bar = tqdm(total=budget, desc="search", unit="arch", file=sys.stderr, leave=False)
+    bars: list[Any] = []  # opened at the first step: nothing is drawn when the search fails to start
 
     def update(problem: Any, step: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=budget, desc="search", unit="arch", file=sys.stderr, leave=False))
+        bar = bars[0]
         bar.n = min(problem.n_queries, budget)
         bar.refresh()
         if bar.n >= budget:
@@ -223,5 +276,6 @@ def summarise(outcome: SearchOutcome) -> str:
     objs = " vs ".join(f"{o['name']} ({o['direction']})" for o in r.objectives)
     return (f"{outcome.experiment.name}: {r.searcher} searched {r.n} architectures of {outcome.experiment.space.name} "
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
+            + _describe_extrapolation(r.notes.get("latency_pricing")) + "\n"
             f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
             + (f"\n{outcome.exported}" if outcome.exported else ""))

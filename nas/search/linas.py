@@ -37,6 +37,7 @@ from nas.search.objectives import Constraint, Objective
 from nas.search.problem import SearchProblem
 from nas.search.results import SearchResult
 from nas.search.searchers.base import Searcher, selection_order
+from search_spaces.errors import BadInputError
 
 __all__ = ["linas_search", "LinasResult", "LinasRound"]
 
@@ -95,11 +96,11 @@ def linas_search(space: Any, objectives: Sequence[Objective], constraints: Seque
     """Run ``rounds`` rounds of ``batch_size`` measurements; ``predictor_factory()`` returns an unfitted predictor
     with ``fit(archs, y)`` and ``predict(archs)`` (one per expensive metric, refit from scratch every round)."""
     if rounds < 1 or batch_size < 1:
-        raise ValueError(f"rounds and batch_size must be >= 1, got {rounds}, {batch_size}")
+        raise BadInputError(f"rounds and batch_size must be >= 1, got {rounds}, {batch_size}")
     problem = SearchProblem(space, objectives, constraints)
     if not problem.expensive:
-        raise ValueError("LINAS needs at least one expensive metric to predict; with only cheap metrics use "
-                         "run_search directly")
+        raise BadInputError("LINAS needs at least one expensive metric to predict; with only cheap metrics use "
+                            "run_search directly")
     rng = np.random.default_rng([seed, 11])
     check_feasible(problem, rng)
     settings = {"rounds": rounds, "batch_size": batch_size, "inner_searcher": inner_searcher,

@@ -10,10 +10,14 @@ step): on restart the searcher is rebuilt with the same seed and *replayed*, eve
 instead of being measured again, until it runs past the log. This reproduces the uninterrupted run exactly and
 needs no pickled algorithm objects (pymoo's populations, survival attributes and Generator state would all have to
 be reconstructed bit for bit otherwise). Optuna searchers keep their state in the study storage instead.
+
+Nothing computed is lost: a run holds ``out_dir/.lock`` (a second search in the same directory is refused), and a
+rerun whose ``budget`` is below the number of architectures already logged is refused rather than truncating them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -27,6 +31,7 @@ from nas.search.objectives import Constraint, Objective
 from nas.search.problem import SearchProblem
 from nas.search.results import SearchResult, atomic_write_text
 from nas.search.searchers.base import Searcher, create_searcher
+from search_spaces.errors import BadInputError, CorruptFileError
 
 __all__ = ["run_search", "InfeasibleConstraintsError", "CheckpointMismatchError", "check_feasible",
            "build_result", "CHECKPOINT"]
@@ -35,7 +40,7 @@ log = logging.getLogger("nas.search")
 CHECKPOINT = "checkpoint.json"
 
 
-class InfeasibleConstraintsError(ValueError):
+class InfeasibleConstraintsError(BadInputError):
     """No architecture met the constraints; ``closest`` describes the least-violating one found."""
 
     def __init__(self, message: str, closest: dict[str, Any], result: SearchResult | None = None) -> None:
@@ -43,7 +48,7 @@ class InfeasibleConstraintsError(ValueError):
         self.closest, self.result = closest, result
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CorruptFileError):
     """A results directory holds a checkpoint of a different search."""
 
 
@@ -113,6 +118,41 @@ def _load_checkpoint(path: Path, signature: dict[str, Any], problem: SearchProbl
     return len(q)
 
 
+#: run directories this process holds (a search that raised keeps its lock until this process reuses or exits)
+_HELD: dict[Path, Any] = {}
+
+
+def _lock(out: Path) -> Any:
+    """Hold ``out/.lock`` exclusively for the run (the OS releases it when the process ends, however it ends)."""
+    key = out.resolve()
+    if key in _HELD:
+        return _HELD[key]
+    fh = open(out / ".lock", "a+")  # noqa: SIM115 - held open for the whole search
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise BadInputError(f"out_dir={str(out)!r} is in use by another running search; wait for it or choose "
+                            "another out_dir") from None
+    _HELD[key] = fh
+    return fh
+
+
+def _unlock(out: Path) -> None:
+    fh = _HELD.pop(out.resolve(), None)
+    if fh is not None:
+        fh.close()
+
+
+def _check_budget(out: Path, n_logged: int, budget: int) -> None:
+    """A rerun must not drop evaluations: refuse a budget below what ``out`` already holds."""
+    if n_logged > budget:
+        raise BadInputError(
+            f"budget={budget} is smaller than the {n_logged} architectures already evaluated in {out}; rerunning "
+            f"would drop {n_logged - budget} of them. Rerun with budget>={n_logged} to keep them (a larger budget "
+            "continues the search), or start over with a new out_dir")
+
+
 def build_result(problem: SearchProblem, *, searcher: str, searcher_config: Mapping[str, Any], seed: int,
                  budget: int, stop_reason: str, seconds: float) -> SearchResult:
     rows = np.array(problem.history, dtype=np.int64)
@@ -139,7 +179,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     (before the search for cheap constraints; after saving the results for expensive ones).
     """
     if budget < 1:
-        raise ValueError(f"budget must be a positive number of queries, got {budget}")
+        raise BadInputError(f"budget must be a positive number of queries, got {budget}")
     name = searcher if isinstance(searcher, str) else type(searcher).__name__
     algo = create_searcher(searcher, **dict(searcher_kwargs or {})) if isinstance(searcher, str) else searcher
     problem = problem or SearchProblem(space, objectives, constraints)
@@ -149,11 +189,19 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
     out = Path(out_dir) if out_dir is not None else None
     signature = _signature(problem, name, algo, seed)
     if out is not None:
+        if out.exists() and not out.is_dir():
+            raise BadInputError(f"out_dir={str(out)!r} is a file; give a directory for the results")
         out.mkdir(parents=True, exist_ok=True)
+        _lock(out)
         if resume and (out / CHECKPOINT).exists():
             n = _load_checkpoint(out / CHECKPOINT, signature, problem)
+            _check_budget(out, n, budget)
             log.info("resuming %s from %d logged queries", name, n)
     algo.setup(problem, seed, workdir=out)
+    if out is not None:
+        _check_budget(out, problem.n_queries, budget)  # a persistent searcher (Optuna) restores from its storage
+        if algo.persistent:  # the study is the record: the checkpoint agrees with it from the start
+            _write_checkpoint(out / CHECKPOINT, signature, problem, 0)
     start, steps, stale, reason = time.perf_counter(), 0, 0, "budget"
     while problem.n_queries < budget:
         if max_steps is not None and steps >= max_steps:
@@ -186,6 +234,7 @@ def run_search(space: Any, objectives: Sequence[Objective], constraints: Sequenc
         _write_checkpoint(out / CHECKPOINT, signature, problem, steps)
         if save:
             result.save(out, plot=plot)
+        _unlock(out)
     if problem.constraints and result.n and not result.feasible.any():
         closest = result.records(np.array([result.closest_infeasible()]))[0]
         raise InfeasibleConstraintsError(

@@ -19,11 +19,12 @@ from omegaconf import DictConfig
 
 from nas.experiments import Experiment
 from nas.search.results import SearchResult
+from search_spaces.errors import BadInputError
 
 __all__ = ["SupernetConfigError", "measured_experiment", "linas_from_config"]
 
 
-class SupernetConfigError(ValueError):
+class SupernetConfigError(BadInputError):
     """The supernet checkpoint or its data do not fit the requested search."""
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from nas.registry import Registry
 from search_spaces.base import SearchSpace, has_capability
-from search_spaces.errors import MissingCapabilityError
+from search_spaces.errors import BadInputError, MissingCapabilityError
 
 __all__ = [
     "Metric", "Objective", "Constraint", "ArchFunction", "Predictor", "OBJECTIVES", "create_objective",
@@ -32,7 +32,7 @@ EncodedFunction = Callable[[np.ndarray], np.ndarray]
 DIRECTIONS = ("min", "max")
 
 
-class MissingArchError(KeyError):
+class MissingArchError(BadInputError, KeyError):
     """A table objective was asked for an architecture it has no row for."""
 
     def __str__(self) -> str:
@@ -59,9 +59,9 @@ class Predictor(Protocol):
 def _check_values(name: str, values: Any, n: int) -> np.ndarray:
     out = np.asarray(values, dtype=np.float64).reshape(-1)
     if out.shape != (n,):
-        raise ValueError(f"metric {name!r} returned {out.shape[0]} values for {n} architectures")
+        raise BadInputError(f"metric {name!r} returned {out.shape[0]} values for {n} architectures")
     if not np.all(np.isfinite(out)):
-        raise ValueError(f"metric {name!r} returned non-finite values {out[~np.isfinite(out)][:5].tolist()}")
+        raise BadInputError(f"metric {name!r} returned non-finite values {out[~np.isfinite(out)][:5].tolist()}")
     return out
 
 
@@ -78,9 +78,10 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"objective {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
+            raise BadInputError(f"objective {self.name!r}: direction must be one of {DIRECTIONS}, "
+                                f"got {self.direction!r}")
         if not self.name:
-            raise ValueError("an objective needs a non-empty name")
+            raise BadInputError("an objective needs a non-empty name")
 
     def __call__(self, archs: Sequence[Any]) -> np.ndarray:
         return _check_values(self.name, self.fn(list(archs)), len(archs))
@@ -104,9 +105,9 @@ class Constraint:
 
     def __post_init__(self) -> None:
         if self.upper is None and self.lower is None:
-            raise ValueError(f"constraint {self.name!r} needs an upper and/or lower bound, got neither")
+            raise BadInputError(f"constraint {self.name!r} needs an upper and/or lower bound, got neither")
         if self.upper is not None and self.lower is not None and self.lower > self.upper:
-            raise ValueError(f"constraint {self.name!r}: lower <= upper must hold, got ({self.lower}, {self.upper})")
+            raise BadInputError(f"constraint {self.name!r}: lower <= upper must hold, got ({self.lower}, {self.upper})")
 
     def __call__(self, archs: Sequence[Any]) -> np.ndarray:
         return _check_values(self.name, self.fn(list(archs)), len(archs))

@@ -22,6 +22,7 @@ from pymoo.core.problem import Problem
 from nas.search.encoded import EncodedView
 from nas.search.objectives import Constraint, Objective
 from search_spaces.base import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["SearchProblem", "Evaluation", "PymooProblem"]
 
@@ -47,19 +48,19 @@ class SearchProblem:
     def __init__(self, space: SearchSpace, objectives: Sequence[Objective],
                  constraints: Sequence[Constraint] = ()) -> None:
         if not objectives:
-            raise ValueError("a search needs at least one objective")
+            raise BadInputError("a search needs at least one objective")
         self.space, self.view = space, EncodedView(space)
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
         self.metrics: dict[str, Objective | Constraint] = {}
         for m in (*self.objectives, *self.constraints):
             other = self.metrics.get(m.name)
             if other is not None and (other.fn is not m.fn or other.expensive != m.expensive):
-                raise ValueError(f"two different functions are named {m.name!r}; give them distinct names, or build "
-                                 "the constraint with Constraint.on(objective, ...) to share one measurement")
+                raise BadInputError(f"two different functions are named {m.name!r}; give them distinct names, or build "
+                                    "the constraint with Constraint.on(objective, ...) to share one measurement")
             self.metrics.setdefault(m.name, m)
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
-            raise ValueError(f"objective names must be unique, got {names}")
+            raise BadInputError(f"objective names must be unique, got {names}")
         self.names = list(self.metrics)
         self.expensive = [n for n in self.names if self.metrics[n].expensive]
         self.cheap_names = [n for n in self.names if not self.metrics[n].expensive]

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from nas.search.pareto import default_reference_point, hypervolume, pareto_front
+from search_spaces.errors import BadInputError, CorruptFileError
 
-__all__ = ["SearchResult", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["SearchResult", "atomic_write_text", "atomic_write_bytes", "read_json", "read_results_dir"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -44,6 +45,31 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+
+def read_json(path: Path) -> Any:
+    """JSON from ``path``; a truncated or altered file is a :class:`CorruptFileError` naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc}); the file is truncated or was edited. "
+                               "Rerun the command that wrote it.") from None
+
+
+def read_results_dir(results: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """The ranked front (``front_ranked.json``) and resolved config text (``config.yaml``) of a search results dir."""
+    results = Path(results)
+    if not results.is_dir():
+        raise BadInputError(f"results={str(results)!r} is not a directory; give the out_dir of a finished "
+                            "`python -m nas.search` run")
+    missing = [n for n in ("front_ranked.json", "config.yaml") if not (results / n).is_file()]
+    if missing:
+        raise BadInputError(f"results={str(results)!r} is not a finished search results directory: "
+                            f"{', '.join(missing)} missing")
+    front = read_json(results / "front_ranked.json")
+    if not isinstance(front, list) or not all(isinstance(p, dict) and "arch" in p for p in front):
+        raise CorruptFileError(f"{results / 'front_ranked.json'} is not a list of front points with an 'arch'")
+    return front, (results / "config.yaml").read_text()
+
 @dataclass
 class SearchResult:
     """Queried architectures in query order (encodings ``X``), their raw metrics (columns ``metric_names``) and the
@@ -63,6 +89,8 @@ class SearchResult:
     budget: int = 0
     stop_reason: str = "budget"
     seconds: float = 0.0
+    #: more top-level entries of result.json (e.g. how latencies were priced), set by the application
+    notes: dict[str, Any] = field(default_factory=dict)
     _archs: list[Any] | None = field(default=None, repr=False)
 
     # -- views ------------------------------------------------------------------------------------------------
@@ -148,7 +176,7 @@ class SearchResult:
                 "searcher": self.searcher, "searcher_config": self.searcher_config, "seed": self.seed,
                 "budget": self.budget, "n_queries": self.n, "stop_reason": self.stop_reason,
                 "seconds": self.seconds, "hypervolume": self.hypervolume(),
-                "front": self.records(front), "evaluated": self.records()}
+                **self.notes, "front": self.records(front), "evaluated": self.records()}
 
     def _csv(self, rows: np.ndarray) -> str:
         buf = io.StringIO()

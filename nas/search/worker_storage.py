@@ -32,6 +32,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from search_spaces.errors import BadInputError
+
 try:  # Optuna >= 4.9
     from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryCallback
 except ImportError:  # pragma: no cover - older Optuna
@@ -45,7 +47,7 @@ URL_FORMS = ("postgresql://user:password@host:5432/db (or any SQLAlchemy RDB URL
              "journal:///path/study.log or a path ending in .log (journal file, on a filesystem shared by workers)")
 
 
-class WorkerStorageError(ValueError):
+class WorkerStorageError(BadInputError):
     """A storage URL that search workers cannot share (or cannot open)."""
 
 

@@ -40,12 +40,14 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from nas.checks import as_int, as_mapping, one_of
 from nas.runtime import retain_freed_memory
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
 from search_spaces.base import SearchSpace
+from search_spaces.errors import BadInputError, CorruptFileError
 
 __all__ = ["run_worker", "worker_from_config", "WorkerResult", "SupernetEvaluator", "EvaluateFn", "study_summary",
-           "DEAD_STATES"]
+           "DEAD_STATES", "worker_objectives"]
 
 log = logging.getLogger("nas.search.workers")
 EvaluateFn = Callable[[Any], Mapping[str, float]]
@@ -78,10 +80,10 @@ def _make_sampler(sampler: str | BaseSampler, seed: int, kwargs: Mapping[str, An
 
 def _directions(objectives: Mapping[str, str]) -> list[StudyDirection]:
     if not objectives:
-        raise ValueError("objectives must name at least one metric, e.g. {'top1': 'max', 'macs_M': 'min'}")
+        raise BadInputError("objectives must name at least one metric, e.g. {'top1': 'max', 'macs_M': 'min'}")
     bad = {k: v for k, v in objectives.items() if v not in DIRECTIONS}
     if bad:
-        raise ValueError(f"objective directions {bad} invalid; use one of {sorted(DIRECTIONS)}")
+        raise BadInputError(f"objective directions {bad} invalid; use one of {sorted(DIRECTIONS)}")
     return [DIRECTIONS[v] for v in objectives.values()]
 
 
@@ -165,7 +167,7 @@ def run_worker(study_name: str, storage_url: str, space: SearchSpace, evaluate_f
     ``worker_id``). Start any number of workers with the same study, storage, space and objectives.
     """
     if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+        raise BadInputError(f"n_trials must be >= 1, got {n_trials}")
     start = time.perf_counter()
     worker = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     storage = open_worker_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -214,8 +216,8 @@ def _check_signature(study: optuna.Study, space: SearchSpace, objectives: Mappin
     if stored is None:
         study.set_user_attr("worker_signature", signature)
     elif stored != signature:
-        raise ValueError(f"study {study.study_name!r} belongs to another search {stored}; this worker runs "
-                         f"{signature}. Use another study name or storage.")
+        raise CorruptFileError(f"study {study.study_name!r} belongs to another search {stored}; this worker runs "
+                               f"{signature}. Use another study name or storage.")
 
 
 def study_summary(study: optuna.Study) -> dict[str, Any]:
@@ -229,6 +231,11 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "retries": {t.number: t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs},
         "workers": sorted({t.user_attrs.get("worker", "") for t in complete}),
     }
+
+
+#: the metrics :class:`SupernetEvaluator` returns, and the default objectives of ``python -m nas.search_worker``
+EVALUATOR_METRICS = ("top1", "loss", "macs_M", "params_M")
+DEFAULT_OBJECTIVES = {"top1": "max", "macs_M": "min"}
 
 
 class SupernetEvaluator:
@@ -260,20 +267,34 @@ class SupernetEvaluator:
                 "params_M": row["params"] / 1e6}
 
 
+def worker_objectives(value: Any) -> dict[str, str]:
+    """The ``objectives`` of a worker config exactly as given (null = top-1 against MACs), each a known metric."""
+    if value is None:
+        return dict(DEFAULT_OBJECTIVES)
+    objectives = as_mapping(value, "objectives", example="{top1: max, params_M: min}")
+    for name, direction in objectives.items():
+        one_of(name, "objectives key", EVALUATOR_METRICS)
+        one_of(direction, f"objectives.{name}", ["max", "min"])
+    return {str(k): str(v) for k, v in objectives.items()}
+
+
 def worker_from_config(cfg: Mapping[str, Any]) -> WorkerResult:
     """Library entry of ``python -m nas.search_worker`` (a resolved ``conf/search_worker.yaml``)."""
     import torch
 
     from nas.train.run import build_data
 
+    ints = {k: as_int(cfg[k], k, minimum=0 if k == "seed" else 1)
+            for k in ("n_trials", "seed", "heartbeat_interval", "max_duplicates")}
+    objectives = worker_objectives(cfg.get("objectives"))
     if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
+        torch.set_num_threads(as_int(cfg["threads"], "threads", minimum=1))
     retain_freed_memory(bool(cfg.get("retain_memory", True)))
-    evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=int(cfg["seed"]),
+    evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=ints["seed"],
                                   device=str(cfg["device"]), **dict(cfg["eval"]))
-    return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, int(cfg["n_trials"]),
-                      objectives=dict(cfg["objectives"]), sampler=str(cfg["sampler"]),
-                      sampler_kwargs=dict(cfg.get("sampler_kwargs") or {}), seed=int(cfg["seed"]),
-                      worker_id=cfg.get("worker_id"), heartbeat_interval=int(cfg["heartbeat_interval"]),
+    return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, ints["n_trials"],
+                      objectives=objectives, sampler=str(cfg["sampler"]),
+                      sampler_kwargs=dict(cfg.get("sampler_kwargs") or {}), seed=ints["seed"],
+                      worker_id=cfg.get("worker_id"), heartbeat_interval=ints["heartbeat_interval"],
                       grace_period=cfg.get("grace_period"), max_retry=cfg.get("max_retry"),
-                      max_duplicates=int(cfg["max_duplicates"]), timeout=cfg.get("timeout"))
+                      max_duplicates=ints["max_duplicates"], timeout=cfg.get("timeout"))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces import InvalidArchError, SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["Choices", "ChoiceError", "gene_group"]
 
@@ -22,7 +23,7 @@ _GROUP = re.compile(r"^[A-Za-z_]+")
 _KEYWORD = re.compile(r"^(all|max|min|top(\d+)|bottom(\d+))$")
 
 
-class ChoiceError(ValueError):
+class ChoiceError(BadInputError):
     """An enabled-choice list names an unknown gene group or a value outside the space."""
 
 

@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nas.train.plan import TaskResult
 from nas.train.samplers.base import Sampler
 from nas.train.sync_bn import convert_sync_bn, synchronised_bn
+from search_spaces.errors import BadInputError
 
 __all__ = ["DistConfig", "DistributedError", "LocalRun", "DDPRun", "init_distributed", "distributed_run",
            "torchrun_env", "NullLog"]
@@ -61,7 +62,7 @@ _SYNC_BUFFERS = ("forward_sync_buffers"
 M = TypeVar("M", bound=nn.Module)
 
 
-class DistributedError(ValueError):
+class DistributedError(BadInputError):
     """Bad distributed settings, or ranks that disagree (e.g. resumed from different checkpoints)."""
 
 

@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data import DataModule
+from nas.checks import as_bool, as_int
+from nas.data import DataModule, check_compatible
 from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write, load_supernet
 from nas.train.resize import arch_resolution, resize_to
+from search_spaces.errors import BadInputError
 from supernets import Supernet, recalibrated
 
 __all__ = ["EvalSet", "evaluate_subnets", "sample_archs", "write_measurements", "read_measurements",
@@ -70,6 +72,7 @@ class EvalSet:
 @torch.no_grad()
 def evaluate_arch(model: Supernet, arch: Any, evalset: EvalSet, recalibrate: bool = True) -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``arch`` on the evaluation set."""
+    check_compatible(model.space, evalset.data, model=f"of space {model.space.name!r}")
     size = arch_resolution(model.space, arch, evalset.data.image_size)
     calib, xs = evalset.at(size)
     was_training = model.training
@@ -164,16 +167,28 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
         torch.set_num_threads(int(cfg.threads))
     retain_freed_memory(bool(cfg.get("retain_memory", True)))
     start = time.perf_counter()
-    model = load_supernet(cfg.checkpoint).to(cfg.device)
+    sizes = {k: as_int(cfg.get(k), k, minimum=1) for k in ("calib_images", "calib_batch", "batch_size")}
+    n_images = None if cfg.get("n_images") is None else as_int(cfg.n_images, "n_images", minimum=1)
+    device = _device(str(cfg.device))
+    model = load_supernet(cfg.checkpoint).to(device)
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
+    check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
         archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)
                  for a in cfg.archs]
     else:
-        archs = sample_archs(model.space, int(cfg.n_random), int(cfg.seed), include_extremes=bool(cfg.extremes))
-    evalset = EvalSet(data, split=cfg.split, n_images=cfg.get("n_images"), calib_images=cfg.calib_images,
-                      calib_batch=cfg.calib_batch, seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device,
-                      channels_last=bool(cfg.get("channels_last", True)))
+        n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
+        archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
+                             include_extremes=bool(cfg.extremes))
+    evalset = EvalSet(data, split=cfg.split, n_images=n_images, seed=cfg.seed, device=device,
+                      channels_last=as_bool(cfg.get("channels_last", True), "channels_last"), **sizes)
     rows = evaluate_subnets(model, archs, evalset, progress=bool(cfg.progress))
     path = write_measurements(cfg.out, rows) if cfg.get("out") else None
     return EvaluateResult(path, rows, time.perf_counter() - start)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"device={name!r} is not a device; use cpu, cuda or cuda:<index>") from None

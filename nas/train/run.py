@@ -14,14 +14,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nas.data import DataModule, create_data
+from nas.checks import as_bool
+from nas.data import DataModule, check_compatible, create_data
 from nas.runtime import retain_freed_memory
-from nas.train.checkpoint import CheckpointError
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
 from search_spaces import SearchSpace, create_space
+from search_spaces.errors import BadInputError
 from supernets import Supernet, create_supernet
 
 __all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
@@ -47,15 +48,6 @@ def build_data(cfg: Mapping[str, Any]) -> DataModule:
     return create_data(cfg["name"], **_plain(cfg.get("kwargs")))
 
 
-def check_compatible(space: SearchSpace, data: DataModule) -> None:
-    """The data's channels and classes must match what the space's networks take and predict."""
-    want = (getattr(space, "in_chans", data.in_chans), getattr(space, "n_classes", data.n_classes))
-    if want != (data.in_chans, data.n_classes):
-        raise ValueError(f"data {data.name!r} has {data.in_chans} channel(s) and {data.n_classes} classes, but space "
-                         f"{space.name!r} expects in_chans={want[0]}, n_classes={want[1]}; pick a matching "
-                         f"search_space or override its kwargs")
-
-
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
     """Library entry of ``python -m nas.train`` (also under ``torchrun``: see :mod:`nas.train.distributed`)."""
     tcfg = TrainConfig(**_plain(cfg["trainer"]))
@@ -73,7 +65,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     space = build_space(cfg["search_space"])
     data = build_data(cfg["data"])
     check_compatible(space, data)
-    out_dir, resume = Path(cfg["out_dir"]), bool(cfg.get("resume", False))
+    out_dir, resume = Path(cfg["out_dir"]), as_bool(cfg.get("resume", False), "resume")
     sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **_plain(cfg["sampler"].get("kwargs")))
 
     def make_model() -> Supernet:
@@ -83,11 +75,51 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
                                          if isinstance(sampler, PhasedSampler) else [])
     if not resume and any(p.exists() for p in existing):
-        raise CheckpointError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
+        raise BadInputError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
                               f"another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
-        OmegaConf.save(OmegaConf.create(_plain(cfg)), out_dir / "config.yaml")
+        _save_config(out_dir, _plain(cfg), resume=resume and any(p.exists() for p in existing),
+                     allow_change=as_bool(cfg.get("allow_config_change", False), "allow_config_change"))
     if isinstance(sampler, PhasedSampler):
         return train_phased(make_model, data, sampler, tcfg, out_dir, resume=resume, dist=dist)
     return Trainer(make_model(), data, sampler, tcfg, out_dir, dist=dist).fit(resume=resume)
+
+
+#: config keys that change how a run executes, not what it computes: free to differ on resume
+RUNTIME_KEYS = ("out_dir", "resume", "retain_memory", "allow_config_change", "distributed", "trainer.device",
+                "trainer.threads", "trainer.progress", "trainer.tensorboard", "trainer.log_every")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every computing key that differs (:data:`RUNTIME_KEYS` ignored)."""
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in sorted(set(a) | set(b)) if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS)]
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _save_config(out_dir: Path, cfg: dict[str, Any], *, resume: bool, allow_change: bool) -> None:
+    """Write ``config.yaml``; on resume, refuse a changed config (unless allowed) and never overwrite the original."""
+    path = out_dir / "config.yaml"
+    if not (resume and path.is_file()):
+        OmegaConf.save(OmegaConf.create(cfg), path)
+        return
+    diff = config_diff(OmegaConf.to_container(OmegaConf.load(path), resolve=False), cfg)  # type: ignore[arg-type]
+    if not diff:
+        return
+    if not allow_change:
+        raise BadInputError(f"resume=true, but {out_dir} was trained with another config; resuming would continue "
+                            "the old run's schedule and state under new settings:\n  " + "\n  ".join(diff) +
+                            "\nRerun with the saved values, pass allow_config_change=true to resume under the new "
+                            "config anyway, or train into a new out_dir")
+    k = 1 + sum(1 for _ in out_dir.glob("config.resume*.yaml"))
+    OmegaConf.save(OmegaConf.create(cfg), out_dir / f"config.resume{k}.yaml")  # config.yaml stays the original

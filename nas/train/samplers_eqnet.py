@@ -25,6 +25,7 @@ from nas.data import Batch
 from nas.train.losses import LossRecipe
 from nas.train.plan import StepPlan, SubnetTask
 from nas.train.samplers.base import SAMPLERS, Sampler
+from search_spaces.errors import BadInputError
 from search_spaces.quant import JointArch, JointSpace
 from supernets.quant import QuantSupernet, calibrate, quant_layers
 from supernets.quant.wdr import wdr_loss
@@ -44,9 +45,9 @@ class EQNetSampler(Sampler):
             raise TypeError(f"the eqnet sampler needs a joint (arch x quantisation policy) space, "
                             f"got {type(space).__name__}; use e.g. search_space=quant_nb201_tiny")
         if not 0.0 <= lam < 1.0:
-            raise ValueError(f"lam must be in [0, 1) (weight of the distillation term), got {lam}")
+            raise BadInputError(f"lam must be in [0, 1) (weight of the distillation term), got {lam}")
         if n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {n_random}")
+            raise BadInputError(f"n_random must be >= 0, got {n_random}")
         super().__init__(space, seed=seed)
         self.space: JointSpace = space
         self.n_random, self.calib_images, self.calib_steps = n_random, calib_images, calib_steps

@@ -28,6 +28,7 @@ from nas.train.pada_core import DataImportance, PathImportance
 from nas.train.plan import StepPlan, SubnetTask, TaskResult
 from nas.train.samplers.base import SAMPLERS, EpochData, Sampler, TrainContext
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["PADASampler"]
 
@@ -45,7 +46,7 @@ class PADASampler(Sampler):
         self.path = PathImportance(space, total_epochs=epochs, floor=floor, smoothing=smoothing, tie=tie)
         self.use_data, self.unbiased, self.min_uniform, self.smoothing = data, unbiased, min_uniform, smoothing
         if unbiased and min_uniform <= 0:
-            raise ValueError("unbiased PA&DA needs min_uniform > 0 so every example keeps p_i > 0")
+            raise BadInputError("unbiased PA&DA needs min_uniform > 0 so every example keeps p_i > 0")
         self.data: DataImportance | None = None
         self.recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
         self._next: EpochData | None = None

@@ -36,6 +36,7 @@ from nas.train.samplers.base import SAMPLERS, Sampler, TrainContext
 from nas.train.shiftnas_core import ComplexityBins, ShiftNASBins, bin_val_losses
 from nas.train.shiftnas_generator import GeneratorTrainer
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError, CorruptFileError
 
 __all__ = ["ShiftNASSampler"]
 
@@ -52,9 +53,9 @@ class ShiftNASSampler(Sampler):
         super().__init__(space, seed=seed)
         for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
             if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {v}")
+                raise BadInputError(f"{name} must be >= 1 or None, got {v}")
         if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+            raise BadInputError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.every_steps, self.every_epochs, self.warmup_steps = every_steps, every_epochs, warmup_steps
         bins = ComplexityBins(space, n_bins=n_bins, cost_fn=cost_fn, n_probe=n_probe, seed=seed, max_tries=max_tries)
         self.shift = ShiftNASBins(bins, lr=lr, temperature=temperature, floor=floor, probes_per_bin=probes_per_bin,
@@ -91,7 +92,7 @@ class ShiftNASSampler(Sampler):
     def bind_heldout(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Fixed held-out (images, labels) batches for step-wise updates (images at the space's resolution)."""
         if not batches:
-            raise ValueError("bind_heldout needs at least one (images, labels) batch")
+            raise BadInputError("bind_heldout needs at least one (images, labels) batch")
         self.heldout = list(batches)
 
     def plan(self, step: int, batch: Batch) -> StepPlan:
@@ -138,7 +139,8 @@ class ShiftNASSampler(Sampler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not np.allclose(state["edges"], self.bins.edges):
-            raise ValueError(f"checkpoint bins {state['edges']} differ from this sampler's {self.bins.edges.tolist()}")
+            raise CorruptFileError(f"checkpoint bins {state['edges']} differ from this sampler's "
+                                   f"{self.bins.edges.tolist()}")
         super().load_state_dict(state)
         self.shift.load_state_dict(state["shift"])
         self.steps_done, self.last_bin = int(state["steps_done"]), int(state["last_bin"])

@@ -26,6 +26,7 @@ from nas.train.losses import LossRecipe
 from nas.train.plan import StepPlan, SubnetTask
 from nas.train.samplers.base import SAMPLERS, Sampler
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 from search_spaces.sorted import SortedGrid, sorted_grid
 
 __all__ = ["SortedNetSampler", "FixedArchSampler", "DISTRIBUTIONS"]
@@ -45,9 +46,9 @@ class SortedNetSampler(Sampler):
                  label_smoothing: float = 0.0, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
         if g_acc < 1:
-            raise ValueError(f"g_acc must be >= 1, got {g_acc}")
+            raise BadInputError(f"g_acc must be >= 1, got {g_acc}")
         if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution={distribution!r} not allowed; choose one of {list(DISTRIBUTIONS)}")
+            raise BadInputError(f"distribution={distribution!r} not allowed; choose one of {list(DISTRIBUTIONS)}")
         kwargs: dict[str, Any] = {"fixed": fixed}
         if dims is not None:
             kwargs["dims"] = list(dims)
@@ -58,7 +59,7 @@ class SortedNetSampler(Sampler):
         ends = {"smallest": self.chain[0], "largest": self.chain[-1]}
         bad = [a for a in always if a not in ends]
         if bad or len(set(always)) != len(always) or len(always) > g_acc:
-            raise ValueError(f"always={list(always)}: give distinct values from {list(ends)}, at most g_acc={g_acc}")
+            raise BadInputError(f"always={list(always)}: give distinct values from {list(ends)}, at most g_acc={g_acc}")
         self.always = [ends[a] for a in always]
         self.grid.sample(np.random.default_rng(0), self.probs)  # validate probs now, not at the first step
         self.recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
@@ -70,7 +71,7 @@ class SortedNetSampler(Sampler):
             return np.full(n, 1.0 / n)
         w = np.asarray(weights, dtype=float)
         if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError(f"chain_weights must be {n} non-negative numbers with a positive sum, got {weights}")
+            raise BadInputError(f"chain_weights must be {n} non-negative numbers with a positive sum, got {weights}")
         return w / w.sum()
 
     def draw(self) -> tuple[int, ...]:

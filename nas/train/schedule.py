@@ -19,6 +19,7 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from nas.registry import Registry
+from search_spaces.errors import BadInputError
 
 __all__ = ["ExpConstLRScheduler", "SCHEDULES", "create_schedule", "make_optimizer"]
 
@@ -26,8 +27,12 @@ __all__ = ["ExpConstLRScheduler", "SCHEDULES", "create_schedule", "make_optimize
 def make_optimizer(model: nn.Module, *, name: str = "sgd", lr: float, weight_decay: float,
                    momentum: float = 0.9) -> torch.optim.Optimizer:
     """timm optimizer (``sgd`` is SGD with Nesterov momentum); BN and bias parameters get no weight decay."""
-    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                               filter_bias_and_bn=True)
+    try:
+        return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                   filter_bias_and_bn=True)
+    except (AssertionError, ValueError, KeyError) as exc:  # timm's unknown-name errors
+        raise BadInputError(f"trainer.optimizer={name!r} is not a timm optimizer ({exc}); e.g. sgd, adamw, "
+                            "rmsproptf, lamb") from None
 
 
 class ExpConstLRScheduler(Scheduler):

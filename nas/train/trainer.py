@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from nas.checks import as_float, as_int
 from nas.data import Batch, DataModule
 from nas.train.checkpoint import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from nas.train.distributed import LocalRun, NullLog
@@ -44,7 +45,7 @@ CHECKPOINT = "checkpoint.pt"
 AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(BadInputError, FloatingPointError):
     """A task's loss became NaN/inf; the message names the step and subnet."""
 
 
@@ -83,14 +84,30 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """Every field checked against its type and range; the message names ``trainer.<field>``."""
+        for f in fields(self):
+            value, key, kind = getattr(self, f.name), f"trainer.{f.name}", str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int"):
+                setattr(self, f.name, as_int(value, key, minimum=_INT_MIN.get(f.name, 0)))
+            elif kind.startswith("float"):
+                setattr(self, f.name, as_float(value, key, minimum=None if f.name == "lr" else 0.0))
+            elif kind == "bool" and not isinstance(value, bool):
+                raise BadInputError(f"{key} must be true or false, got {value!r}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise BadInputError(f"trainer.lr must be a number > 0, got {self.lr!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise BadInputError(f"trainer.grad_clip must be null or a number > 0, got {self.grad_clip!r}")
+        if self.dropout is not None and not self.dropout < 1:
+            raise BadInputError(f"trainer.dropout must be null or a number in [0, 1), got {self.dropout!r}")
         if self.amp_dtype not in AMP_DTYPES:
             raise BadInputError(f"trainer.amp_dtype={self.amp_dtype!r} is not allowed; choose one of "
                                 f"{sorted(AMP_DTYPES)}")
+
+
+#: smallest allowed value of the integer settings (others: 0)
+_INT_MIN = {"epochs": 1, "batch_size": 1, "threads": 1, "max_steps_per_epoch": 1, "log_every": 1, "calib_batch": 1}
 
 
 @dataclass
@@ -106,7 +123,10 @@ class TrainResult:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:<index>") from None
 
 
 class Trainer:

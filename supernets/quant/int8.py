@@ -26,6 +26,7 @@ import torch
 import torch.ao.nn.quantized as nnq
 from torch import nn
 
+from search_spaces.errors import BadInputError
 from supernets.quant.export import FakeQuantLayer
 
 __all__ = ["Int8ExportError", "Int8Layer", "Int8Network", "quantized_engine", "to_int8", "int8_supported",
@@ -34,7 +35,7 @@ __all__ = ["Int8ExportError", "Int8Layer", "Int8Network", "quantized_engine", "t
 _DEPRECATION = r".*quantiz.*deprecated.*"
 
 
-class Int8ExportError(ValueError):
+class Int8ExportError(BadInputError):
     """The subnet's policy cannot run on the chosen integer engine."""
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces import create_space
+from search_spaces.errors import BadInputError
 from supernets import (
     SubnetFormatError,
     bn_recalibration,
@@ -221,7 +222,7 @@ def test_save_refuses_non_empty_dir_and_detects_tampering(tmp_path):
     net = create_supernet("nb201", "nb201_tiny")
     ex = net.export(net.space.sample(0))
     out = save_subnet(tmp_path / "sub", ex.module, ex.config, {})
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(BadInputError, match="overwrite"):
         save_subnet(out, ex.module, ex.config, {})
     save_subnet(out, ex.module, ex.config, {"again": 1}, overwrite=True)
     assert load_subnet(out).metadata["again"] == 1

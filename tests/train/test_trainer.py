@@ -18,6 +18,7 @@ from nas.train import CheckpointError, TrainConfig, Trainer, load_supernet, load
 from nas.train.checkpoint import atomic_write, load_checkpoint
 from nas.train.run import run_train
 from nas.train.samplers import SandwichSampler, UniformSampler
+from search_spaces.errors import BadInputError
 from supernets import create_supernet
 
 from .conftest import tiny_config
@@ -151,7 +152,7 @@ def test_checkpoint_of_a_different_space_is_rejected(tmp_path):
         trainer.fit(resume=True)
     with pytest.raises(CheckpointError, match="different supernet"):
         load_weights(other, tmp_path / "run")
-    with pytest.raises(CheckpointError, match="resume=true"):
+    with pytest.raises(BadInputError, match="resume=true"):  # bad input (exit 2), not a corrupt file
         run_train(tiny_config(tmp_path / "run"))
 
 

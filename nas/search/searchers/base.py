@@ -18,11 +18,12 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from nas.registry import Registry
 from nas.search.problem import Evaluation, SearchProblem
+from search_spaces.errors import BadInputError
 
 __all__ = ["Searcher", "SEARCHERS", "create_searcher", "SearcherConfigError", "selection_order"]
 
 
-class SearcherConfigError(ValueError):
+class SearcherConfigError(BadInputError):
     """A searcher cannot handle the problem it was given (e.g. a single-objective method on two objectives)."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nas.search.problem import Evaluation
-from nas.search.searchers.base import SEARCHERS, Searcher, selection_order
+from nas.search.searchers.base import SEARCHERS, Searcher, SearcherConfigError, selection_order
 
 __all__ = ["RandomSearch", "RegularizedEvolution", "Evolution", "mutate_x", "crossover_x", "feasible_samples"]
 
@@ -65,7 +65,7 @@ class RandomSearch(Searcher):
 
     def __init__(self, *, batch_size: int = 16) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SearcherConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
     def ask(self) -> np.ndarray:
@@ -86,7 +86,7 @@ class RegularizedEvolution(Searcher):
 
     def __init__(self, *, population_size: int = 20, sample_size: int = 5, max_retries: int = 20) -> None:
         if not 2 <= sample_size <= population_size:
-            raise ValueError(f"need 2 <= sample_size <= population_size, got {sample_size}, {population_size}")
+            raise SearcherConfigError(f"need 2 <= sample_size <= population_size, got {sample_size}, {population_size}")
         self.population_size, self.sample_size, self.max_retries = population_size, sample_size, max_retries
 
     def _setup(self) -> None:
@@ -126,8 +126,8 @@ class Evolution(Searcher):
     def __init__(self, *, population_size: int = 100, parent_ratio: float = 0.25, mutation_ratio: float = 0.5,
                  mutate_prob: float = 0.1, max_rejection_rounds: int = 20) -> None:
         if not 0 < parent_ratio < 1 or not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
-            raise ValueError(f"ratios must lie in (0, 1): parent_ratio={parent_ratio}, mutation_ratio="
-                             f"{mutation_ratio}, mutate_prob={mutate_prob}")
+            raise SearcherConfigError(f"ratios must lie in (0, 1): parent_ratio={parent_ratio}, mutation_ratio="
+                                      f"{mutation_ratio}, mutate_prob={mutate_prob}")
         self.population_size, self.parent_ratio = population_size, parent_ratio
         self.mutation_ratio, self.mutate_prob, self.max_rounds = mutation_ratio, mutate_prob, max_rejection_rounds
         self.n_parents = max(2, int(round(parent_ratio * population_size)))

@@ -26,7 +26,7 @@ import numpy as np
 
 from nas.search.pareto import hv_improvement_2d, hypervolume, pareto_front
 from nas.search.problem import Evaluation
-from nas.search.searchers.base import SEARCHERS, Searcher, selection_order
+from nas.search.searchers.base import SEARCHERS, Searcher, SearcherConfigError, selection_order
 from nas.search.searchers.baselines import crossover_x, feasible_samples, mutate_one_x
 
 __all__ = ["BayesianLinearSearch", "posterior_sample", "enumerate_encodings"]
@@ -70,14 +70,14 @@ class BayesianLinearSearch(Searcher):
                  pair_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
                  max_pair_features: int = 5000) -> None:
         if n_init < 1 or batch_size < 1:
-            raise ValueError(f"n_init and batch_size must be >= 1, got {n_init}, {batch_size}")
+            raise SearcherConfigError(f"n_init and batch_size must be >= 1, got {n_init}, {batch_size}")
         if not 0.0 <= clip_quantile < 1.0 or temperature <= 0 or noise <= 0 or prior_var <= 0:
-            raise ValueError("need 0 <= clip_quantile < 1 and positive temperature, noise, prior_var; got "
-                             f"{clip_quantile}, {temperature}, {noise}, {prior_var}")
+            raise SearcherConfigError("need 0 <= clip_quantile < 1 and positive temperature, noise, prior_var; got "
+                                      f"{clip_quantile}, {temperature}, {noise}, {prior_var}")
         self.n_init, self.batch_size, self.temperature, self.noise = n_init, batch_size, temperature, noise
         self.prior_var, self.clip_quantile, self.max_enumerate = prior_var, clip_quantile, max_enumerate
         if not (pair_scale == "auto" or (isinstance(pair_scale, (int, float)) and pair_scale >= 0)):
-            raise ValueError(f"pair_scale must be a non-negative number or 'auto', got {pair_scale!r}")
+            raise SearcherConfigError(f"pair_scale must be a non-negative number or 'auto', got {pair_scale!r}")
         self.pool_size, self.n_elite, self.pair_scale = pool_size, n_elite, pair_scale
         self.pair_grid, self.max_pair_features = tuple(pair_grid), max_pair_features
 

@@ -4,13 +4,17 @@ Each gene becomes a ``CategoricalDistribution`` over its choice *indices* (the s
 sees exactly the space's decisions. The study lives in an Optuna storage (an SQLite file in the results directory
 by default; a journal file, or any RDB URL shared by many workers), which is also the resume mechanism: on restart
 the study is loaded, completed trials refill the evaluation cache, and trials that were running when the process
-died are evaluated first. To make a resumed study end where an uninterrupted one would, the sampler is rebuilt for
-every trial with a seed derived from (searcher seed, trial number); its proposals are then a function of the
-stored trials alone, not of in-process random state.
+died (SIGKILL can land anywhere, even between creating a trial and suggesting its parameters) are failed and
+re-queued with whatever parameters they hold, as the search workers' heartbeat callback does; the run directory's
+lock (:func:`nas.search.loop.run_search`) proves no live process owns them. To make a resumed study end where an
+uninterrupted one would, the sampler is rebuilt for every trial with a seed derived from (searcher seed, trial
+number less the failed trials before it); its proposals are then a function of the stored trials alone, not of
+in-process random state.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,13 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from nas.registry import Registry
 from nas.search.problem import Evaluation
 from nas.search.searchers.base import SEARCHERS, Searcher
+from search_spaces.errors import BadInputError, CorruptFileError
 
-__all__ = ["OptunaSearcher", "StorageError", "open_storage", "OPTUNA_SAMPLERS", "TrialSeededSampler"]
+__all__ = ["OptunaSearcher", "StorageError", "open_storage", "OPTUNA_SAMPLERS", "TrialSeededSampler",
+           "fail_and_requeue"]
 
 
-class StorageError(ValueError):
+class StorageError(BadInputError):
     """An Optuna storage URL could not be opened."""
 
 
@@ -73,10 +79,13 @@ class TrialSeededSampler(BaseSampler):
                  search_space: dict[str, BaseDistribution] | None = None) -> None:
         self._factory, self._seed, self._space = factory, seed, search_space
         self._current: tuple[int, BaseSampler] | None = None
+        #: trials failed before any trial asked now (stale trials of a killed run): a trial's seed is that of its
+        #: number in the uninterrupted run, so a resumed study proposes what the uninterrupted one did
+        self.offset = 0
 
     def _for(self, trial: FrozenTrial) -> BaseSampler:
         if self._current is None or self._current[0] != trial.number:
-            seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+            seed = int(np.random.SeedSequence([self._seed, trial.number - self.offset]).generate_state(1)[0])
             self._current = (trial.number, self._factory(seed))
         return self._current[1]
 
@@ -110,7 +119,7 @@ class OptunaSearcher(Searcher):
                  batch_size: int = 1, sampler_kwargs: dict[str, Any] | None = None) -> None:
         OPTUNA_SAMPLERS.get(sampler)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise BadInputError(f"batch_size must be >= 1, got {batch_size}")
         self.sampler_name, self.storage_url, self.study_name = sampler, storage, study_name
         self.batch_size, self.sampler_kwargs = batch_size, dict(sampler_kwargs or {})
 
@@ -121,9 +130,9 @@ class OptunaSearcher(Searcher):
         storage = open_storage(url)
         p = self.problem
         self.distributions = {g.name: CategoricalDistribution(list(range(len(g.choices)))) for g in p.space.genes()}
-        sampler = TrialSeededSampler(lambda s: OPTUNA_SAMPLERS.create(self.sampler_name, seed=s,
-                                                                      **self.sampler_kwargs), self.seed,
-                                     search_space=self.distributions)
+        self.sampler = sampler = TrialSeededSampler(
+            lambda s: OPTUNA_SAMPLERS.create(self.sampler_name, seed=s, **self.sampler_kwargs), self.seed,
+            search_space=self.distributions)
         directions = ["minimize" if o.direction == "min" else "maximize" for o in p.objectives]
         self.study = optuna.create_study(storage=storage, study_name=self.study_name, sampler=sampler,
                                          directions=directions, load_if_exists=True)
@@ -133,25 +142,27 @@ class OptunaSearcher(Searcher):
         if stored is None:
             self.study.set_user_attr("signature", signature)
         elif stored != signature:
-            raise ValueError(f"study {self.study_name!r} in this storage belongs to another search {stored}; "
-                             f"this search is {signature}. Use a new study_name or storage.")
+            raise CorruptFileError(f"study {self.study_name!r} in this storage belongs to another search {stored}; "
+                                   f"this search is {signature}. Use a new study_name or storage.")
         self._pending: list[Trial] = []
         self._restore()
 
     def _restore(self) -> None:
+        """Refill the cache from COMPLETE trials; fail and re-queue trials a killed run left RUNNING."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if done:
             X = np.array([t.user_attrs["x"] for t in done], dtype=np.int64)
             V = np.array([[t.user_attrs["metrics"].get(n, np.nan) for n in self.problem.names] for t in done])
             self.problem.preload(X, V)
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        # trials asked but never told (the process died while evaluating): finish them first, same params
-        self._resume = [Trial(self.study, t._trial_id) for t in running]
+        if self.workdir is not None:  # run_search holds the run directory's lock: no live process owns them
+            fail_and_requeue(self.study, self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                             len(self.distributions))
+        self.sampler.offset = len(self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
     def ask(self) -> np.ndarray:
         trials = []
         while len(trials) < self.batch_size:
-            trials.append(self._resume.pop(0) if self._resume else self.study.ask(self.distributions))
+            trials.append(self.study.ask(self.distributions))  # re-queued (WAITING) trials come first
         self._pending = trials
         return np.array([[t.params[g] for g in self.distributions] for t in trials], dtype=np.int64)
 
@@ -169,6 +180,26 @@ class OptunaSearcher(Searcher):
     def config(self) -> dict[str, Any]:
         return {"sampler": self.sampler_name, "storage": self.storage_url, "study_name": self.study_name,
                 "batch_size": self.batch_size, "sampler_kwargs": self.sampler_kwargs}
+
+
+def fail_and_requeue(study: optuna.Study, stale: Sequence[FrozenTrial], n_params: int) -> None:
+    """Mark ``stale`` RUNNING trials FAIL and enqueue each again, as the workers' heartbeat callback does.
+
+    A kill can land between creating a trial and suggesting its ``n_params`` parameters: such a trial is re-queued
+    without its partial parameters, so the (trial-seeded) sampler draws all of them again in the same order, as
+    the uninterrupted run did; a trial with every parameter keeps them."""
+    from nas.search.worker_storage import RetryCallback
+
+    with warnings.catch_warnings():  # "experimental" in Optuna, stable since 2.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryCallback(max_retry=None)
+    for t in stale:
+        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            failed = study._storage.get_trial(t._trial_id)
+            if len(failed.params) < n_params:
+                failed.params, failed.distributions = {}, {}
+                failed.system_attrs = {k: v for k, v in failed.system_attrs.items() if k != "fixed_params"}
+            retry(study, failed)
 
 
 def _register(name: str, sampler: str) -> None:

@@ -33,7 +33,7 @@ from pymoo.util.ref_dirs import get_reference_directions
 from nas.registry import Registry
 from nas.search.encoded import EncodedView
 from nas.search.problem import Evaluation
-from nas.search.searchers.base import SEARCHERS, Searcher
+from nas.search.searchers.base import SEARCHERS, Searcher, SearcherConfigError
 
 __all__ = ["PymooSearcher", "ArchDuplicateElimination", "OPERATORS", "reference_directions"]
 
@@ -129,10 +129,10 @@ class PymooSearcher(Searcher):
                  operator_kwargs: dict[str, Any] | None = None, eliminate_duplicates: bool = True,
                  eliminate_known: bool = True, max_mating_iterations: int = 10) -> None:
         if algorithm not in _ALGORITHMS:
-            raise ValueError(f"unknown pymoo algorithm {algorithm!r}; choose from {sorted(_ALGORITHMS)}")
+            raise SearcherConfigError(f"unknown pymoo algorithm {algorithm!r}; choose from {sorted(_ALGORITHMS)}")
         OPERATORS.get(operators)  # fail early with the list of operator sets
         if pop_size < 2:
-            raise ValueError(f"pop_size must be >= 2, got {pop_size}")
+            raise SearcherConfigError(f"pop_size must be >= 2, got {pop_size}")
         self.algorithm_name, self.pop_size, self.operators = algorithm, pop_size, operators
         self.operator_kwargs, self.eliminate_duplicates = dict(operator_kwargs or {}), eliminate_duplicates
         # pymoo retries mating up to 100 times per generation to fill the offspring with non-duplicates; once a

@@ -31,6 +31,7 @@ from nas.data import Batch
 from nas.registry import Registry
 from nas.train.plan import StepPlan, TaskResult
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["Sampler", "PhasedSampler", "Phase", "EpochData", "TrainContext", "SAMPLERS", "create_sampler"]
 
@@ -47,7 +48,7 @@ class EpochData:
         if self.weights is not None:
             self.weights = np.asarray(self.weights, dtype=np.float32)
             if self.weights.shape != self.indices.shape:
-                raise ValueError(f"weights shape {self.weights.shape} != indices shape {self.indices.shape}")
+                raise BadInputError(f"weights shape {self.weights.shape} != indices shape {self.indices.shape}")
 
 
 class TrainContext(Protocol):

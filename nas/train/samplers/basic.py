@@ -23,6 +23,7 @@ from nas.train.losses import LossRecipe
 from nas.train.plan import StepPlan, SubnetTask
 from nas.train.samplers.base import SAMPLERS, Sampler
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["UniformSampler", "SandwichSampler"]
 
@@ -37,7 +38,7 @@ class UniformSampler(Sampler):
                  label: str = "uniform") -> None:
         super().__init__(space, seed=seed)
         if n_subnets < 1:
-            raise ValueError(f"n_subnets must be >= 1, got {n_subnets}")
+            raise BadInputError(f"n_subnets must be >= 1, got {n_subnets}")
         self.choices = Choices(space, choices, label=label)
         self.n_subnets = n_subnets
         self.recipe = LossRecipe(hard=1.0, soft=kd_ratio, label_smoothing=label_smoothing, source="fixed",
@@ -62,7 +63,7 @@ class SandwichSampler(Sampler):
                  temperature: float = 1.0, zero_init_residual: bool = True, seed: int = 0) -> None:
         super().__init__(space, seed=seed)
         if n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {n_random}")
+            raise BadInputError(f"n_random must be >= 0, got {n_random}")
         self.choices = Choices(space, choices, label="sandwich")
         self.n_random, self.zero_init = n_random, zero_init_residual
         self.teacher_recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)

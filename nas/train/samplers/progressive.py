@@ -19,6 +19,7 @@ from nas.train.choices import Choices
 from nas.train.samplers.base import SAMPLERS, Phase, PhasedSampler
 from nas.train.samplers.basic import UniformSampler
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 
 __all__ = ["ProgressiveShrinking", "OFA_PHASES"]
 
@@ -41,7 +42,7 @@ class ProgressiveShrinking(PhasedSampler):
                  label_smoothing: float = 0.1, kd_ratio: float = 1.0, temperature: float = 1.0,
                  sort_group: str = "e", seed: int = 0) -> None:
         if not phases:
-            raise ValueError("progressive shrinking needs at least one phase")
+            raise BadInputError("progressive shrinking needs at least one phase")
         self.space, self.sort_group = space, sort_group
         self._phases: list[Phase] = []
         self._sort: list[list[Any] | None] = []
@@ -52,24 +53,25 @@ class ProgressiveShrinking(PhasedSampler):
             unknown = sorted(set(p) - _PHASE_KEYS)
             name = str(p.get("name", f"phase{i}"))
             if unknown:
-                raise ValueError(f"phase {name!r}: unknown keys {unknown}; allowed: {sorted(_PHASE_KEYS)}")
+                raise BadInputError(f"phase {name!r}: unknown keys {unknown}; allowed: {sorted(_PHASE_KEYS)}")
             if name in names:
-                raise ValueError(f"phase names must be unique; {name!r} appears twice")
+                raise BadInputError(f"phase names must be unique; {name!r} appears twice")
             names.add(name)
             choices = Choices(space, p.get("choices"), label=f"phase {name!r}")
             kd = bool(p.get("kd", i > 0)) and kd_ratio > 0
             if kd and i == 0:
-                raise ValueError(f"phase {name!r} is first: its teacher (the first phase's result) does not exist yet")
+                raise BadInputError(f"phase {name!r} is first: its teacher (the first phase's result) does not "
+                                    "exist yet")
             sampler = UniformSampler(space, choices=choices.to_dict(), n_subnets=int(p.get("n_subnets", 1)),
                                      label_smoothing=label_smoothing, kd_ratio=kd_ratio if kd else 0.0,
                                      temperature=temperature, seed=seed + i, label=f"phase {name!r}")
             n_epochs, lr, warmup = int(p.get("epochs", epochs)), p.get("lr"), p.get("warmup_epochs")
             if n_epochs < 1:
-                raise ValueError(f"phase {name!r}: epochs must be >= 1, got {n_epochs}")
+                raise BadInputError(f"phase {name!r}: epochs must be >= 1, got {n_epochs}")
             if lr is not None and not float(lr) > 0:
-                raise ValueError(f"phase {name!r}: lr must be > 0 (or omitted for the trainer's lr), got {lr}")
+                raise BadInputError(f"phase {name!r}: lr must be > 0 (or omitted for the trainer's lr), got {lr}")
             if warmup is not None and not float(warmup) >= 0:
-                raise ValueError(f"phase {name!r}: warmup_epochs must be >= 0, got {warmup}")
+                raise BadInputError(f"phase {name!r}: warmup_epochs must be >= 0, got {warmup}")
             self._phases.append(Phase(name, sampler, n_epochs, lr, warmup))
             self._sort.append(self._keep_widths(choices, previous, p.get("sort_channels")))
             previous = choices.values(sort_group) if sort_group in choices.groups else None
