@@ -23,7 +23,7 @@ from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
 from hw_profiles.pricing import LayerPrices, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
-from search_spaces.errors import BadInputError, CorruptFileError
+from search_spaces.errors import CorruptFileError
 from search_spaces.layers import LayerSpec
 
 __all__ = ["LatencyModel", "MissingEntryError", "ProfileSpaceError", "CALIBRATED_FORMAT", "save_calibrated",
