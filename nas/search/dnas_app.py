@@ -50,6 +50,9 @@ def mixture_supernet(space: SearchSpace, mode: str, spec: dict[str, Any] | None 
         return net
     tried = []
     for name in SUPERNETS.names():
+        declared = getattr(SUPERNETS.get(name), "mixture_modes", None)  # a supernet class says what it can mix
+        if declared is not None and mode not in declared:
+            continue
         try:
             net = create_supernet(name, space)
         except (TypeError, ValueError):
