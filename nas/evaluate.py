@@ -6,11 +6,10 @@ BN recalibration, with MACs and params, written as a measurements CSV.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
+from nas.cli import run_command
 from nas.train.evaluation import (
     MEASUREMENT_FIELDS,
     EvalSet,
@@ -25,12 +24,12 @@ from nas.train.evaluation import (
 __all__ = ["MEASUREMENT_FIELDS", "EvalSet", "EvaluateResult", "evaluate_subnets", "read_measurements",
            "run_evaluate", "sample_archs", "write_measurements", "main"]
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = "pkg://nas.conf"
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    res = run_evaluate(cfg)
+    res = run_command(lambda: run_evaluate(cfg))
     best = max(res.rows, key=lambda r: r["top1"])
     print(f"evaluated {len(res.rows)} subnets in {res.seconds:.1f}s -> {res.path}; best top1 {best['top1']:.2f}% "
           f"({best['arch_id']})")

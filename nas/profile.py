@@ -7,15 +7,14 @@ Resumes an interrupted build.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hw_profiles.builder import BuildResult, build_from_config
+from nas.cli import run_command
 from supernets.static import build_layer, build_network
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = "pkg://nas.conf"
 
 
 def run(cfg: DictConfig) -> BuildResult:
@@ -30,7 +29,7 @@ def run(cfg: DictConfig) -> BuildResult:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="profile")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run_command(lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -132,17 +132,37 @@ def front_ranked(result: SearchResult) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r[acc])
 
 
-def _export_note(out: Path, exp: Experiment, n: int) -> str:
+def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> str:
+    """``EXPORT.md``: commands that export a front point, runnable as printed (or once the named variables are set)."""
     lines = [f"# Exporting a front point ({exp.name})", "",
-             f"The front has {n} points, ranked by predicted accuracy in `front_ranked.json` (rank 0 = most accurate).",
-             ""]
+             f"The front has {len(ranked)} points, ranked by accuracy in `front_ranked.json` (rank 0 = most "
+             "accurate).", ""]
+    space = getattr(exp.space, "name", "?")
     if exp.supernet_path is not None:
+        data = exp.data or {}
         lines += ["```bash", f"python -m nas.export results={out} rank=0 out={out}/subnet_rank0", "```", "",
-                  "or, in the same run: `python -m nas.search ... export=0`."]
+                  "The supernet and the data to recalibrate BN on come from this search's `config.yaml`. "
+                  "The same point by its arch id, from anywhere:", "",
+                  "```bash", f"python -m nas.export checkpoint={exp.supernet_path} arch={ranked[0]['arch_id']} "
+                  f"results={out} {_data_overrides(data)}out=subnet_rank0", "```", "",
+                  "or, in the same run: `python -m nas.search ... export=0`."] if ranked else ["(empty front)"]
     else:
-        lines += ["This preset has no trained supernet in the package; export with your own checkpoint:",
-                  "```bash", f"python -m nas.export results={out} rank=0 supernet=<checkpoint dir> out=<dir>", "```"]
+        lines += [f"This preset has no trained supernet in the package: set `CHECKPOINT` to a supernet of space "
+                  f"`{space}` (weights directory or training `checkpoint.pt`) and `DATA` to the data it was trained "
+                  "on (BN statistics are recalibrated on it), or `DATA=recalibrate=false` to keep the supernet's "
+                  "shared statistics.", "",
+                  "```bash", "CHECKPOINT=/path/to/supernet",
+                  "DATA=\"data=image_folder data.kwargs.root=/path/to/train/images\"",
+                  f"python -m nas.export results={out} rank=0 checkpoint=\"$CHECKPOINT\" $DATA "
+                  f"out={out}/subnet_rank0", "```"]
     return "\n".join(lines) + "\n"
+
+
+def _data_overrides(data: dict[str, Any]) -> str:
+    if not data:
+        return "recalibrate=false "
+    kw = " ".join(f"data.kwargs.{k}={v}" for k, v in (data.get("kwargs") or {}).items() if v is not None)
+    return f"data={data['name']} " + (kw + " " if kw else "")
 
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
@@ -175,12 +195,12 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     resolved.update({"resolved_supernet": str(exp.supernet_path) if exp.supernet_path else None,  # type: ignore
                      "export_data": exp.data or None})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, len(ranked)))
+    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
     if cfg.get("export") is not None:
         from nas.export_subnet import export_front_point
 
-        outcome.exported = export_front_point(out, rank=int(cfg.export), supernet=exp.supernet_path,
+        outcome.exported = export_front_point(out, rank=int(cfg.export), checkpoint=exp.supernet_path,
                                               data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
                                               overwrite=True)  # the search's own output: a rerun replaces it
     return outcome

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from nas.cli import run_command
 from nas.train.run import run_train
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = "pkg://nas.conf"
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
 def main(cfg: DictConfig) -> None:
-    result = run_train(cfg)
+    result = run_command(lambda: run_train(cfg))
     last = result.evals[-2:] if result.evals else []
     summary = ", ".join(f"{r['subnet']} {r['top1']:.2f}%" for r in last)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary (rank 0's) rather than one per process

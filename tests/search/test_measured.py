@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from nas.conf import CONF_DIR
 from nas.data import create_data
 from nas.search.app import search_from_config
 from nas.search.measured import SupernetConfigError
@@ -21,7 +22,7 @@ SMALL = ["supernet.n_images=200", "supernet.calib_images=100", "supernet.calib_b
 
 
 def _cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose("search", overrides=[f"out_dir={tmp_path / 'r'}", "progress=false", *SMALL, *overrides])
 
 
