@@ -137,13 +137,14 @@ def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> st
     lines = [f"# Exporting a front point ({exp.name})", "",
              f"The front has {len(ranked)} points, ranked by accuracy in `front_ranked.json` (rank 0 = most "
              "accurate).", ""]
-    space = getattr(exp.space, "name", "?")
+    space, out = getattr(exp.space, "name", "?"), out.resolve()
     if exp.supernet_path is not None:
         data = exp.data or {}
         lines += ["```bash", f"python -m nas.export results={out} rank=0 out={out}/subnet_rank0", "```", "",
                   "The supernet and the data to recalibrate BN on come from this search's `config.yaml`. "
                   "The same point by its arch id, from anywhere:", "",
-                  "```bash", f"python -m nas.export checkpoint={exp.supernet_path} arch={ranked[0]['arch_id']} "
+                  "```bash", f"python -m nas.export checkpoint={Path(exp.supernet_path).resolve()} "
+                  f"arch={ranked[0]['arch_id']} "
                   f"results={out} {_data_overrides(data)}out=subnet_rank0", "```", "",
                   "or, in the same run: `python -m nas.search ... export=0`."] if ranked else ["(empty front)"]
     else:
