@@ -24,6 +24,7 @@ from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
+from nas.search.run_dirs import point_latest, results_dir
 from search_spaces import SPACES, SearchSpace
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
@@ -182,7 +183,7 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
             exp = _with_custom_space(exp, cfg)
     objectives, metrics = _metrics(cfg, exp)
     constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
-    out = Path(cfg.out_dir)
+    out, keyed = results_dir(cfg)
     searcher_kwargs = _kwargs(cfg.searcher)
     if measured:
         result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
@@ -197,6 +198,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
                      "export_data": exp.data or None})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
+    if keyed:
+        point_latest(out)
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
     if cfg.get("export") is not None:
         from nas.export_subnet import export_front_point
