@@ -271,7 +271,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     return replace(profile, meta=meta)
 
 
-def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mapping[str, Any] | None = None,
+def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_kwargs: Mapping[str, Any] | None = None,
                       out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
                       build_network: Callable[[list[LayerSpec]], Any] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> BuildResult:
@@ -289,6 +289,7 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")
     if target is None:
         raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
-    return build_profile(create_space(space, **dict(space_kwargs or {})), target, build_layer=build_layer,
+    space = space if isinstance(space, SearchSpace) else create_space(space, **dict(space_kwargs or {}))
+    return build_profile(space, target, build_layer=build_layer,
                          build_network=build_network, config=MeasureConfig(**build), name=str(name),
                          resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)

@@ -19,7 +19,7 @@ from torch import nn
 
 from nas.arch_input import parse_arch
 from nas.data import create_data
-from nas.train.checkpoint import load_supernet
+from nas.resolve import load_trained_supernet
 from nas.train.evaluation import EvalSet, evaluate_arch
 from search_spaces.errors import BadInputError
 from supernets import recalibrated, save_subnet
@@ -67,7 +67,7 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
     Without it a supernet with BN is refused unless ``recalibrate`` is false."""
     out, path = Path(out), Path(checkpoint)
     _check_target(out, overwrite)
-    net = load_supernet(path).eval()
+    net = load_trained_supernet(path).eval()
     space = net.space
     arch = parse_arch(space, arch, lookup=(*lookup, path)) if not _is_arch(space, arch) else space.validate(arch)
     bn = has_batch_norm(net)

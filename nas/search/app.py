@@ -8,7 +8,6 @@ config and ``EXPORT.md`` with the command exporting any front point.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -20,12 +19,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nas.experiments import Experiment, create_experiment
+from nas.resolve import resolve_space
 from nas.runtime import retain_freed_memory
 from nas.search.loop import run_search
 from nas.search.objectives import Constraint, Objective, macs_objective
 from nas.search.results import SearchResult, atomic_write_text
 from nas.search.run_dirs import point_latest, results_dir
-from search_spaces import SPACES, SearchSpace
+from search_spaces import SearchSpace
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
@@ -81,20 +81,8 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
 
 
 def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
-    """``"pkg.module:factory"`` -> import the user's module (which may register supernets too) and call the factory."""
-    module, _, attr = spec.partition(":")
-    if not attr:
-        if spec in SPACES:
-            return SPACES.create(spec, **kwargs)
-        raise ConfigError(f"search_space.name={spec!r}: give a registered name ({SPACES.names()}) or 'module:factory'")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"search_space={spec!r}: cannot import {attr!r} from {module!r}: {exc}") from None
-    space = factory(**kwargs)
-    if not isinstance(space, SearchSpace):
-        raise ConfigError(f"search_space.name={spec!r} returned {type(space).__name__}, not a SearchSpace")
-    return space
+    """A registered space or a user's ``module:factory`` (:func:`nas.resolve.resolve_space`)."""
+    return resolve_space({"name": spec, "kwargs": kwargs})
 
 
 def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective]]:

@@ -30,7 +30,7 @@ class SupernetConfigError(ValueError):
 def measured_experiment(cfg: DictConfig, space_override: Any | None = None) -> Experiment:
     """An :class:`Experiment` whose accuracy is the trained supernet's measured top-1 on held-out data."""
     from nas.data import create_data
-    from nas.train.checkpoint import load_supernet
+    from nas.resolve import load_trained_supernet
     from nas.train.evaluation import EvalSet, evaluate_subnets
 
     sc = cfg.supernet
@@ -38,7 +38,7 @@ def measured_experiment(cfg: DictConfig, space_override: Any | None = None) -> E
     if not path.exists():
         raise SupernetConfigError(f"supernet.checkpoint={str(path)!r} does not exist; give a weights directory "
                                   "(supernet.json + supernet.safetensors) or a training checkpoint file")
-    model = load_supernet(path).to(str(sc.device)).eval()
+    model = load_trained_supernet(path).to(str(sc.device)).eval()
     space = model.space
     if space_override is not None and space_override.spec() != space.spec():
         raise SupernetConfigError(

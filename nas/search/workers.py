@@ -242,9 +242,9 @@ class SupernetEvaluator:
                  calib_images: int = 500, calib_batch: int = 250, batch_size: int = 500, seed: int = 0,
                  device: str = "cpu") -> None:
         from nas.evaluate import EvalSet
-        from nas.train.checkpoint import load_supernet
+        from nas.resolve import load_trained_supernet
 
-        self.model = load_supernet(checkpoint).to(device)
+        self.model = load_trained_supernet(checkpoint).to(device)
         self.evalset = EvalSet(data, split=split, n_images=n_images, calib_images=calib_images,
                                calib_batch=calib_batch, seed=seed, batch_size=batch_size, device=device)
 

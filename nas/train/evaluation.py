@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from nas.data import DataModule
 from nas.runtime import retain_freed_memory
-from nas.train.checkpoint import atomic_write, load_supernet
+from nas.train.checkpoint import atomic_write
 from nas.train.resize import arch_resolution, resize_to
 from supernets import Supernet, recalibrated
 
@@ -164,7 +164,9 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
         torch.set_num_threads(int(cfg.threads))
     retain_freed_memory(bool(cfg.get("retain_memory", True)))
     start = time.perf_counter()
-    model = load_supernet(cfg.checkpoint).to(cfg.device)
+    from nas.resolve import load_trained_supernet
+
+    model = load_trained_supernet(cfg.checkpoint).to(cfg.device)
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
     if cfg.get("archs"):
         archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)

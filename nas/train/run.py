@@ -15,14 +15,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nas.data import DataModule, create_data
+from nas.resolve import resolve_space, resolve_supernet
 from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import CheckpointError
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
-from search_spaces import SearchSpace, create_space
-from supernets import Supernet, create_supernet
+from search_spaces import SearchSpace
+from supernets import Supernet
 
 __all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
 
@@ -36,11 +37,12 @@ def _plain(node: Any) -> dict[str, Any]:
 
 
 def build_space(cfg: Mapping[str, Any]) -> SearchSpace:
-    return create_space(cfg["name"], **_plain(cfg.get("kwargs")))
+    """A registered space or a user's ``module:factory`` (:mod:`nas.resolve`)."""
+    return resolve_space(cfg)
 
 
 def build_supernet(cfg: Mapping[str, Any], space: SearchSpace) -> Supernet:
-    return create_supernet(cfg["name"], space, **_plain(cfg.get("kwargs")))
+    return resolve_supernet(cfg, space)
 
 
 def build_data(cfg: Mapping[str, Any]) -> DataModule:
@@ -80,6 +82,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
         torch.manual_seed(tcfg.seed)
         return dist.prepare(build_supernet(cfg["supernet"], space))
 
+    build_supernet(cfg["supernet"], space)  # a bad supernet spec fails here, before anything is written
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
                                          if isinstance(sampler, PhasedSampler) else [])
     if not resume and any(p.exists() for p in existing):
