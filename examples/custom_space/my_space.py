@@ -5,8 +5,8 @@ From a directory holding this file (``export PYTHONPATH=$PWD``; ``my_space`` is 
     SPACE="search_space=custom search_space.name=my_space:make_space"
     python -m nas.train $SPACE supernet=custom supernet.name=my_space:ChainSupernet sampler=uniform out_dir=run
     python -m nas.evaluate checkpoint=run n_random=50 out=run/measurements.csv
-    python -m nas.search supernet.checkpoint=run                      # accuracy measured on the trained supernet
-    python -m nas.search experiment=custom $SPACE experiment.kwargs.measurements=run/measurements.csv
+    python -m nas.search accuracy=measured accuracy.checkpoint=run    # accuracy measured on the trained supernet
+    python -m nas.search $SPACE accuracy=predictor accuracy.measurements=run/measurements.csv predictor=gp
     python -m nas.export results=results/search/latest rank=0 data=fashion_mnist
     python -m nas.profile hw=local_cpu space.name=my_space:make_space hw.build.context=false out=chain_cpu.json
 

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 from nas.search.app import search_from_config, summarise
 
 CONF = "pkg://nas.conf"
@@ -17,6 +18,7 @@ CONF = "pkg://nas.conf"
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("nas").setLevel(logging.INFO)
+    apply_runtime(cfg.get("runtime"))
     print(summarise(run_command(lambda: search_from_config(cfg))))
 
 

@@ -1,16 +1,16 @@
-"""The ``python -m nas.search`` application: config -> objectives -> searcher -> printed front + results dir.
+"""The ``python -m nas.search`` application: config -> accuracy source, objectives, searcher -> front + results dir.
 
-Objectives: accuracy (the experiment's predictor, or real supernet evaluation when ``supernet.checkpoint`` is
-given) against latency from a hardware profile (``+hw=<name>``) or, without one, against MACs. Constraints are
-strings such as ``latency_ms<=25``. The results directory holds the front as CSV/JSON, a Pareto plot, the resolved
-config and ``EXPORT.md`` with the command exporting any front point.
+The search is composed from config groups (:mod:`nas.search.compose`): ``accuracy`` (the preset's predictor, a
+predictor fitted on a CSV, or real supernet evaluation), ``objectives`` (accuracy against latency with
+``+hw=<name>`` or MACs, or any registered objective), constraints such as ``latency_ms<=25``, ``predictor`` and
+``searcher``. The results directory holds the front as CSV/JSON, a Pareto plot, the resolved config and
+``EXPORT.md`` with the commands exporting any front point.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +18,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas.experiments import Experiment, create_experiment
-from nas.resolve import resolve_space
-from nas.runtime import retain_freed_memory
-from nas.search.loop import run_search
-from nas.search.objectives import Constraint, Objective, macs_objective
+from nas.experiments import Experiment
+from nas.search.compose import ComposeError, accuracy_source, build_objectives, parse_constraint, run_driver
 from nas.search.results import SearchResult, atomic_write_text
 from nas.search.run_dirs import point_latest, results_dir
-from search_spaces import SearchSpace
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
 log = logging.getLogger(__name__)
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-
-
-class ConfigError(ValueError):
-    """A search config names something that does not exist or cannot work together."""
+ConfigError = ComposeError  # the name this module exported before the search was composed from config groups
 
 
 @dataclass
@@ -44,54 +36,6 @@ class SearchOutcome:
     out_dir: Path
     table: str
     exported: str | None = None
-
-
-def _kwargs(node: Any) -> dict[str, Any]:
-    """The ``kwargs`` mapping of a config group entry as a plain dict (empty when absent)."""
-    kw = node.get("kwargs") if node is not None else None
-    return dict(OmegaConf.to_container(kw, resolve=True)) if kw is not None else {}  # type: ignore[arg-type]
-
-
-def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
-    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
-    m = _CONSTRAINT.match(text)
-    if not m:
-        raise ConfigError(f"constraint {text!r} must look like 'name<=value' or 'name>=value'")
-    name, op, value = m.group(1), m.group(2), float(m.group(3))
-    if name not in metrics:
-        raise ConfigError(f"constraint on {name!r}, but this search provides {sorted(metrics)}; add a hardware "
-                          "profile (+hw=...) for latency constraints")
-    bound = {"upper": value} if op == "<=" else {"lower": value}
-    return Constraint.on(metrics[name], **bound)
-
-
-def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
-    from hw_profiles import HW_PROFILES, create_hw_profile
-
-    if hw.name not in HW_PROFILES:
-        raise ConfigError(f"unknown hardware profile {hw.name!r}; available: {HW_PROFILES.names()}")
-    model = create_hw_profile(hw.name, **_kwargs(hw))
-    if not hasattr(space, "layers"):
-        raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} has no layers(); "
-                          "use the macs objective (no +hw) or a space that describes its layers")
-    units = getattr(model, "units", "ms")
-    name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
-    return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values)
-
-
-def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
-    """A registered space or a user's ``module:factory`` (:func:`nas.resolve.resolve_space`)."""
-    return resolve_space({"name": spec, "kwargs": kwargs})
-
-
-def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective]]:
-    accuracy = Objective("top1", exp.accuracy, "max", expensive=True)
-    cost = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else macs_objective(exp.space, name="macs_M")
-    metrics = {accuracy.name: accuracy, cost.name: cost}
-    if "macs_M" not in metrics:
-        metrics["macs_M"] = macs_objective(exp.space, name="macs_M")
-    return [accuracy, cost], metrics
 
 
 def front_table(result: SearchResult, limit: int = 20) -> str:
@@ -105,11 +49,11 @@ def front_table(result: SearchResult, limit: int = 20) -> str:
         for r in rows:
             r["macs_M"] = macs(result.space.from_dict(r["arch"])) / 1e6
         cols.append("macs_M")
-    head = f"{'rank':>4}  {'arch id':<48} " + " ".join(f"{c:>10}" for c in cols)
+    width = max([48, *(len(r["arch_id"]) for r in rows[:limit])])  # whole ids: nas.export arch=<id> takes them
+    head = f"{'rank':>4}  {'arch id':<{width}} " + " ".join(f"{c:>10}" for c in cols)
     lines = [head, "-" * len(head)]
     for rank, r in enumerate(rows[:limit]):
-        aid = r["arch_id"] if len(r["arch_id"]) <= 48 else r["arch_id"][:45] + "..."
-        lines.append(f"{rank:>4}  {aid:<48} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
+        lines.append(f"{rank:>4}  {r['arch_id']:<{width}} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more in front.csv")
     return "\n".join(lines)
@@ -156,29 +100,13 @@ def _data_overrides(data: dict[str, Any]) -> str:
 
 
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
-    """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
-    measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
-    if measured:  # accuracy measured on a trained supernet, in LINAS rounds
-        from nas.search.measured import linas_from_config, measured_experiment
-
-        override = _custom_space(str(cfg.search_space.name), _kwargs(cfg.search_space)) \
-            if cfg.get("search_space") else None  # type: ignore[arg-type]
-        exp = measured_experiment(cfg, override)
-    else:
-        exp = create_experiment(cfg.experiment.name, **_kwargs(cfg.experiment))  # type: ignore[arg-type]
-        if cfg.get("search_space"):
-            exp = _with_custom_space(exp, cfg)
-    objectives, metrics = _metrics(cfg, exp)
-    constraints = [parse_constraint(c, metrics) for c in (cfg.get("constraints") or [])]
+    """Run one search as configured (``nas/conf/search.yaml``, composed by :mod:`nas.search.compose`)."""
+    exp = accuracy_source(cfg)
+    objectives, metrics = build_objectives(cfg, exp)
+    constraints = [parse_constraint(c, metrics, exp.space) for c in (cfg.get("constraints") or [])]
     out, keyed = results_dir(cfg)
-    searcher_kwargs = _kwargs(cfg.searcher)
-    if measured:
-        result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
-    else:
-        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=int(cfg.budget),
-                            seed=int(cfg.seed), out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=bool(cfg.resume), progress=_progress(int(cfg.budget)) if cfg.progress else None)
+    result = run_driver(cfg, exp, objectives, constraints, out,
+                        progress=_progress(int(cfg.budget)) if cfg.progress else None)
     ranked = front_ranked(result)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -196,16 +124,6 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
                                               data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
                                               overwrite=True)  # the search's own output: a rerun replaces it
     return outcome
-
-
-def _with_custom_space(exp: Experiment, cfg: DictConfig) -> Experiment:
-    kwargs = _kwargs(cfg.search_space)
-    space = _custom_space(str(cfg.search_space.name), kwargs)  # type: ignore[arg-type]
-    if cfg.experiment.name != "custom":
-        raise ConfigError("search_space=... needs experiment=custom (accuracy from experiment.kwargs.measurements "
-                          "or supernet evaluation)")
-    exp.space = space
-    return exp
 
 
 def _progress(budget: int) -> Any:

@@ -55,8 +55,8 @@ def test_custom_space_goes_through_every_command(user_dir):
     best = float(re.search(r"best top1 ([0-9.]+)%", proc.stdout).group(1))
     assert best > 20.0, proc.stdout  # trained: well above the 10% of chance on 10 classes
 
-    proc = run("nas.search", *example_command("nas.search"), "supernet.n_images=300", "supernet.calib_images=200",
-               "supernet.rounds=2", "supernet.batch_size=4", "budget=100", "progress=false", cwd=user_dir)
+    proc = run("nas.search", *example_command("nas.search"), "accuracy.n_images=300", "accuracy.calib_images=200",
+               "searcher.kwargs.rounds=2", "searcher.kwargs.batch_size=4", "budget=100", "progress=false", cwd=user_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     latest = user_dir / "results" / "search" / "latest"
     front = json.loads((latest / "front_ranked.json").read_text())
