@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 from nas.train.evaluation import (
     MEASUREMENT_FIELDS,
     EvalSet,
@@ -29,6 +30,7 @@ CONF = "pkg://nas.conf"
 
 @hydra.main(version_base=None, config_path=CONF, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    apply_runtime(cfg.get("runtime"), threads=cfg.get("threads"))
     res = run_command(lambda: run_evaluate(cfg))
     best = max(res.rows, key=lambda r: r["top1"])
     print(f"evaluated {len(res.rows)} subnets in {res.seconds:.1f}s -> {res.path}; best top1 {best['top1']:.2f}% "

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import run_command
-from nas.commands import quote_values
+from nas.commands import apply_runtime, quote_values
 from nas.conf import SEARCH_PATH
 from nas.export_subnet import ExportError, export_arch, export_front_point
 
@@ -51,6 +51,7 @@ def run_export(cfg: DictConfig) -> str:
 
 @hydra.main(version_base=None, config_path=SEARCH_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
+    apply_runtime(cfg.get("runtime"))
     print(run_command(lambda: run_export(cfg)))
 
 

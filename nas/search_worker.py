@@ -15,6 +15,7 @@ import optuna
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 from nas.search.workers import worker_from_config
 
 CONF = "pkg://nas.conf"
@@ -24,6 +25,7 @@ CONF = "pkg://nas.conf"
 def main(cfg: DictConfig) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("nas").setLevel(logging.INFO)
+    apply_runtime(cfg.get("runtime"), threads=cfg.get("threads"))
     res = run_command(lambda: worker_from_config(cfg))
     print(f"worker {res.worker}: evaluated {len(res.evaluated)} subnets, {len(res.duplicates)} duplicate proposals "
           f"skipped, {len(res.retried)} retries of failed trials; stopped: {res.stop_reason} ({res.seconds:.0f}s)")

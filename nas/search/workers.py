@@ -40,7 +40,6 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from nas.runtime import retain_freed_memory
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
 from search_spaces.base import SearchSpace
 
@@ -262,13 +261,9 @@ class SupernetEvaluator:
 
 def worker_from_config(cfg: Mapping[str, Any]) -> WorkerResult:
     """Library entry of ``python -m nas.search_worker`` (a resolved ``conf/search_worker.yaml``)."""
-    import torch
 
     from nas.train.run import build_data
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=int(cfg["seed"]),
                                   device=str(cfg["device"]), **dict(cfg["eval"]))
     return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, int(cfg["n_trials"]),

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data import DataModule
-from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import atomic_write
 from nas.train.resize import arch_resolution, resize_to
 from supernets import Supernet, recalibrated
@@ -160,9 +159,6 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     """Library entry of ``python -m nas.evaluate`` (a resolved ``conf/evaluate.yaml``)."""
     from nas.data import create_data
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     start = time.perf_counter()
     from nas.resolve import load_trained_supernet
 

@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.data import DataModule, create_data
 from nas.resolve import resolve_space, resolve_supernet
-from nas.runtime import retain_freed_memory
 from nas.train.checkpoint import CheckpointError
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
@@ -61,7 +60,6 @@ def check_compatible(space: SearchSpace, data: DataModule) -> None:
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
     """Library entry of ``python -m nas.train`` (also under ``torchrun``: see :mod:`nas.train.distributed`)."""
     tcfg = TrainConfig(**_plain(cfg["trainer"]))
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     dist = init_distributed(_plain(cfg.get("distributed")), device=tcfg.device)
     try:
         return _run_train(cfg, tcfg, dist)
@@ -70,8 +68,6 @@ def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
 
 
 def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> TrainResult | PhasedResult:
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
     space = build_space(cfg["search_space"])
     data = build_data(cfg["data"])
     check_compatible(space, data)

@@ -114,8 +114,6 @@ class Trainer:
         self.dist = dist if dist is not None else LocalRun()
         self.dist.check_batch(config.batch_size)
         self.device = self.dist.device(config.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.model = model.to(self.device)
         self.net = self.dist.wrap(self.model)  # what training forwards call (DDP under torchrun)
         self._denominator: float | None = None
