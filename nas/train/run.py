@@ -19,9 +19,11 @@ from nas.resolve import resolve_space, resolve_supernet
 from nas.train.checkpoint import CheckpointError
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
+from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
 from search_spaces import SearchSpace
+from search_spaces.errors import BadInputError
 from supernets import Supernet
 
 __all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
@@ -57,6 +59,24 @@ def check_compatible(space: SearchSpace, data: DataModule) -> None:
                          f"search_space or override its kwargs")
 
 
+def bind_heldout(sampler: Any, data: DataModule, space: SearchSpace, heldout: Mapping[str, Any], *,
+                 seed: int = 0) -> int:
+    """Bind fixed held-out batches (``{split, n_images, batch_size}``) to a sampler that learns from held-out losses
+    between epochs' steps (ShiftNAS's ``every_steps``); images at the largest resolution of the space."""
+    if not callable(getattr(sampler, "bind_heldout", None)):
+        raise BadInputError(f"sampler.kwargs.heldout is given, but sampler {type(sampler).__name__} takes no held-out "
+                            "batches (ShiftNAS does, for every_steps updates)")
+    unknown = sorted(set(heldout) - {"split", "n_images", "batch_size"})
+    if unknown:
+        raise BadInputError(f"sampler.kwargs.heldout has unknown keys {unknown}; allowed: split, n_images, batch_size")
+    split, n = str(heldout.get("split", "val")), int(heldout.get("n_images", 500))
+    bs = int(heldout.get("batch_size", 250))
+    size = arch_resolution(space, space.max_arch(), data.image_size)
+    idx = data.fixed_subset(split, n, seed)
+    sampler.bind_heldout([(resize_to(b.x, size), b.y) for b in data.batches(split, idx, bs)])
+    return len(idx)
+
+
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
     """Library entry of ``python -m nas.train`` (also under ``torchrun``: see :mod:`nas.train.distributed`)."""
     tcfg = TrainConfig(**_plain(cfg["trainer"]))
@@ -72,7 +92,11 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     data = build_data(cfg["data"])
     check_compatible(space, data)
     out_dir, resume = Path(cfg["out_dir"]), bool(cfg.get("resume", False))
-    sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **_plain(cfg["sampler"].get("kwargs")))
+    sampler_kwargs = _plain(cfg["sampler"].get("kwargs"))
+    heldout = sampler_kwargs.pop("heldout", None)
+    sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **sampler_kwargs)
+    if heldout:
+        bind_heldout(sampler, data, space, heldout, seed=tcfg.seed)
 
     def make_model() -> Supernet:
         torch.manual_seed(tcfg.seed)
