@@ -24,9 +24,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from nas.data import DataModule, create_data
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.standalone import evaluate_accuracy, train_standalone
 from nas.train import load_supernet
-from nas.train.evaluation import EvalSet, evaluate_subnets
 from nas.train.resize import resize_to
 from nas.train.run import run_train
 from search_spaces import MBv3Arch, create_space

@@ -1,6 +1,6 @@
 """``python -m nas.evaluate checkpoint=<run dir> [n_random=300] [seed=0] [out=measurements.csv]``.
 
-Thin hydra entry over :func:`nas.train.evaluation.run_evaluate`: top-1/loss of seeded random (or given) subnets after
+Thin hydra entry over :func:`nas.evaluation.run_evaluate`: top-1/loss of seeded random (or given) subnets after
 BN recalibration, with MACs and params, written as a measurements CSV.
 """
 
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from nas.cli import run_command
 from nas.commands import apply_runtime
-from nas.train.evaluation import (
+from nas.evaluation import (
     MEASUREMENT_FIELDS,
     EvalSet,
     EvaluateResult,

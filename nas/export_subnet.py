@@ -19,8 +19,8 @@ from torch import nn
 
 from nas.arch_input import parse_arch
 from nas.data import create_data
+from nas.evaluation import EvalSet, evaluate_arch
 from nas.resolve import load_trained_supernet
-from nas.train.evaluation import EvalSet, evaluate_arch
 from search_spaces.errors import BadInputError
 from supernets import recalibrated, save_subnet
 

@@ -51,7 +51,7 @@ def _cost(cost: str, space: Any) -> Any:
 
 def _accuracies(net: Any, archs: list[Any], cfg: Any) -> list[float]:
     from nas.data import create_data
-    from nas.train.evaluation import EvalSet, evaluate_subnets
+    from nas.evaluation import EvalSet, evaluate_subnets
 
     if not cfg.get("data"):
         raise SelectError("by=accuracy measures every chain member: give data=<the data the supernet was trained "

@@ -70,7 +70,7 @@ def _fitted(space: Any, csv: str, predictor: DictConfig, seed: int, base: Experi
     """Accuracy from the predictor group's model fitted on a measurements CSV (rows of ``nas.evaluate``)."""
     import numpy as np
 
-    from nas.train.evaluation import read_measurements
+    from nas.evaluation import read_measurements
     from predictors import create_predictor
 
     if not Path(csv).is_file():

@@ -1,7 +1,7 @@
 """Search on a trained supernet's real accuracy: ``python -m nas.search accuracy=measured accuracy.checkpoint=<dir>``.
 
 Accuracy is measured, not looked up: each proposed subnet is evaluated with inherited weights after BN
-recalibration on held-out data (``nas.train.evaluation.EvalSet``). ``accuracy=measured`` selects the ``linas``
+recalibration on held-out data (``nas.evaluation.EvalSet``). ``accuracy=measured`` selects the ``linas``
 searcher by default (:mod:`nas.search.compose`): measure a batch, refit the predictor on everything measured, run
 a predictor-only inner search, measure its best unmeasured points, checkpointed each round.
 """
@@ -32,8 +32,8 @@ def measured_experiment(ac: DictConfig, *, seed: int = 0, space_override: Any | 
     ``ac`` is the ``accuracy=measured`` entry: ``checkpoint``, ``data``, ``split``, ``n_images``,
     ``calib_images``, ``calib_batch``, ``device``."""
     from nas.data import create_data
+    from nas.evaluation import EvalSet, evaluate_subnets
     from nas.resolve import load_trained_supernet
-    from nas.train.evaluation import EvalSet, evaluate_subnets
 
     path = Path(str(ac.checkpoint))
     if not path.exists():

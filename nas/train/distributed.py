@@ -48,8 +48,16 @@ from nas.train.plan import TaskResult
 from nas.train.samplers.base import Sampler
 from nas.train.sync_bn import convert_sync_bn, synchronised_bn
 
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 __all__ = ["DistConfig", "DistributedError", "LocalRun", "DDPRun", "init_distributed", "distributed_run",
-           "torchrun_env", "NullLog"]
+           "resolve_device", "torchrun_env", "NullLog"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 M = TypeVar("M", bound=nn.Module)
@@ -113,8 +121,6 @@ class LocalRun:
         return self.rank == 0
 
     def device(self, name: str) -> torch.device:
-        from nas.train.trainer import resolve_device  # the trainer imports this module
-
         return resolve_device(name)
 
     def prepare(self, model: M) -> M:

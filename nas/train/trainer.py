@@ -24,9 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from nas.data import Batch, DataModule
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.train.checkpoint import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
-from nas.train.distributed import LocalRun, NullLog
-from nas.train.evaluation import EvalSet, evaluate_subnets
+from nas.train.distributed import LocalRun, NullLog, resolve_device
 from nas.train.init import dropout_rates, set_dropout
 from nas.train.losses import weighted_mean
 from nas.train.metrics import CSVLog, TensorBoardLog
@@ -94,12 +94,6 @@ class TrainResult:
     seconds: float
     evals: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Trainer:

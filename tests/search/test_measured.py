@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 
 from nas.conf import CONF_DIR
 from nas.data import create_data
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.search.app import search_from_config
 from nas.search.measured import SupernetConfigError
 from nas.train.checkpoint import load_supernet
-from nas.train.evaluation import EvalSet, evaluate_subnets
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "nas" / "embedded" / "ofa_mbv3_fmnist"
