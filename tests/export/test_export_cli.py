@@ -185,3 +185,27 @@ def test_results_of_another_space_are_refused(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "space 'ofa_mbv3'" in proc.stderr and "'ofa_mbv3_fmnist'" in proc.stderr
     assert not (tmp_path / "sub").exists()
+
+
+def _readme_export_block() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("`nas.export` takes the architecture"):]
+    block = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    return [line.split("   #")[0].strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_export_forms_run_verbatim_after_the_main_job(tmp_path):
+    """The README's three nas.export lines, as written, after the README's main job in the same directory."""
+    proc = shell("python -m nas.search +hw=snapdragon855 progress=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = _readme_export_block()
+    assert len(commands) == 3
+    for command in commands:
+        proc = shell(command.replace("checkpoint=nas/", f"checkpoint={REPO}/nas/"), cwd=tmp_path)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    metas = {d: json.loads((tmp_path / d / "metadata.json").read_text())
+             for d in ("subnet_rank0", "subnet_by_id", "subnet_by_json")}
+    assert all(m["bn_recalibration"]["recalibrated"] and m["measured_on"]["images"] == 10000 for m in metas.values())
+    assert metas["subnet_by_id"]["arch_id"] == "r28-k5e2.k3e2-k7e3.k7e3-k7e3-k3e2.k7e2-k3e2.k5e4"
+    assert metas["subnet_by_json"]["arch"]["ks"] == json.loads(ARCH_JSON)["ks"]
