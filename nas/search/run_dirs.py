@@ -26,11 +26,13 @@ IGNORED = ("out_dir", "results_root", "progress", "resume", "export", "runtime",
 
 
 def config_key(cfg: DictConfig) -> str:
-    """``<experiment>-<hw or macs>-<searcher>-<10 hex of the config hash>``."""
+    """``<experiment, or the accuracy source>-<hw or macs>-<searcher>-<10 hex of the config hash>``."""
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     kept = {k: v for k, v in plain.items() if k not in IGNORED}
     digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    parts = [OmegaConf.select(cfg, "experiment.name", default=None), OmegaConf.select(cfg, "hw.name", default="macs"),
+    source = OmegaConf.select(cfg, "accuracy.source", default="experiment")
+    first = OmegaConf.select(cfg, "experiment.name", default=None) if source == "experiment" else source
+    parts = [first, OmegaConf.select(cfg, "hw.name", default="macs"),
              OmegaConf.select(cfg, "searcher.name", default=None)]
     return "-".join(str(p) for p in parts if p) + f"-{digest}"
 

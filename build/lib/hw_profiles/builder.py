@@ -1,0 +1,295 @@
+"""The latency lookup-table builder: measure every layer a space can produce on this machine, resumably.
+
+OFA never published how its tables were generated (issues #16 and #37 ask); this follows nn-Meter's profiling
+protocol instead: each operator signature is built in isolation (``build_layer``, injected by the caller, e.g.
+``supernets.static.build_layer``; this package never imports supernets), run with fixed threads, warmed up, then
+timed ``repeats`` times interleaved with the other layers of its chunk (:func:`~hw_profiles.backends.time_interleaved`).
+
+Corrections that make the per-layer sum predict whole networks:
+
+1. *Cache context*: a layer run back to back keeps its weights, code and branch history hot and runs markedly faster
+   than inside a network, so every round of a chunk also runs a fixed reference network of the space
+   (``build_network``, injected) and each layer is timed in the state a network leaves the machine in.
+2. *Drift normalisation*: on a shared machine the speed of everything drifts by 10% or more over minutes. The
+   reference network is timed in the same rounds; each chunk's times are rescaled by (reference median when the
+   profile was started) / (reference median in this chunk), stored as ``meta.reference_ms``, so a profile built over
+   an hour, or resumed another day, is in one consistent unit.
+3. *Per-call overhead*: runtimes such as ONNX Runtime charge a fixed cost per ``run`` call that a network pays once but
+   isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
+   stored once as ``meta.network_overhead``.
+4. *Calibration*: ``calibration_nets`` seeded random networks are timed end to end (with the reference) and the
+   geometric mean of measured / sum becomes ``meta.scale``, a multiplier of every entry when pricing.
+Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
+every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
+from hw_profiles.pricing import restrict_resolutions, space_layer_specs
+from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
+from search_spaces.base import SearchSpace, create_space
+from search_spaces.layers import LayerSpec
+
+__all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
+           "reference_network", "cpu_name"]
+
+
+_CLOCK_TEXT = {"wall": "wall clock (perf_counter_ns)", "cpu": "CPU time of the calling thread (thread_time_ns)"}
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How layers are timed: runtime (``BACKENDS`` name), threads, batch, warm-up and timed runs, chunk size."""
+
+    runtime: str = "torch"
+    threads: int = 1
+    batch: int = 1
+    warmup: int = 10
+    repeats: int = 30
+    chunk: int = 16
+    seed: int = 0
+    clock: str = "wall"
+    context: bool = True
+    normalise: bool = True
+    calibration_nets: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        if self.normalise and not self.context:
+            raise ValueError("MeasureConfig.normalise=True times the context network: it needs context=True")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ValueError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
+        for name in ("threads", "batch", "repeats", "chunk"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
+        for name in ("warmup", "calibration_nets"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
+
+    def method(self) -> str:
+        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
+                f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
+                f"{_CLOCK_TEXT[self.clock]}; value = median"
+                + ("; a fixed reference network of the space runs in every round as cache context" if self.context
+                   else "")
+                + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
+                + (f"; entries scaled by the geometric-mean ratio measured/sum over {self.calibration_nets} random "
+                   "networks" if self.calibration_nets else ""))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """Where the profile went, which keys this run measured, and how many were already there."""
+
+    path: Path
+    measured: tuple[str, ...]
+    skipped: int
+    total: int
+    profile: HardwareProfile = field(repr=False)
+
+
+def input_shape(spec: LayerSpec, batch: int = 1) -> tuple[int, ...]:
+    """Input tensor shape of a layer built alone (the classifier takes flattened features)."""
+    if spec.op == "classifier":
+        return (batch, spec.in_c)
+    return (batch, spec.in_c, spec.in_hw, spec.in_hw)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
+                    repeats: int, seed: int = 0, clock: str = "wall",
+                    extra: Sequence[tuple[Any, tuple[int, ...]]] = ()) -> np.ndarray:
+    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved.
+
+    ``extra`` modules run in the same rounds (e.g. a context network) but their times are not returned.
+    """
+    with backend.session():
+        runners = [backend.prepare(m, shape) for m, shape in [*modules, *extra]]
+        return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed, clock=clock)[: len(modules)]
+
+
+Module = tuple[Any, tuple[int, ...]]
+
+
+def _measure_chunk(backend: TimingBackend, chunk: Sequence[LayerSpec], config: MeasureConfig, seed: int,
+                   build_layer: Callable[[LayerSpec], Any], reference: Module | None,
+                   ) -> tuple[np.ndarray, float, float]:
+    """Layer times (call overhead subtracted), per-call overhead (0 if none), reference median (0 if none)."""
+    with backend.session():
+        runners = [backend.prepare(build_layer(s), input_shape(s, config.batch)) for s in chunk]
+        overhead = backend.overhead_runner(config.batch)
+        extra = ([backend.prepare(*reference)] if reference is not None else []) + ([overhead] if overhead else [])
+        times = time_interleaved(runners + extra, warmup=config.warmup, repeats=config.repeats, seed=seed,
+                                 clock=config.clock)
+    n = len(chunk)
+    ref = float(np.median(times[n])) if reference is not None else 0.0
+    if overhead is None:
+        return times[:n], 0.0, ref
+    call = float(np.median(times[-1]))
+    # never below a hundredth of the raw reading: a layer is not free
+    return np.maximum(times[:n] - call, times[:n] / 100), call, ref
+
+
+def reference_network(space: SearchSpace, config: MeasureConfig,
+                      build_network: Callable[[list[LayerSpec]], Any]) -> tuple[Module, Any]:
+    """The fixed reference network of a build: ((module, input shape), arch), from ``config.seed``."""
+    arch = space.sample(np.random.default_rng([config.seed, 2]))
+    layers = space.layers(arch)  # type: ignore[attr-defined]
+    return (build_network(layers), input_shape(layers[0], config.batch)), arch
+
+
+def _normalise(profile: HardwareProfile, ref: float, arch: Any) -> tuple[HardwareProfile, float]:
+    """Factor mapping this chunk's times to the profile's reference unit (setting the unit on the first chunk)."""
+    if not ref:
+        return profile, 1.0
+    if not profile.meta.reference_ms:
+        arch_id = arch.to_dict() if hasattr(arch, "to_dict") else repr(arch)
+        provenance = {**profile.meta.provenance, "reference_arch": arch_id}
+        meta = replace(profile.meta, reference_ms=ref, provenance=provenance)
+        return replace(profile, meta=meta), 1.0
+    return profile, profile.meta.reference_ms / ref
+
+
+def _entry(times: np.ndarray) -> Entry:
+    return Entry(mean=float(times.mean()), std=float(times.std(ddof=1)) if len(times) > 1 else 0.0,
+                 count=int(len(times)), median=float(np.median(times)))
+
+
+def _start(out: Path, meta: ProfileMeta) -> HardwareProfile:
+    if not out.exists():
+        return HardwareProfile(meta)
+    old = HardwareProfile.load(out)
+    for name in ("runtime", "runtime_version", "threads", "batch", "units", "method"):
+        if getattr(old.meta, name) != getattr(meta, name):
+            raise ProfileFormatError(
+                f"{out} was measured with {name}={getattr(old.meta, name)!r}, this run uses "
+                f"{getattr(meta, name)!r}; resume only with the same settings or write to another path"
+            )
+    return old
+
+
+def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[[LayerSpec], Any],
+                  build_network: Callable[[list[LayerSpec]], Any] | None = None, config: MeasureConfig | None = None,
+                  backend: TimingBackend | None = None, name: str = "local_cpu",
+                  resolutions: Sequence[int] | None = None, specs: Sequence[LayerSpec] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """Measure every layer of ``space`` (or the given ``specs``) missing from the profile at ``out``.
+
+    ``build_network`` (``list[LayerSpec] -> module``) is needed when ``config.context`` is on. ``backend`` overrides
+    ``config.runtime`` (tests inject a fake one). Returns what was measured; the file at ``out`` holds every entry
+    measured so far even if this call is interrupted.
+    """
+    config = config or MeasureConfig()
+    if config.context and build_network is None:
+        raise ValueError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
+    backend = backend or create_backend(config.runtime, threads=config.threads)
+    out = Path(out)
+    meta = ProfileMeta(name=name, device=cpu_name(), soc=None, runtime=backend.name, runtime_version=backend.version,
+                       threads=backend.threads, batch=config.batch, units="ms", method=config.method(),
+                       created=datetime.datetime.now().isoformat(timespec="seconds"), space=space.name,
+                       host=platform.node() or None)
+    profile = _start(out, meta)
+    space = restrict_resolutions(space, resolutions)  # context and calibration networks come from the same subset
+    wanted = {s.key(): s for s in (specs if specs is not None else space_layer_specs(space))}
+    todo = [s for k, s in wanted.items() if k not in profile.entries]
+    rng = np.random.default_rng(config.seed)
+    # a seeded shuffle mixes layer types within a chunk, like the layers of a network
+    todo = [todo[i] for i in rng.permutation(len(todo))]
+    measured: list[str] = []
+    reference, ref_arch = (reference_network(space, config, build_network) if build_network is not None
+                           and config.context else (None, None))
+    for start in range(0, len(todo), config.chunk):
+        chunk = todo[start:start + config.chunk]
+        times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, reference)
+        profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
+        if call and not profile.meta.network_overhead:
+            profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
+        profile = profile.with_entries({s.key(): _entry(t * factor) for s, t in zip(chunk, times)})
+        profile.save(out)
+        measured += [s.key() for s in chunk]
+        if progress is not None:
+            progress(len(measured), len(todo))
+    if build_network is not None and config.calibration_nets and (measured or "calibration" not in
+                                                                  profile.meta.provenance):
+        calibrated = _calibrate(space, profile, backend, config, build_network, reference)
+        if calibrated is not profile:
+            profile = calibrated
+            profile.save(out)
+    if not out.exists():
+        profile.save(out)
+    return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)
+
+
+def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
+               build_network: Callable[[list[LayerSpec]], Any], reference: Module | None) -> HardwareProfile:
+    """Time ``config.calibration_nets`` seeded random networks end to end and store the in-network / isolated ratio.
+
+    Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
+    """
+    rng = np.random.default_rng([config.seed, 1])
+    nets = [space.layers(space.sample(rng)) for _ in range(config.calibration_nets)]  # type: ignore[attr-defined]
+    if any(s.key() not in profile.entries for layers in nets for s in layers):
+        return profile
+    modules = [(build_network(layers), input_shape(layers[0], config.batch)) for layers in nets]
+    with_ref = reference is not None and config.normalise and profile.meta.reference_ms > 0
+    if with_ref:
+        modules.append(reference)  # type: ignore[arg-type]
+    times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
+                            clock=config.clock)
+    medians = np.median(times, axis=1)
+    if with_ref:
+        medians = medians[:-1] * profile.meta.reference_ms / medians[-1]
+    measured = medians - profile.meta.network_overhead
+    raw = np.array([sum(profile.entries[s.key()].value for s in layers) for layers in nets])
+    ratio = measured / raw
+    scale = float(np.exp(np.mean(np.log(np.maximum(ratio, 1e-6)))))
+    info = {"networks": len(nets), "seed": [config.seed, 1], "scale": scale,
+            "raw_rmspe": float(np.sqrt(np.mean((ratio - 1) ** 2))),
+            "calibrated_rmspe": float(np.sqrt(np.mean((ratio / scale - 1) ** 2))),
+            "measured_ms": [round(float(m), 4) for m in measured + profile.meta.network_overhead]}
+    meta = replace(profile.meta, scale=scale, provenance={**profile.meta.provenance, "calibration": info})
+    return replace(profile, meta=meta)
+
+
+def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_kwargs: Mapping[str, Any] | None = None,
+                      out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
+                      build_network: Callable[[list[LayerSpec]], Any] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """``python -m nas.profile``: build the profile described by a ``conf/hw`` entry for a named space.
+
+    ``hw`` holds ``name``, ``kwargs`` (``path``: where the profile lives) and ``build`` (a :class:`MeasureConfig`
+    plus ``resolutions``); profiles without ``build`` (e.g. ``snapdragon855``, ``macs``) cannot be measured here.
+    """
+    name, build = hw.get("name"), hw.get("build")
+    if not build:
+        raise ValueError(f"hardware profile {name!r} has no 'build' section: it cannot be measured on this machine; "
+                         "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
+    build = dict(build)
+    resolutions = build.pop("resolutions", None)
+    target = out if out is not None else (hw.get("kwargs") or {}).get("path")
+    if target is None:
+        raise ValueError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")
+    space = space if isinstance(space, SearchSpace) else create_space(space, **dict(space_kwargs or {}))
+    return build_profile(space, target, build_layer=build_layer,
+                         build_network=build_network, config=MeasureConfig(**build), name=str(name),
+                         resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)

@@ -1,0 +1,149 @@
+"""The ``python -m nas.search`` application: config -> accuracy source, objectives, searcher -> front + results dir.
+
+The search is composed from config groups (:mod:`nas.search.compose`): ``accuracy`` (the preset's predictor, a
+predictor fitted on a CSV, or real supernet evaluation), ``objectives`` (accuracy against latency with
+``+hw=<name>`` or MACs, or any registered objective), constraints such as ``latency_ms<=25``, ``predictor`` and
+``searcher``. The results directory holds the front as CSV/JSON, a Pareto plot, the resolved config and
+``EXPORT.md`` with the commands exporting any front point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nas.experiments import Experiment
+from nas.search.compose import ComposeError, accuracy_source, build_objectives, parse_constraint, run_driver
+from nas.search.results import SearchResult, atomic_write_text
+from nas.search.run_dirs import point_latest, results_dir
+
+__all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
+
+log = logging.getLogger(__name__)
+ConfigError = ComposeError  # the name this module exported before the search was composed from config groups
+
+
+@dataclass
+class SearchOutcome:
+    result: SearchResult
+    experiment: Experiment
+    out_dir: Path
+    table: str
+    exported: str | None = None
+
+
+def front_table(result: SearchResult, limit: int = 20) -> str:
+    """The front as a fixed-width table (rank, arch id, every metric; MACs added when not an objective)."""
+    rows = result.records(result.front_indices())
+    acc = [o["name"] for o in result.objectives][0]
+    rows.sort(key=lambda r: -r[acc])
+    cols = list(result.metric_names)
+    macs = getattr(result.space, "macs", None)
+    if "macs_M" not in cols and callable(macs):
+        for r in rows:
+            r["macs_M"] = macs(result.space.from_dict(r["arch"])) / 1e6
+        cols.append("macs_M")
+    width = max([48, *(len(r["arch_id"]) for r in rows[:limit])])  # whole ids: nas.export arch=<id> takes them
+    head = f"{'rank':>4}  {'arch id':<{width}} " + " ".join(f"{c:>10}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for rank, r in enumerate(rows[:limit]):
+        lines.append(f"{rank:>4}  {r['arch_id']:<{width}} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more in front.csv")
+    return "\n".join(lines)
+
+
+def front_ranked(result: SearchResult) -> list[dict[str, Any]]:
+    rows = result.records(result.front_indices())
+    acc = [o["name"] for o in result.objectives][0]
+    return sorted(rows, key=lambda r: -r[acc])
+
+
+def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> str:
+    """``EXPORT.md``: commands that export a front point, runnable as printed (or once the named variables are set)."""
+    lines = [f"# Exporting a front point ({exp.name})", "",
+             f"The front has {len(ranked)} points, ranked by accuracy in `front_ranked.json` (rank 0 = most "
+             "accurate).", ""]
+    space, out = getattr(exp.space, "name", "?"), out.resolve()
+    if exp.supernet_path is not None:
+        data = exp.data or {}
+        lines += ["```bash", f"python -m nas.export results={out} rank=0 out={out}/subnet_rank0", "```", "",
+                  "The supernet and the data to recalibrate BN on come from this search's `config.yaml`. "
+                  "The same point by its arch id, from anywhere:", "",
+                  "```bash", f"python -m nas.export checkpoint={Path(exp.supernet_path).resolve()} "
+                  f"arch={ranked[0]['arch_id']} "
+                  f"results={out} {_data_overrides(data)}out=subnet_rank0", "```", "",
+                  "or, in the same run: `python -m nas.search ... export=0`."] if ranked else ["(empty front)"]
+    else:
+        lines += [f"This preset has no trained supernet in the package: set `CHECKPOINT` to a supernet of space "
+                  f"`{space}` (weights directory or training `checkpoint.pt`) and `DATA` to the data it was trained "
+                  "on (BN statistics are recalibrated on it), or `DATA=recalibrate=false` to keep the supernet's "
+                  "shared statistics.", "",
+                  "```bash", "CHECKPOINT=/path/to/supernet",
+                  "DATA=\"data=image_folder data.kwargs.root=/path/to/train/images\"",
+                  f"python -m nas.export results={out} rank=0 checkpoint=\"$CHECKPOINT\" $DATA "
+                  f"out={out}/subnet_rank0", "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _data_overrides(data: dict[str, Any]) -> str:
+    if not data:
+        return "recalibrate=false "
+    kw = " ".join(f"data.kwargs.{k}={v}" for k, v in (data.get("kwargs") or {}).items() if v is not None)
+    return f"data={data['name']} " + (kw + " " if kw else "")
+
+
+def search_from_config(cfg: DictConfig) -> SearchOutcome:
+    """Run one search as configured (``nas/conf/search.yaml``, composed by :mod:`nas.search.compose`)."""
+    exp = accuracy_source(cfg)
+    objectives, metrics = build_objectives(cfg, exp)
+    constraints = [parse_constraint(c, metrics, exp.space) for c in (cfg.get("constraints") or [])]
+    out, keyed = results_dir(cfg)
+    result = run_driver(cfg, exp, objectives, constraints, out,
+                        progress=_progress(int(cfg.budget)) if cfg.progress else None)
+    ranked = front_ranked(result)
+    atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.update({"resolved_supernet": str(exp.supernet_path) if exp.supernet_path else None,  # type: ignore
+                     "export_data": exp.data or None})
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
+    if keyed:
+        point_latest(out)
+    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
+    if cfg.get("export") is not None:
+        from nas.export_subnet import export_front_point
+
+        outcome.exported = export_front_point(out, rank=int(cfg.export), checkpoint=exp.supernet_path,
+                                              data=exp.data or None, out=out / f"subnet_rank{int(cfg.export)}",
+                                              overwrite=True)  # the search's own output: a rerun replaces it
+    return outcome
+
+
+def _progress(budget: int) -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(total=budget, desc="search", unit="arch", file=sys.stderr, leave=False)
+
+    def update(problem: Any, step: int) -> None:
+        bar.n = min(problem.n_queries, budget)
+        bar.refresh()
+        if bar.n >= budget:
+            bar.close()
+
+    return update
+
+
+def summarise(outcome: SearchOutcome) -> str:
+    r = outcome.result
+    objs = " vs ".join(f"{o['name']} ({o['direction']})" for o in r.objectives)
+    return (f"{outcome.experiment.name}: {r.searcher} searched {r.n} architectures of {outcome.experiment.space.name} "
+            f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
+            f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
+            + (f"\n{outcome.exported}" if outcome.exported else ""))
