@@ -43,6 +43,7 @@ def user_dir(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # five commands, about a minute on 2 cores
 def test_custom_space_goes_through_every_command(user_dir):
     train = example_command("nas.train")
     proc = run("nas.train", *train, *QUICK_TRAIN, cwd=user_dir)

@@ -176,6 +176,7 @@ def test_rank_past_the_front_and_non_empty_out_are_refused(search_dir, tmp_path)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow  # runs an ImageNet-space search first
 def test_results_of_another_space_are_refused(tmp_path):
     proc = nas("nas.search", "experiment=ofa_imagenet", "budget=60", "progress=false", "out_dir=imagenet",
                cwd=tmp_path)
