@@ -210,3 +210,25 @@ def test_readme_export_forms_run_verbatim_after_the_main_job(tmp_path):
     assert all(m["bn_recalibration"]["recalibrated"] and m["measured_on"]["images"] == 10000 for m in metas.values())
     assert metas["subnet_by_id"]["arch_id"] == "r28-k5e2.k3e2-k7e3.k7e3-k7e3-k3e2.k7e2-k3e2.k5e4"
     assert metas["subnet_by_json"]["arch"]["ks"] == json.loads(ARCH_JSON)["ks"]
+
+
+@pytest.mark.slow
+def test_export_md_of_a_preset_without_a_supernet_runs_once_its_variables_are_set(tmp_path):
+    """ofa_imagenet ships no supernet: EXPORT.md's command works with CHECKPOINT set to a supernet of its space."""
+    import torch
+
+    from nas.train.checkpoint import save_weights
+    from supernets import create_supernet
+
+    proc = nas("nas.search", "experiment=ofa_imagenet", "budget=60", "progress=false", "out_dir=imagenet",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    torch.manual_seed(0)
+    save_weights(tmp_path / "ofa", create_supernet("ofa_mbv3", "ofa_mbv3"))  # untrained: its statistics as they are
+    lines = _bash_blocks((tmp_path / "imagenet" / "EXPORT.md").read_text())
+    assert lines[0].startswith("CHECKPOINT=") and lines[1].startswith("DATA=")
+    proc = shell(lines[-1], cwd=tmp_path, CHECKPOINT=str(tmp_path / "ofa"), DATA="recalibrate=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "imagenet" / "subnet_rank0" / "metadata.json").read_text())
+    front = json.loads((tmp_path / "imagenet" / "front_ranked.json").read_text())
+    assert meta["arch"] == front[0]["arch"] and meta["onnx_input_shape"] == [1, 3, 224, 224]
