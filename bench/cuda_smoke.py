@@ -82,7 +82,8 @@ class Smoke:
         self.passed: list[bool] = []
         root = f"data.kwargs.root={args.data_root}" if args.data_root else "data.kwargs.root=null"
         self.common = ["search_space=ofa_mbv3_fmnist", "sampler=sandwich", root, "trainer.progress=false",
-                       "trainer.tensorboard=false", "trainer.epochs=1", "trainer.eval_every=0", "retain_memory=false"]
+                       "trainer.tensorboard=false", "trainer.epochs=1", "trainer.eval_every=0",
+                       "runtime.retain_memory=false"]
         self.train_dir = out / "train"
 
     def step(self, n: int, name: str, fn: Callable[[], str]) -> None:
@@ -184,7 +185,7 @@ class Smoke:
             path = self.out / f"eval_{dev}.csv"
             check(run([sys.executable, "-m", "nas.evaluate", f"checkpoint={self.train_dir}", f"n_random={n}",
                        "extremes=false", f"device={dev}", f"n_images={images}", f"calib_images={calib}",
-                       "calib_batch=200", "progress=false", "retain_memory=false", f"out={path}",
+                       "calib_batch=200", "progress=false", "runtime.retain_memory=false", f"out={path}",
                        self.common[2]]), f"nas.evaluate on {dev}")
             with open(path, newline="") as fh:
                 tables[dev] = {r["arch_id"]: float(r["top1"]) for r in csv.DictReader(fh)}

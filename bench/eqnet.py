@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from nas.data import create_data
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.train import TrainConfig, Trainer
-from nas.train.evaluation import EvalSet, evaluate_subnets
 from nas.train.samplers_eqnet import EQNetSampler
 from nas.train.samplers_sorted import FixedArchSampler
 from search_spaces import create_space

@@ -271,7 +271,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     return replace(profile, meta=meta)
 
 
-def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mapping[str, Any] | None = None,
+def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_kwargs: Mapping[str, Any] | None = None,
                       out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
                       build_network: Callable[[list[LayerSpec]], Any] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> BuildResult:
@@ -286,7 +286,7 @@ def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mappin
                             "use a measurable one such as hw=local_cpu (torch) or hw=local_cpu_ort (onnxruntime)")
     build = dict(build)
     resolutions = build.pop("resolutions", None)
-    sp = create_space(space, **dict(space_kwargs or {}))
+    sp = space if isinstance(space, SearchSpace) else create_space(space, **dict(space_kwargs or {}))
     target = out if out is not None else (hw.get("kwargs") or {}).get("path")
     if target is None:
         raise BadInputError(f"no output path: set out=... or hw.kwargs.path for profile {name!r}")

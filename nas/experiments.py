@@ -53,8 +53,8 @@ def fmnist_default(*, directory: str | None = None, predictor: str = "ridge_svr"
     """The embedded default: a supernet trained on Fashion-MNIST by ``nas.train`` and measured subnet accuracies
     (both committed under ``nas/embedded/``); accuracy is predicted by a predictor fitted on those measurements."""
     from nas import embedded
+    from nas.evaluation import read_measurements
     from nas.train.checkpoint import load_supernet
-    from nas.train.evaluation import read_measurements
 
     root = Path(directory) if directory else embedded.path(embedded.DEFAULT)
     if not (root / "measurements.csv").is_file():
@@ -89,7 +89,7 @@ def ofa_imagenet(*, resolution: int = 224) -> Experiment:
 def custom(*, measurements: str | None = None, space: str | None = None, predictor: str = "ridge_svr",
            supernet: str | None = None, seed: int = 0) -> Experiment:
     """A user's space (``search_space=...``) with accuracy from a measurements CSV (``arch`` JSON + ``top1``)."""
-    from nas.train.evaluation import read_measurements
+    from nas.evaluation import read_measurements
     from search_spaces import create_space
 
     if measurements is None:

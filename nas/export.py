@@ -1,51 +1,61 @@
-"""``python -m nas.export results=<search dir> rank=0 [out=...] [supernet=...]`` or ``supernet=... arch='<json>'``.
+"""``python -m nas.export``: one architecture of a trained supernet as a stand-alone subnet directory.
 
-Thin hydra entry over :mod:`nas.export_subnet`: exports a front point of a search (or any architecture) of a trained
-supernet as a stand-alone subnet directory (config JSON, safetensors, metadata, ONNX).
+    python -m nas.export results=<search dir> rank=0 [out=<dir>] [checkpoint=<supernet>] [data=fashion_mnist]
+    python -m nas.export checkpoint=<supernet> arch='{"ks": [...], "e": [...], "d": [...], "r": 32}' data=fashion_mnist
+    python -m nas.export checkpoint=<supernet> arch=<arch id a search printed> data=fashion_mnist [results=<dir>]
+
+Thin hydra entry over :mod:`nas.export_subnet` (config ``nas/conf/export.yaml``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.checks import as_bool
 from nas.cli import run_command
-from nas.export_subnet import export_arch, export_front_point
+from nas.commands import apply_runtime, quote_values
+from nas.conf import SEARCH_PATH
+from nas.export_subnet import ExportError, export_arch, export_front_point
 from nas.search.results import read_results_dir
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+def run_export(cfg: DictConfig) -> str:
+    """The library behind the command: returns the line it prints."""
+    data: Any = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    recal, overwrite = as_bool(cfg.recalibrate, "recalibrate"), as_bool(cfg.overwrite, "overwrite")
+    if cfg.get("arch") is not None:
+        if not cfg.get("checkpoint"):
+            raise ExportError("arch=... needs checkpoint=<weights dir or training checkpoint.pt> to cut it from")
+        out = cfg.out or "subnet"
+        lookup = (str(cfg.results),) if cfg.get("results") else ()
+        arch = OmegaConf.to_container(cfg.arch) if isinstance(cfg.arch, DictConfig) else str(cfg.arch)
+        meta = export_arch(str(cfg.checkpoint), arch, str(out), data=data, recalibrate=recal, lookup=lookup,
+                           overwrite=overwrite)
+        top1 = meta.get("measured_test_top1")
+        return (f"exported {meta['arch_id']} to {out}: {meta['macs'] / 1e6:.2f} M MACs, {meta['params']} params"
+                + (f", measured test top-1 {top1:.2f}%" if top1 is not None else ""))
+    if not cfg.get("results"):
+        raise ExportError("nothing to export: give results=<search dir> rank=N, or checkpoint=<supernet> arch=<JSON "
+                          "or arch id>")
+    saved = OmegaConf.create(read_results_dir(cfg.results)[1])
+    checkpoint = cfg.get("checkpoint") or saved.get("resolved_supernet")
+    if data is None and saved.get("export_data") and not cfg.get("checkpoint"):
+        data = OmegaConf.to_container(saved.export_data, resolve=True)
+    out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
+    return export_front_point(str(cfg.results), rank=int(cfg.rank), out=out, data=data, recalibrate=recal,
+                              checkpoint=str(checkpoint) if checkpoint else None, overwrite=overwrite)
 
 
-@hydra.main(version_base=None, config_path=CONF, config_name="export")
+@hydra.main(version_base=None, config_path=SEARCH_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
-    run_command(lambda: _main(cfg))
-
-
-def _main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    if cfg.get("results"):
-        saved = OmegaConf.create(read_results_dir(cfg.results)[1])
-        supernet = cfg.get("supernet") or _supernet_of(saved)
-        data = data or (OmegaConf.to_container(saved.get("export_data"), resolve=True)
-                        if saved.get("export_data") else None)
-        out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
-        print(export_front_point(cfg.results, rank=int(cfg.rank), out=out, supernet=supernet,  # type: ignore[arg-type]
-                                 data=data, overwrite=as_bool(cfg.overwrite, "overwrite")))
-    else:
-        arch = OmegaConf.to_container(cfg.arch) if isinstance(cfg.arch, DictConfig) else cfg.arch
-        meta = export_arch(cfg.supernet, arch, cfg.out, data=data,  # type: ignore[arg-type]
-                           overwrite=as_bool(cfg.overwrite, "overwrite"))
-        print(json.dumps({k: meta[k] for k in ("arch_id", "macs", "params")}, indent=1))
-
-
-def _supernet_of(saved: DictConfig) -> str | None:
-    path = saved.get("resolved_supernet")
-    return str(path) if path else None
+    run_command(lambda: apply_runtime(cfg.get("runtime")))
+    print(run_command(lambda: run_export(cfg)))
 
 
 if __name__ == "__main__":
+    quote_values(["arch"])
     main()

@@ -1,29 +1,32 @@
 """Export one architecture of a trained supernet as a stand-alone subnet directory (library of ``nas.export``).
 
 The subnet's BN statistics are recalibrated on training images first (OFA's protocol), so the exported module
-carries statistics of its own widths; the directory holds config JSON, safetensors weights, metadata (space, arch
-id, resolution, MACs, params, source checkpoint hash, measured accuracy when data is given) and an ONNX model.
+carries statistics of its own widths; a supernet with BN and no data to recalibrate on is refused unless the
+caller opts out (``recalibrate=False``). The directory holds config JSON, safetensors weights, an ONNX model and
+metadata: space, arch id, resolution, MACs, params, source checkpoint hash, whether and on what BN statistics were
+recalibrated, the input preprocessing a deployment needs (native size, resize, mean/std, channel order) and the
+measured test accuracy when data is given.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch import nn
 
+from nas.arch_input import parse_arch
 from nas.data import create_data
-from nas.train.checkpoint import load_supernet
-from nas.train.evaluation import EvalSet, evaluate_arch
+from nas.evaluation import EvalSet, evaluate_arch
+from nas.resolve import load_trained_supernet
 from search_spaces.base import require
 from search_spaces.errors import BadInputError
 from supernets import recalibrated, save_subnet
 from supernets.export import check_overwritable
 
-__all__ = ["ExportError", "export_arch", "export_front_point"]
+__all__ = ["ExportError", "export_arch", "export_front_point", "has_batch_norm"]
 
 
 class ExportError(BadInputError):
@@ -38,70 +41,132 @@ def _checkpoint_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_arch(supernet_path: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
-                overwrite: bool = False, onnx: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Recalibrate, export and save ``arch`` (an arch value or its dict); returns the metadata written."""
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def _resize_note(native: int, res: int) -> dict[str, Any]:
+    """How ``nas.train.resize.resize_to`` brings a native-size batch to the subnet's resolution."""
+    if res == native:
+        return {"to": res, "method": "none"}
+    return {"to": res, "method": "bilinear", "align_corners": False, "antialias": res < native,
+            "applied": "after normalisation, to the whole NCHW batch (torch.nn.functional.interpolate)"}
+
+
+def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
+                recalibrate: bool = True, calib_images: int = 2000, calib_batch: int = 200, seed: int = 0,
+                overwrite: bool = False, onnx: bool = True, lookup: tuple[str | Path, ...] = (),
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Recalibrate, export and save ``arch`` (an arch value, its dict, JSON or id); returns the metadata written.
+
+    ``data`` (``{"name": ..., "kwargs": {...}}``) is recalibrated on (training split) and measured on (test split).
+    Without it a supernet with BN is refused unless ``recalibrate`` is false."""
+    out, path = Path(out), Path(checkpoint)
     check_overwritable(out, overwrite)  # before the slow part: refuse a target we may not write
-    net = load_supernet(supernet_path).eval()
+    net = load_trained_supernet(path).eval()
     space = net.space
-    if isinstance(arch, str):
-        try:
-            arch = json.loads(arch)
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"arch={arch!r} is not a JSON architecture dict ({exc}); e.g. "
-                              f"arch='{space.to_json(space.min_arch())}'") from None
-    arch = space.from_dict(dict(arch)) if isinstance(arch, Mapping) else space.validate(arch)
+    arch = parse_arch(space, arch, lookup=(*lookup, path)) if not _is_arch(space, arch) else space.validate(arch)
+    bn = has_batch_norm(net)
+    if bn and recalibrate and not data:
+        raise ExportError(f"the supernet {str(path)!r} has BatchNorm layers whose statistics are shared by all "
+                          "subnets; give data=<data group> (e.g. data=fashion_mnist, the data it was trained on) to "
+                          "recalibrate them, or recalibrate=false to export the shared statistics as they are")
     chans, res, _ = require(space, "input_shape", needed_by="nas.export")(arch)
     meta: dict[str, Any] = {"space": space.spec(), "arch_id": space.arch_id(arch), "arch": space.to_dict(arch),
                             "resolution": res, "macs": int(space.macs(arch)), "params": int(space.params(arch)),
-                            "source_checkpoint": str(supernet_path),
-                            "source_sha256": _checkpoint_hash(Path(supernet_path)), **(extra or {})}
-    module: torch.nn.Module
+                            "source_checkpoint": str(checkpoint), "source_sha256": _checkpoint_hash(path),
+                            **(extra or {})}
+    do_recal = bn and recalibrate
     if data:
         dm = create_data(data["name"], **dict(data.get("kwargs") or {}))
-        evalset = EvalSet(dm, split="test")
-        measured = evaluate_arch(net, arch, evalset)
-        meta["measured_test_top1"] = measured["top1"]
-        calib, _ = evalset.at(res) if res else (None, None)
-        with net.use(arch), recalibrated(net, calib):
+        evalset = EvalSet(dm, split="test", calib_images=calib_images, calib_batch=calib_batch, seed=seed)
+        calib, _ = evalset.at(res or dm.image_size)
+        with net.use(arch), (recalibrated(net, calib) if do_recal else _unchanged(net)):
+            meta["measured_test_top1"] = evaluate_arch(net, arch, evalset, recalibrate=False)["top1"]
             module = net.export(arch).module.eval()
+        meta["measured_on"] = {"data": data["name"], "kwargs": dict(data.get("kwargs") or {}), "split": "test",
+                               "images": evalset.n_images}
+        meta["preprocessing"] = {**dm.preprocessing(), "resize": _resize_note(dm.image_size, res or dm.image_size)}
     else:
         module = net.export(arch).module.eval()
+        meta["preprocessing"] = None  # unknown without data=; the space's input shape is in onnx_input_shape
+    meta["bn_recalibration"] = ({"recalibrated": True, "data": data["name"] if data else None, "split": "train",
+                                 "images": sum(int(x.size(0)) for x in calib), "batch": calib_batch, "seed": seed}
+                                if do_recal else
+                                {"recalibrated": False, "why": "recalibrate=false: the supernet's shared statistics"
+                                 if bn else "no BatchNorm"})
     save_subnet(out, module, net.export(arch).config, meta, overwrite=overwrite,
                 onnx_input_shape=(1, chans, res, res) if onnx else None)
     return meta
 
 
-def export_front_point(results: str | Path, *, rank: int, out: str | Path, supernet: str | Path | None = None,
-                       data: dict[str, Any] | None = None, overwrite: bool = False) -> str:
+def _is_arch(space: Any, arch: Any) -> bool:
+    return isinstance(arch, space.arch_type())
+
+
+class _unchanged:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def export_front_point(results: str | Path, *, rank: int, out: str | Path, checkpoint: str | Path | None = None,
+                       data: dict[str, Any] | None = None, recalibrate: bool = True,
+                       overwrite: bool = False) -> str:
     """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``).
 
     Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
     one when ``data`` is given."""
-    from nas.search.results import read_results_dir
+    from nas.search.results import read_results_dir  # nas.search imports this module
 
     results = Path(results)
     front, config = read_results_dir(results)
     if not 0 <= rank < len(front):
-        raise ExportError(f"rank {rank} out of range: the front has {len(front)} points (0..{len(front) - 1})")
-    if supernet is None:
-        raise ExportError("this search had no trained supernet; pass supernet=<checkpoint or weights dir>")
+        raise ExportError(f"rank={rank} is past the front: {results} has {len(front)} points "
+                          f"(rank 0..{len(front) - 1})")
+    if checkpoint is None:
+        raise ExportError(f"the search in {results} had no trained supernet; pass checkpoint=<weights dir or "
+                          "training checkpoint.pt> of a supernet of its space")
+    check_overwritable(out, overwrite)
     point = front[rank]
+    _check_same_space(results, point, checkpoint)
     extra = {"search_results": str(results), "front_rank": rank,
              "predicted": {k: v for k, v in point.items() if isinstance(v, float)}, "search_config": config}
-    meta = export_arch(supernet, point["arch"], out, data=data, overwrite=overwrite, extra=extra)
+    meta = export_arch(checkpoint, point["arch"], out, data=data, recalibrate=recalibrate, overwrite=overwrite,
+                       extra=extra)
     pred = point.get("top1")
     measured = meta.get("measured_test_top1")
     line = f"exported rank {rank} {meta['arch_id']} to {out}"
     if measured is not None and pred is not None:
         searched = "measured val" if _measured_search(config) else "predicted"
         line += f": {searched} top-1 {pred:.2f}%, measured test top-1 {measured:.2f}% ({measured - pred:+.2f})"
+    elif measured is not None:
+        line += f": measured test top-1 {measured:.2f}%"
     return line
 
 
+def _check_same_space(results: Path, point: dict[str, Any], checkpoint: str | Path) -> None:
+    """The front point's space must be the checkpoint's (read from its spec without building the supernet)."""
+    found = point.get("arch", {}).get("space")
+    spec_file = Path(checkpoint) / "supernet.json"
+    if found is None or not spec_file.is_file():
+        return
+    want = json.loads(spec_file.read_text())["spec"]["space"].get("name")
+    if want != found:
+        raise ExportError(f"results={str(results)!r} holds a search of space {found!r}, but checkpoint="
+                          f"{str(checkpoint)!r} is a supernet of space {want!r}; pass the results of a search of "
+                          f"{want!r} or a checkpoint of {found!r}")
+
+
 def _measured_search(config_yaml: str) -> bool:
-    """Whether the search measured accuracy on a supernet (``supernet.checkpoint``) instead of predicting it."""
+    """Whether the search measured accuracy on a supernet instead of predicting it."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(config_yaml)
-    return bool(OmegaConf.select(cfg, "supernet.checkpoint", default=None))
+    return bool(OmegaConf.select(cfg, "supernet.checkpoint", default=None)
+                or OmegaConf.select(cfg, "accuracy.checkpoint", default=None))

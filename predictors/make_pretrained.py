@@ -1,6 +1,6 @@
 """Refit the shipped OFA-MBv3 ImageNet accuracy predictor from a DyNAS-T style CSV given by the user.
 
-    python -m predictors.make_pretrained --csv <measured OFA subnets, e.g. OFA's dev.csv with columns
+    python tools/make_pretrained.py --csv <measured OFA subnets, e.g. OFA's dev.csv with columns
                                                "Sub-network" and the ImageNet top-1>
 
 The data is never copied into the package: only the fitted model's weights and a provenance note are written.
@@ -10,7 +10,6 @@ Writes ``predictors/pretrained/ofa_mbv3_imagenet.{json,safetensors}`` (fitted mo
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +34,6 @@ def fit_ofa_mbv3_imagenet(csv_path: str | Path, *, out: str | Path = PRETRAINED_
         "source": "DyNAS-T notebook data (IntelLabs/DyNAS-T, Apache-2.0), file dev.csv",
         "valid_range": f"resolution 224; measured top-1 {y.min():.2f}..{y.max():.2f}; other resolutions extrapolate "
                        "through the MACs features only",
-        "command": "python -m predictors.make_pretrained --csv <dev.csv>",
+        "command": "python tools/make_pretrained.py --csv <dev.csv>",
     }
     return model.save(out, provenance=provenance)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Refit the shipped OFA-MBv3 ImageNet accuracy predictor")
-    ap.add_argument("--csv", required=True, help="DyNAS-T style CSV (Sub-network, Top-1 Acc (%%) columns)")
-    ap.add_argument("--out", default=str(PRETRAINED_DIR / "ofa_mbv3_imagenet"))
-    ap.add_argument("--predictor", default="gp")
-    args = ap.parse_args(argv)
-    print(fit_ofa_mbv3_imagenet(args.csv, out=args.out, predictor=args.predictor))
-
-
-if __name__ == "__main__":
-    main()

@@ -3,7 +3,7 @@
 ``ofa_mbv3_imagenet``: measured ImageNet top-1 of OFA-MobileNetV3 (w1.0) subnets at resolution 224 (DyNAS-T's
 result table, Apache-2.0). Only the fitted model (kernel hyper-parameters, the training features and GP weights)
 is shipped, with a provenance note in its JSON header and in ``pretrained/README.md``; the data stays outside.
-Regenerate with ``python -m predictors.make_pretrained --csv <path to dev.csv>``.
+Regenerate with ``python tools/make_pretrained.py --csv <path to dev.csv>``.
 """
 
 from __future__ import annotations

@@ -5,18 +5,19 @@ running mean/variance on a fixed, seeded subset of training images. Here that is
 :func:`bn_recalibration` every BatchNorm uses a cumulative average (``momentum=None``) from freshly reset
 statistics, everything else stays in eval mode, and on exit each BN's momentum and train/eval flags are
 restored, even on error. Only the active channel prefix of an elastic BN is touched. Standard BatchNorm modules
-compute their batch statistics in one pass on CPU while recalibrating (:mod:`supernets.bn_stats`).
+compute their batch statistics in one pass on CPU while recalibrating (:mod:`supernets.bn_stats`), through forward
+hooks that swap the module's state for the call; no module's ``forward`` is replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from supernets.bn_stats import batch_norm
+from supernets.bn_stats import one_pass_moments
 
 __all__ = ["bn_recalibration", "recalibrate_bn", "recalibrated"]
 
@@ -25,22 +26,46 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _recal_forward(bn: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``bn``'s training-mode forward (torch's ``_BatchNorm.forward``) through :func:`bn_stats.batch_norm`."""
+class _OnePassStatistics:
+    """Forward hooks that give a standard BatchNorm training-mode results from one-pass batch statistics.
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        bn._check_input_dim(x)
-        assert bn.num_batches_tracked is not None  # only modules that track running statistics are patched
+    Before each forward (autograd off, a layout :func:`bn_stats.one_pass_moments` handles) the batch's mean and
+    variance fold into the running averages exactly as torch's training-mode update does, the module is put in eval
+    mode and its running buffers are swapped for the batch statistics, so torch's eval kernel normalises with them;
+    after the forward the averaged buffers and training mode come back. Other calls run torch's own training mode.
+    The module's ``forward`` is never replaced."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        self.bn, self.saved = bn, None
+        self.handles = [bn.register_forward_pre_hook(self.before), bn.register_forward_hook(self.after)]
+
+    def before(self, bn: nn.Module, args: tuple) -> None:
+        x = args[0]
+        moments = None if torch.is_grad_enabled() else one_pass_moments(x)
+        if moments is None:
+            return
+        mean, var, count = moments
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        return batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, factor, bn.eps)
+        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(var * (count / (count - 1)), alpha=factor)
+        self.saved = (bn.running_mean, bn.running_var)
+        bn.running_mean, bn.running_var, bn.training = mean, var, False
 
-    return forward
+    def after(self, bn: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.saved is not None:
+            bn.running_mean, bn.running_var = self.saved
+            bn.training, self.saved = True, None
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.after(self.bn, (), torch.empty(0))  # an exception inside a forward leaves the swap undone
 
 
-def _patchable(bn: nn.modules.batchnorm._BatchNorm) -> bool:
-    """A standard BatchNorm (torch's own forward, running statistics, no instance-level forward of its own)."""
-    return (bn.track_running_stats and bn.num_batches_tracked is not None and "forward" not in vars(bn)
+def _hookable(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    """A standard BatchNorm (torch's own forward, running statistics)."""
+    return (bn.track_running_stats and bn.num_batches_tracked is not None
             and type(bn).forward is nn.modules.batchnorm._BatchNorm.forward)
 
 
@@ -50,7 +75,7 @@ def bn_recalibration(model: nn.Module) -> Iterator[nn.Module]:
     bns = _batch_norms(model)
     modes = {m: m.training for m in model.modules()}
     momenta = [bn.momentum for bn in bns]
-    patched = [bn for bn in bns if _patchable(bn)]
+    hooks: list[_OnePassStatistics] = []
     try:
         model.eval()
         for bn in bns:
@@ -58,12 +83,11 @@ def bn_recalibration(model: nn.Module) -> Iterator[nn.Module]:
                 bn.reset_running_stats()
             bn.momentum = None
             bn.train()
-        for bn in patched:
-            bn.forward = _recal_forward(bn)  # type: ignore[method-assign]
+        hooks = [_OnePassStatistics(bn) for bn in bns if _hookable(bn)]
         yield model
     finally:
-        for bn in patched:
-            vars(bn).pop("forward", None)
+        for hook in hooks:
+            hook.remove()
         for bn, momentum in zip(bns, momenta):
             bn.momentum = momentum
         for m, mode in modes.items():

@@ -33,7 +33,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MIN_RELATIVE_VARIANCE", "CHUNK_BYTES", "CHUNK_MIN_ROW", "FUSED_MIN_BYTES", "FUSED_MAX_ROW", "FUSED_ENV_VAR",
+__all__ = ["use_fused_kernel",
+           "MIN_RELATIVE_VARIANCE", "CHUNK_BYTES", "CHUNK_MIN_ROW", "FUSED_MIN_BYTES", "FUSED_MAX_ROW", "FUSED_ENV_VAR",
            "batch_norm", "one_pass_moments", "row_moments"]
 
 #: the one-pass variance is used only where var >= this x E[x^2] (relative error then ~1e-5 in float32)
@@ -57,9 +58,20 @@ def _sums_and_squares(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.sum(1), (rows * rows).sum(1)  # inductor fuses both reductions into one loop over each row
 
 
+_use_fused = True
+
+
+def use_fused_kernel(enabled: bool) -> None:
+    """Turn the compiled one-read statistics kernel on or off for this process (the ``runtime`` config group's
+    ``fused_bn_stats``, applied by each command's ``__main__``)."""
+    global _use_fused
+    _use_fused = bool(enabled)
+
+
 def _fused_kernel() -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
     global _fused
-    if _fused_failed or os.environ.get(FUSED_ENV_VAR, "1").strip().lower() in {"0", "false", "no", "off"}:
+    if _fused_failed or not _use_fused or os.environ.get(FUSED_ENV_VAR, "1").strip().lower() in {"0", "false", "no",
+                                                                                                  "off"}:
         return None
     if _fused is None:
         _fused = torch.compile(_sums_and_squares, dynamic=True, fullgraph=True)

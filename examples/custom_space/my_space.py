@@ -1,10 +1,18 @@
-"""A search space and supernet defined outside the engine, plugged in by config alone.
+"""A search space and supernet defined outside the engine, taken through every command by config alone.
 
-    PYTHONPATH=examples/custom_space python -m nas.search experiment=custom search_space=custom \
-        search_space.name=my_space:make_space experiment.kwargs.measurements=<measurements.csv>
+From a directory holding this file (``export PYTHONPATH=$PWD``; ``my_space`` is then importable)::
 
-``make_space`` returns a :class:`search_spaces.SearchSpace`; importing this module also registers the supernet
-``chain`` in the engine's ``SUPERNETS`` registry, so ``create_supernet("chain", make_space())`` works too.
+    SPACE="search_space=custom search_space.name=my_space:make_space"
+    python -m nas.train $SPACE supernet=custom supernet.name=my_space:ChainSupernet sampler=uniform out_dir=run
+    python -m nas.evaluate checkpoint=run n_random=50 out=run/measurements.csv
+    python -m nas.search accuracy=measured accuracy.checkpoint=run    # accuracy measured on the trained supernet
+    python -m nas.search $SPACE accuracy=predictor accuracy.measurements=run/measurements.csv predictor=gp
+    python -m nas.export results=results/search/latest rank=0 data=fashion_mnist
+    python -m nas.profile hw=local_cpu space.name=my_space:make_space hw.build.context=false out=chain_cpu.json
+
+``make_space`` returns a :class:`search_spaces.SearchSpace`; ``ChainSupernet`` is a :class:`supernets.Supernet`
+(importing this module also registers it as ``chain``). The training run records these specs in its
+``config.yaml``, so later commands given only ``checkpoint=run`` import this module themselves.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ import torch
 from torch import nn
 
 from search_spaces import Gene, SearchSpace
+from search_spaces.layers import LayerSpec
 from supernets import STATIC_BUILDERS, SUPERNETS, Supernet
-from supernets.ops import ElasticConv2d
+from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
 
 WIDTHS, KERNELS, LAYERS = (8, 16, 24), (3, 5), 3
 
@@ -42,7 +51,7 @@ class ChainArch:
 
 @dataclass(frozen=True)
 class ChainSpace(SearchSpace):
-    """A chain of conv layers with elastic width and kernel, then pooling and a linear classifier."""
+    """A chain of conv-BN-ReLU layers with elastic width and kernel, then pooling and a linear classifier."""
 
     name: str = "chain"
     in_chans: int = 1
@@ -69,10 +78,18 @@ class ChainSpace(SearchSpace):
             c = w
         return total + c * self.n_classes
 
+    def layers(self, arch: ChainArch) -> list[LayerSpec]:
+        """The priced layers (latency tables, ``+hw=...``): each conv, then pooling and the classifier."""
+        c, out = self.in_chans, []
+        for w, k in zip(arch.widths, arch.kernels):
+            out.append(LayerSpec("conv", self.resolution, c, w, kernel=k))
+            c = w
+        return [*out, LayerSpec("pool", self.resolution, c, c), LayerSpec("classifier", 1, c, self.n_classes)]
+
     def params(self, arch: ChainArch) -> int:
         c, total = self.in_chans, 0
         for w, k in zip(arch.widths, arch.kernels):
-            total += k * k * c * w + w
+            total += k * k * c * w + w + 2 * w  # conv weight and bias, BN scale and shift
             c = w
         return total + c * self.n_classes + self.n_classes
 
@@ -88,9 +105,10 @@ class ChainSupernet(Supernet):
     def __init__(self, space: ChainSpace) -> None:
         super().__init__(space)
         c = space.in_chans
-        self.convs = nn.ModuleList()
+        self.convs, self.bns = nn.ModuleList(), nn.ModuleList()
         for _ in range(LAYERS):
             self.convs.append(ElasticConv2d(c, max(WIDTHS), max(KERNELS), bias=True))
+            self.bns.append(ElasticBatchNorm2d(max(WIDTHS)))
             c = max(WIDTHS)
         self.head = nn.Linear(max(WIDTHS), space.n_classes)
         self.set_arch(space.max_arch())
@@ -103,10 +121,10 @@ class ChainSupernet(Supernet):
             conv.set_active(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, k in zip(self.convs, self.arch.kernels):
+        for conv, bn, k in zip(self.convs, self.bns, self.arch.kernels):
             w = conv.active_weight(x.size(1))
             s = (w.size(-1) - k) // 2
-            x = torch.relu(nn.functional.conv2d(x, w[..., s:s + k, s:s + k], conv.active_bias(), padding=k // 2))
+            x = torch.relu(bn(nn.functional.conv2d(x, w[..., s:s + k, s:s + k], conv.active_bias(), padding=k // 2)))
         return nn.functional.linear(x.mean((2, 3)), self.head.weight[:, : x.size(1)], self.head.bias)
 
     def _export(self, arch: ChainArch) -> tuple[nn.Module, dict[str, Any]]:
@@ -115,11 +133,12 @@ class ChainSupernet(Supernet):
                   "in_chans": sp.in_chans, "n_classes": sp.n_classes}
         net = build_chain(**{k: v for k, v in config.items() if k != "type"})
         c = sp.in_chans
-        for conv, static, w, k in zip(self.convs, net[0 : 2 * LAYERS : 2], arch.widths, arch.kernels):
-            full = conv.active_weight(c)
+        for i, (conv, bn, w, k) in enumerate(zip(self.convs, self.bns, arch.widths, arch.kernels)):
+            full, static = conv.active_weight(c), net[3 * i]
             s = (full.size(-1) - k) // 2
             static.weight.copy_(full[..., s:s + k, s:s + k])
             static.bias.copy_(conv.active_bias())
+            net[3 * i + 1] = bn.export(w)
             c = w
         net[-1].weight.copy_(self.head.weight[:, :c])
         net[-1].bias.copy_(self.head.bias)
@@ -132,6 +151,6 @@ def build_chain(widths: list[int], kernels: list[int], in_chans: int, n_classes:
     layers: list[nn.Module] = []
     c = in_chans
     for w, k in zip(widths, kernels):
-        layers += [nn.Conv2d(c, w, k, padding=k // 2), nn.ReLU()]
+        layers += [nn.Conv2d(c, w, k, padding=k // 2), nn.BatchNorm2d(w), nn.ReLU()]
         c = w
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))

@@ -152,6 +152,20 @@ class DataModule(abc.ABC):
         idx = self.fixed_subset(split, n_images, seed)
         return [b.x for b in self.batches(split, idx, batch_size)]
 
+    def preprocessing(self) -> dict[str, Any]:
+        """How raw images become this module's inputs, for a deployment that has no engine code.
+
+        Subclasses set ``mean``/``std`` (per channel, applied after scaling pixels to [0, 1]) and may override
+        ``decode`` (how a stored image reaches ``native_size``) and ``channel_order``."""
+        mean, std = getattr(self, "mean", None), getattr(self, "std", None)
+        if mean is None or std is None:
+            raise DataError(f"data module {self.name!r} does not declare its normalisation (mean/std)")
+        flat = [[float(v) for v in torch.as_tensor(t, dtype=torch.float64).flatten()] for t in (mean, std)]
+        return {"native_size": int(self.image_size), "channels": int(self.in_chans),
+                "channel_order": getattr(self, "channel_order", "L" if self.in_chans == 1 else "RGB"),
+                "layout": "NCHW", "dtype": "float32", "scale": "pixel / 255", "mean": flat[0], "std": flat[1],
+                "normalise": "(pixel / 255 - mean[c]) / std[c]", "decode": getattr(self, "decode", "none")}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "in_chans": self.in_chans, "n_classes": self.n_classes,
                 "image_size": self.image_size, **{f"n_{s}": self._safe_size(s) for s in SPLITS}}

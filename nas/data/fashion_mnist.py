@@ -57,6 +57,8 @@ class FashionMNIST(DataModule):
     in_chans = 1
     n_classes = 10
     image_size = 28
+    mean, std = (MEAN,), (STD,)
+    decode = "uint8 idx images, 28 x 28, as stored"
 
     def __init__(self, root: str | Path | None = None, *, val_size: int | float = 5000, seed: int = 0,
                  train_limit: int | None = None, test_limit: int | None = None, crop_pad: int = 2,

@@ -84,6 +84,8 @@ class ImageFolderData(DataModule):
         mode = "L" if in_chans == 1 else "RGB"
         default_mean, default_std = ((0.5,), (0.5,)) if in_chans == 1 else ((0.485, 0.456, 0.406),
                                                                             (0.229, 0.224, 0.225))
+        self.decode = (f"PIL convert({mode!r}), resize the shorter side to {self.image_size} (bilinear, antialiased), "
+                       f"centre-crop {self.image_size} x {self.image_size}")
         self.mean = torch.tensor(mean or default_mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std or default_std, dtype=torch.float32).view(1, -1, 1, 1)
         train, val = seeded_split(len(samples), val_size, seed, train_limit)

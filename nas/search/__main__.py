@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 from nas.search.app import search_from_config, summarise
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = "pkg://nas.conf"
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("nas").setLevel(logging.INFO)
+    run_command(lambda: apply_runtime(cfg.get("runtime")))
     print(summarise(run_command(lambda: search_from_config(cfg))))
 
 

@@ -1,17 +1,16 @@
-"""The ``python -m nas.search`` application: config -> objectives -> searcher -> printed front + results dir.
+"""The ``python -m nas.search`` application: config -> accuracy source, objectives, searcher -> front + results dir.
 
-Objectives: accuracy (the experiment's predictor, or real supernet evaluation when ``supernet.checkpoint`` is
-given) against latency from a hardware profile (``+hw=<name>``) or, without one, against MACs. Constraints are
-strings such as ``latency_ms<=25``. The results directory holds the front as CSV/JSON, a Pareto plot, the resolved
-config and ``EXPORT.md`` with the command exporting any front point.
+The search is composed from config groups (:mod:`nas.search.compose`): ``accuracy`` (the preset's predictor, a
+predictor fitted on a CSV, or real supernet evaluation), ``objectives`` (accuracy against latency with
+``+hw=<name>`` or MACs, or any registered objective), constraints such as ``latency_ms<=25``, ``predictor`` and
+``searcher``. The results directory holds the front as CSV/JSON, a Pareto plot, the resolved config and
+``EXPORT.md`` with the commands exporting any front point.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,24 +20,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from nas.checks import as_bool, as_int, as_str_list
-from nas.experiments import Experiment, create_experiment
-from nas.runtime import retain_freed_memory
-from nas.search.loop import run_search
-from nas.search.objectives import Constraint, Objective, macs_objective
+from nas.experiments import Experiment
+from nas.search.compose import ComposeError, accuracy_source, build_objectives, parse_constraint, run_driver
 from nas.search.results import SearchResult, atomic_write_text
-from nas.search.searchers.base import SEARCHERS
-from search_spaces import SPACES, SearchSpace
-from search_spaces.base import has_capability
-from search_spaces.errors import BadInputError
+from nas.search.run_dirs import point_latest, results_dir
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
 log = logging.getLogger(__name__)
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-
-
-class ConfigError(BadInputError):
-    """A search config names something that does not exist or cannot work together."""
+ConfigError = ComposeError  # the name this module exported before the search was composed from config groups
 
 
 @dataclass
@@ -50,55 +40,7 @@ class SearchOutcome:
     exported: str | None = None
 
 
-def _kwargs(node: Any) -> dict[str, Any]:
-    """The ``kwargs`` mapping of a config group entry as a plain dict (empty when absent)."""
-    kw = node.get("kwargs") if node is not None else None
-    return dict(OmegaConf.to_container(kw, resolve=True)) if kw is not None else {}  # type: ignore[arg-type]
-
-
-def _constraint_syntax(text: str) -> re.Match[str]:
-    m = _CONSTRAINT.match(text)
-    if not m:
-        raise ConfigError(f"constraint {text!r} must look like 'name<=value' or 'name>=value'")
-    return m
-
-
-def parse_constraint(text: str, metrics: dict[str, Objective]) -> Constraint:
-    """``"latency_ms<=25"`` -> a constraint on the named metric (which must be one of the search's metrics)."""
-    m = _constraint_syntax(text)
-    name, op, value = m.group(1), m.group(2), float(m.group(3))
-    if name not in metrics:
-        raise ConfigError(f"constraint on {name!r}, but this search provides {sorted(metrics)}; add a hardware "
-                          "profile (+hw=...) for latency constraints")
-    bound = {"upper": value} if op == "<=" else {"lower": value}
-    return Constraint.on(metrics[name], **bound)
-
-
-def _hw_objective(space: SearchSpace, hw: DictConfig) -> tuple[Objective, Any]:
-    from hw_profiles import HW_PROFILES, create_hw_profile
-
-    if hw.name not in HW_PROFILES:
-        raise ConfigError(f"unknown hardware profile {hw.name!r}; available: {HW_PROFILES.names()}")
-    if not has_capability(space, "layers"):
-        raise ConfigError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} does not implement "
-                          "the 'layers' capability; use the macs objective (no +hw) or give the space layers(arch)")
-    kwargs = _kwargs(hw)
-    if "path" in kwargs:  # a measured table of this machine: one per space, measured on first use
-        from hw_profiles.builder import profile_for_space
-        from supernets.static import build_layer, build_network
-
-        kwargs["path"] = str(profile_for_space(OmegaConf.to_container(hw, resolve=True), space,  # type: ignore
-                                               build_layer=build_layer, build_network=build_network, log=log.warning))
-    model = create_hw_profile(hw.name, **kwargs)
-    if hasattr(model, "check_space"):  # a measured table for another space is refused, not extrapolated
-        model.check_space(space)
-    units = getattr(model, "units", "ms")
-    name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
-    return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values), model
-
-
-def extrapolation_report(model: Any, space: SearchSpace, result: SearchResult) -> dict[str, Any]:
+def extrapolation_report(model: Any, space: Any, result: SearchResult) -> dict[str, Any]:
     """How the evaluated architectures were priced: layers from the measured table vs extrapolated by a model."""
     n_modelled = model.evaluate_encoded(space, result.X).n_modelled if result.n else []
     table = getattr(model, "table", None)
@@ -124,34 +66,6 @@ def _describe_extrapolation(report: dict[str, Any] | None) -> str:
             f"architectures have extrapolated layers ({report['extrapolated_layers']} layers in all)")
 
 
-def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
-    """``"pkg.module:factory"`` -> import the user's module (which may register supernets too) and call the factory."""
-    module, _, attr = spec.partition(":")
-    if not attr:
-        if spec in SPACES:
-            return SPACES.create(spec, **kwargs)
-        raise ConfigError(f"search_space.name={spec!r}: give a registered name ({SPACES.names()}) or 'module:factory'")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"search_space={spec!r}: cannot import {attr!r} from {module!r}: {exc}") from None
-    space = factory(**kwargs)
-    if not isinstance(space, SearchSpace):
-        raise ConfigError(f"search_space.name={spec!r} returned {type(space).__name__}, not a SearchSpace")
-    return space
-
-
-def _metrics(cfg: DictConfig, exp: Experiment) -> tuple[list[Objective], dict[str, Objective], Any]:
-    """(objectives, every metric constraints may name, the hardware cost model or None)."""
-    accuracy = Objective("top1", exp.accuracy, "max", expensive=True)
-    cost, model = _hw_objective(exp.space, cfg.hw) if cfg.get("hw") else (macs_objective(exp.space, name="macs_M"),
-                                                                           None)
-    metrics = {accuracy.name: accuracy, cost.name: cost}
-    if "macs_M" not in metrics:
-        metrics["macs_M"] = macs_objective(exp.space, name="macs_M")
-    return [accuracy, cost], metrics, model
-
-
 def front_table(result: SearchResult, limit: int = 20) -> str:
     """The front as a fixed-width table (rank, arch id, every metric; MACs added when not an objective)."""
     rows = result.records(result.front_indices())
@@ -163,11 +77,11 @@ def front_table(result: SearchResult, limit: int = 20) -> str:
         for r in rows:
             r["macs_M"] = macs(result.space.from_dict(r["arch"])) / 1e6
         cols.append("macs_M")
-    head = f"{'rank':>4}  {'arch id':<48} " + " ".join(f"{c:>10}" for c in cols)
+    width = max([48, *(len(r["arch_id"]) for r in rows[:limit])])  # whole ids: nas.export arch=<id> takes them
+    head = f"{'rank':>4}  {'arch id':<{width}} " + " ".join(f"{c:>10}" for c in cols)
     lines = [head, "-" * len(head)]
     for rank, r in enumerate(rows[:limit]):
-        aid = r["arch_id"] if len(r["arch_id"]) <= 48 else r["arch_id"][:45] + "..."
-        lines.append(f"{rank:>4}  {aid:<48} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
+        lines.append(f"{rank:>4}  {r['arch_id']:<{width}} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more in front.csv")
     return "\n".join(lines)
@@ -179,51 +93,53 @@ def front_ranked(result: SearchResult) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r[acc])
 
 
-def _export_note(out: Path, exp: Experiment, n: int) -> str:
+def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> str:
+    """``EXPORT.md``: commands that export a front point, runnable as printed (or once the named variables are set)."""
     lines = [f"# Exporting a front point ({exp.name})", "",
-             f"The front has {n} points, ranked by predicted accuracy in `front_ranked.json` (rank 0 = most accurate).",
-             ""]
+             f"The front has {len(ranked)} points, ranked by accuracy in `front_ranked.json` (rank 0 = most "
+             "accurate).", ""]
+    space, out = getattr(exp.space, "name", "?"), out.resolve()
     if exp.supernet_path is not None:
+        data = exp.data or {}
         lines += ["```bash", f"python -m nas.export results={out} rank=0 out={out}/subnet_rank0", "```", "",
-                  "or, in the same run: `python -m nas.search ... export=0`."]
+                  "The supernet and the data to recalibrate BN on come from this search's `config.yaml`. "
+                  "The same point by its arch id, from anywhere:", "",
+                  "```bash", f"python -m nas.export checkpoint={Path(exp.supernet_path).resolve()} "
+                  f"arch={ranked[0]['arch_id']} "
+                  f"results={out} {_data_overrides(data)}out=subnet_rank0", "```", "",
+                  "or, in the same run: `python -m nas.search ... export=0`."] if ranked else ["(empty front)"]
     else:
-        lines += ["This preset has no trained supernet in the package; export with your own checkpoint:",
-                  "```bash", f"python -m nas.export results={out} rank=0 supernet=<checkpoint dir> out=<dir>", "```"]
+        lines += [f"This preset has no trained supernet in the package: set `CHECKPOINT` to a supernet of space "
+                  f"`{space}` (weights directory or training `checkpoint.pt`) and `DATA` to the data it was trained "
+                  "on (BN statistics are recalibrated on it), or `DATA=recalibrate=false` to keep the supernet's "
+                  "shared statistics.", "",
+                  "```bash", "CHECKPOINT=/path/to/supernet",
+                  "DATA=\"data=image_folder data.kwargs.root=/path/to/train/images\"",
+                  f"python -m nas.export results={out} rank=0 checkpoint=\"$CHECKPOINT\" $DATA "
+                  f"out={out}/subnet_rank0", "```"]
     return "\n".join(lines) + "\n"
 
 
+def _data_overrides(data: dict[str, Any]) -> str:
+    if not data:
+        return "recalibrate=false "
+    kw = " ".join(f"data.kwargs.{k}={v}" for k, v in (data.get("kwargs") or {}).items() if v is not None)
+    return f"data={data['name']} " + (kw + " " if kw else "")
+
+
 def search_from_config(cfg: DictConfig) -> SearchOutcome:
-    """Run one search as configured (``conf/search.yaml``); the library behind the CLI."""
-    budget, seed = as_int(cfg.budget, "budget", minimum=1), as_int(cfg.seed, "seed", minimum=0)
+    """Run one search as configured (``nas/conf/search.yaml``, composed by :mod:`nas.search.compose`)."""
+    budget = as_int(cfg.budget, "budget", minimum=1)
+    as_int(cfg.seed, "seed", minimum=0)
     export = None if cfg.get("export") is None else as_int(cfg.export, "export", minimum=0)
     constraint_texts = as_str_list(cfg.get("constraints"), "constraints", example="latency_ms<=25")
-    SEARCHERS.get(str(cfg.searcher.name))  # an unknown searcher fails before any work
-    resume, progress = as_bool(cfg.resume, "resume"), as_bool(cfg.progress, "progress")
-    for text in constraint_texts:
-        _constraint_syntax(text)
-    retain_freed_memory(as_bool(cfg.get("retain_memory", True), "retain_memory"))
-    measured = bool(cfg.get("supernet") and cfg.supernet.get("checkpoint"))
-    if measured:  # accuracy measured on a trained supernet, in LINAS rounds
-        from nas.search.measured import linas_from_config, measured_experiment
-
-        override = _custom_space(str(cfg.search_space.name), _kwargs(cfg.search_space)) \
-            if cfg.get("search_space") else None  # type: ignore[arg-type]
-        exp = measured_experiment(cfg, override)
-    else:
-        exp = create_experiment(cfg.experiment.name, **_kwargs(cfg.experiment))  # type: ignore[arg-type]
-        if cfg.get("search_space"):
-            exp = _with_custom_space(exp, cfg)
-    objectives, metrics, cost_model = _metrics(cfg, exp)
-    constraints = [parse_constraint(c, metrics) for c in constraint_texts]
-    out = Path(cfg.out_dir)
-    searcher_kwargs = _kwargs(cfg.searcher)
-    if measured:
-        result = linas_from_config(cfg, exp, objectives, constraints, out, searcher_kwargs)  # type: ignore[arg-type]
-    else:
-        result = run_search(exp.space, objectives, constraints, cfg.searcher.name, budget=budget,
-                            seed=seed, out_dir=out, searcher_kwargs=searcher_kwargs,  # type: ignore[arg-type]
-                            resume=resume,
-                            progress=_progress(budget) if progress else None)
+    progress = as_bool(cfg.progress, "progress")
+    exp = accuracy_source(cfg)
+    objectives, metrics = build_objectives(cfg, exp)
+    constraints = [parse_constraint(c, metrics, exp.space) for c in constraint_texts]
+    out, keyed = results_dir(cfg)
+    result = run_driver(cfg, exp, objectives, constraints, out, progress=_progress(budget) if progress else None)
+    cost_model = next((o.model for o in objectives if o.model is not None), None)
     if cost_model is not None and hasattr(cost_model, "evaluate_encoded"):
         result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
         atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
@@ -233,25 +149,17 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     resolved.update({"resolved_supernet": str(exp.supernet_path) if exp.supernet_path else None,  # type: ignore
                      "export_data": exp.data or None})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, len(ranked)))
+    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
+    if keyed:
+        point_latest(out)
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
     if export is not None:
         from nas.export_subnet import export_front_point
 
-        outcome.exported = export_front_point(out, rank=export, supernet=exp.supernet_path,
+        outcome.exported = export_front_point(out, rank=export, checkpoint=exp.supernet_path,
                                               data=exp.data or None, out=out / f"subnet_rank{export}",
                                               overwrite=True)  # the search's own output: a rerun replaces it
     return outcome
-
-
-def _with_custom_space(exp: Experiment, cfg: DictConfig) -> Experiment:
-    kwargs = _kwargs(cfg.search_space)
-    space = _custom_space(str(cfg.search_space.name), kwargs)  # type: ignore[arg-type]
-    if cfg.experiment.name != "custom":
-        raise ConfigError("search_space=... needs experiment=custom (accuracy from experiment.kwargs.measurements "
-                          "or supernet evaluation)")
-    exp.space = space
-    return exp
 
 
 def _progress(budget: int) -> Any:

@@ -75,6 +75,8 @@ class Objective:
     expensive: bool = False
     #: optional vectorised twin of ``fn`` on (canonical) encoding matrices, used by searchers for whole populations
     fn_x: EncodedFunction | None = field(default=None, repr=False, compare=False)
+    #: the cost model behind a hardware objective (a latency profile), for the search's pricing report
+    model: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

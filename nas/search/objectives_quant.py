@@ -60,8 +60,8 @@ def bitops_objective(space: JointSpace, *, scale: float = 1e-9, name: str = "GBi
 
 @OBJECTIVES.register("supernet_accuracy")
 def supernet_accuracy_objective(space: JointSpace, *, model: Any, evalset: Any, name: str = "top1") -> Objective:
-    """Top-1 (%) of each subnet of a trained quantised supernet (``nas.train.evaluation.EvalSet``), expensive."""
-    from nas.train.evaluation import evaluate_subnets
+    """Top-1 (%) of each subnet of a trained quantised supernet (``nas.evaluation.EvalSet``), expensive."""
+    from nas.evaluation import evaluate_subnets
 
     _joint(space)
 

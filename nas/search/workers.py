@@ -41,7 +41,6 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from nas.checks import as_int, as_mapping, one_of
-from nas.runtime import retain_freed_memory
 from nas.search.worker_storage import ClaimStore, claims_for, open_worker_storage
 from search_spaces.base import SearchSpace
 from search_spaces.errors import BadInputError, CorruptFileError
@@ -249,9 +248,9 @@ class SupernetEvaluator:
                  calib_images: int = 500, calib_batch: int = 250, batch_size: int = 500, seed: int = 0,
                  device: str = "cpu") -> None:
         from nas.evaluate import EvalSet
-        from nas.train.checkpoint import load_supernet
+        from nas.resolve import load_trained_supernet
 
-        self.model = load_supernet(checkpoint).to(device)
+        self.model = load_trained_supernet(checkpoint).to(device)
         self.evalset = EvalSet(data, split=split, n_images=n_images, calib_images=calib_images,
                                calib_batch=calib_batch, seed=seed, batch_size=batch_size, device=device)
 
@@ -280,16 +279,12 @@ def worker_objectives(value: Any) -> dict[str, str]:
 
 def worker_from_config(cfg: Mapping[str, Any]) -> WorkerResult:
     """Library entry of ``python -m nas.search_worker`` (a resolved ``conf/search_worker.yaml``)."""
-    import torch
 
     from nas.train.run import build_data
 
     ints = {k: as_int(cfg[k], k, minimum=0 if k == "seed" else 1)
             for k in ("n_trials", "seed", "heartbeat_interval", "max_duplicates")}
     objectives = worker_objectives(cfg.get("objectives"))
-    if cfg.get("threads"):
-        torch.set_num_threads(as_int(cfg["threads"], "threads", minimum=1))
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     evaluator = SupernetEvaluator(cfg["checkpoint"], build_data(cfg["data"]), seed=ints["seed"],
                                   device=str(cfg["device"]), **dict(cfg["eval"]))
     return run_worker(str(cfg["study"]), str(cfg["storage"]), evaluator.space, evaluator, ints["n_trials"],

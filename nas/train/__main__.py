@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 from nas.train.run import run_train
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = "pkg://nas.conf"
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
 def main(cfg: DictConfig) -> None:
+    run_command(lambda: apply_runtime(cfg.get("runtime"), threads=cfg.trainer.get("threads")))
     result = run_command(lambda: run_train(cfg))
     last = result.evals[-2:] if result.evals else []
     summary = ", ".join(f"{r['subnet']} {r['top1']:.2f}%" for r in last)

@@ -50,8 +50,19 @@ from nas.train.samplers.base import Sampler
 from nas.train.sync_bn import convert_sync_bn, synchronised_bn
 from search_spaces.errors import BadInputError
 
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:<index>") from None
+
+
 __all__ = ["DistConfig", "DistributedError", "LocalRun", "DDPRun", "init_distributed", "distributed_run",
-           "torchrun_env", "NullLog"]
+           "resolve_device", "torchrun_env", "NullLog"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 # DDP's switch for syncing buffers at forward: ``forward_sync_buffers`` in current torch, ``broadcast_buffers``
@@ -121,8 +132,6 @@ class LocalRun:
         return self.rank == 0
 
     def device(self, name: str) -> torch.device:
-        from nas.train.trainer import resolve_device  # the trainer imports this module
-
         return resolve_device(name)
 
     def prepare(self, model: M) -> M:

@@ -16,14 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.checks import as_bool
 from nas.data import DataModule, check_compatible, create_data
-from nas.runtime import retain_freed_memory
+from nas.resolve import resolve_space, resolve_supernet
 from nas.train.distributed import LocalRun, init_distributed
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
+from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import PhasedSampler, create_sampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult
-from search_spaces import SearchSpace, create_space
+from search_spaces import SearchSpace
 from search_spaces.errors import BadInputError
-from supernets import Supernet, create_supernet
+from supernets import Supernet
 
 __all__ = ["run_train", "build_space", "build_supernet", "build_data", "check_compatible"]
 
@@ -37,21 +38,39 @@ def _plain(node: Any) -> dict[str, Any]:
 
 
 def build_space(cfg: Mapping[str, Any]) -> SearchSpace:
-    return create_space(cfg["name"], **_plain(cfg.get("kwargs")))
+    """A registered space or a user's ``module:factory`` (:mod:`nas.resolve`)."""
+    return resolve_space(cfg)
 
 
 def build_supernet(cfg: Mapping[str, Any], space: SearchSpace) -> Supernet:
-    return create_supernet(cfg["name"], space, **_plain(cfg.get("kwargs")))
+    return resolve_supernet(cfg, space)
 
 
 def build_data(cfg: Mapping[str, Any]) -> DataModule:
     return create_data(cfg["name"], **_plain(cfg.get("kwargs")))
 
 
+def bind_heldout(sampler: Any, data: DataModule, space: SearchSpace, heldout: Mapping[str, Any], *,
+                 seed: int = 0) -> int:
+    """Bind fixed held-out batches (``{split, n_images, batch_size}``) to a sampler that learns from held-out losses
+    between epochs' steps (ShiftNAS's ``every_steps``); images at the largest resolution of the space."""
+    if not callable(getattr(sampler, "bind_heldout", None)):
+        raise BadInputError(f"sampler.kwargs.heldout is given, but sampler {type(sampler).__name__} takes no held-out "
+                            "batches (ShiftNAS does, for every_steps updates)")
+    unknown = sorted(set(heldout) - {"split", "n_images", "batch_size"})
+    if unknown:
+        raise BadInputError(f"sampler.kwargs.heldout has unknown keys {unknown}; allowed: split, n_images, batch_size")
+    split, n = str(heldout.get("split", "val")), int(heldout.get("n_images", 500))
+    bs = int(heldout.get("batch_size", 250))
+    size = arch_resolution(space, space.max_arch(), data.image_size)
+    idx = data.fixed_subset(split, n, seed)
+    sampler.bind_heldout([(resize_to(b.x, size), b.y) for b in data.batches(split, idx, bs)])
+    return len(idx)
+
+
 def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
     """Library entry of ``python -m nas.train`` (also under ``torchrun``: see :mod:`nas.train.distributed`)."""
     tcfg = TrainConfig(**_plain(cfg["trainer"]))
-    retain_freed_memory(bool(cfg.get("retain_memory", True)))
     dist = init_distributed(_plain(cfg.get("distributed")), device=tcfg.device)
     try:
         return _run_train(cfg, tcfg, dist)
@@ -60,23 +79,26 @@ def run_train(cfg: Mapping[str, Any]) -> TrainResult | PhasedResult:
 
 
 def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> TrainResult | PhasedResult:
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
     space = build_space(cfg["search_space"])
     data = build_data(cfg["data"])
     check_compatible(space, data)
     out_dir, resume = Path(cfg["out_dir"]), as_bool(cfg.get("resume", False), "resume")
-    sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **_plain(cfg["sampler"].get("kwargs")))
+    sampler_kwargs = _plain(cfg["sampler"].get("kwargs"))
+    heldout = sampler_kwargs.pop("heldout", None)
+    sampler = create_sampler(cfg["sampler"]["name"], space, seed=tcfg.seed, **sampler_kwargs)
+    if heldout:
+        bind_heldout(sampler, data, space, heldout, seed=tcfg.seed)
 
     def make_model() -> Supernet:
         torch.manual_seed(tcfg.seed)
         return dist.prepare(build_supernet(cfg["supernet"], space))
 
+    build_supernet(cfg["supernet"], space)  # a bad supernet spec fails here, before anything is written
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]
                                          if isinstance(sampler, PhasedSampler) else [])
     if not resume and any(p.exists() for p in existing):
         raise BadInputError(f"{out_dir} already holds a training run; pass resume=true to continue it or choose "
-                              f"another out_dir")
+                            f"another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main:
         _save_config(out_dir, _plain(cfg), resume=resume and any(p.exists() for p in existing),
@@ -87,7 +109,7 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
 
 
 #: config keys that change how a run executes, not what it computes: free to differ on resume
-RUNTIME_KEYS = ("out_dir", "resume", "retain_memory", "allow_config_change", "distributed", "trainer.device",
+RUNTIME_KEYS = ("out_dir", "resume", "runtime", "retain_memory", "allow_config_change", "distributed", "trainer.device",
                 "trainer.threads", "trainer.progress", "trainer.tensorboard", "trainer.log_every")
 
 

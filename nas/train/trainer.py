@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from nas.checks import as_float, as_int
 from nas.data import Batch, DataModule
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.train.checkpoint import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
-from nas.train.distributed import LocalRun, NullLog
-from nas.train.evaluation import EvalSet, evaluate_subnets
+from nas.train.distributed import LocalRun, NullLog, resolve_device
 from nas.train.init import dropout_rates, set_dropout
 from nas.train.losses import weighted_mean
 from nas.train.metrics import CSVLog, TensorBoardLog
@@ -120,15 +120,6 @@ class TrainResult:
     resumed_from_step: int | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise BadInputError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:<index>") from None
-
-
 class Trainer:
     """Train ``model`` on ``data`` with the plans of ``sampler``; state and logs live in ``out_dir``."""
 
@@ -141,8 +132,6 @@ class Trainer:
         self.dist = dist if dist is not None else LocalRun()
         self.dist.check_batch(config.batch_size)
         self.device = self.dist.device(config.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.model = model.to(self.device)
         self.net = self.dist.wrap(self.model)  # what training forwards call (DDP under torchrun)
         self._denominator: float | None = None

@@ -17,11 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
+from nas.conf import CONF_DIR
 from nas.data import DataModule
 from nas.train import run
 
 REPO = Path(__file__).resolve().parents[2]
-CONF = str(REPO / "conf")
+CONF = str(CONF_DIR)
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 F64_SHIM = Path(__file__).with_name("train_f64.py")
 

@@ -8,7 +8,7 @@ import torch
 from nas.data import create_data
 from nas.data.fashion_mnist import DEFAULT_ROOT
 from nas.embedded import DEFAULT, available, load_default, path
-from nas.train.evaluation import EvalSet, evaluate_subnets
+from nas.evaluation import EvalSet, evaluate_subnets
 
 
 def test_default_loads_with_at_least_300_distinct_measured_subnets():

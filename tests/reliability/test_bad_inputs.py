@@ -47,7 +47,7 @@ CASES = [
      "latency constraints"),
     ("nas.search", ["resume=maybe"], 2, "resume must be true or false, got 'maybe'"),
     ("nas.search", ["progress=3"], 2, "progress must be true or false, got 3"),
-    ("nas.search", ["retain_memory=yes"], 2, "retain_memory must be true or false, got 'yes'"),
+    ("nas.search", ["runtime.retain_memory=yes"], 2, "runtime.retain_memory must be true or false, got 'yes'"),
     ("nas.search", ["searcher.name=nope"], 2,
      "unknown searcher 'nope'; did you mean 'optuna_tpe', 'random'? Available: bayesian_linear, evolution, "
      "optuna_nsga2, optuna_tpe, pymoo_ga, pymoo_nsga2, pymoo_nsga3, pymoo_unsga3, random, regularized_evolution"),

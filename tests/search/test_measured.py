@@ -1,4 +1,4 @@
-"""``nas.search supernet.checkpoint=...``: accuracy measured on a trained supernet in LINAS rounds (real data)."""
+"""``nas.search accuracy=measured accuracy.checkpoint=...``: accuracy measured on a trained supernet (LINAS)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from nas.conf import CONF_DIR
 from nas.data import create_data
+from nas.evaluation import EvalSet, evaluate_subnets
 from nas.search.app import search_from_config
 from nas.search.measured import SupernetConfigError
 from nas.train.checkpoint import load_supernet
-from nas.train.evaluation import EvalSet, evaluate_subnets
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "nas" / "embedded" / "ofa_mbv3_fmnist"
-SMALL = ["supernet.n_images=200", "supernet.calib_images=100", "supernet.calib_batch=100", "budget=200"]
+SMALL = ["accuracy.n_images=200", "accuracy.calib_images=100", "accuracy.calib_batch=100", "budget=200"]
 
 
 def _cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose("search", overrides=[f"out_dir={tmp_path / 'r'}", "progress=false", *SMALL, *overrides])
 
 
@@ -34,7 +35,8 @@ def _fmnist_or_skip():
 
 def test_measured_search_evaluates_new_subnets_each_round_and_records_real_accuracy(tmp_path):
     dm = _fmnist_or_skip()
-    cfg = _cfg(tmp_path, f"supernet.checkpoint={EMBEDDED}", "supernet.rounds=2", "supernet.batch_size=3")
+    cfg = _cfg(tmp_path, "accuracy=measured", f"accuracy.checkpoint={EMBEDDED}", "searcher.kwargs.rounds=2",
+               "searcher.kwargs.batch_size=3")
     outcome = search_from_config(cfg)
     result = outcome.result
     assert result.n == 6 and outcome.experiment.name == "supernet"
@@ -51,13 +53,13 @@ def test_measured_search_evaluates_new_subnets_each_round_and_records_real_accur
 
 
 def test_checkpoint_of_another_space_is_refused_before_any_measurement(tmp_path):
-    cfg = _cfg(tmp_path, f"supernet.checkpoint={EMBEDDED}", "search_space=ofa_mbv3_tiny")
+    cfg = _cfg(tmp_path, "accuracy=measured", f"accuracy.checkpoint={EMBEDDED}", "search_space=ofa_mbv3_tiny")
     with pytest.raises(SupernetConfigError, match="search_space asks for"):
         search_from_config(cfg)
     assert not (tmp_path / "r").exists()
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    cfg = _cfg(tmp_path, f"supernet.checkpoint={tmp_path / 'nope'}")
+    cfg = _cfg(tmp_path, "accuracy=measured", f"accuracy.checkpoint={tmp_path / 'nope'}")
     with pytest.raises(SupernetConfigError, match="does not exist"):
         search_from_config(cfg)

@@ -87,12 +87,18 @@ def test_recalibration_gives_torchs_statistics(name, space_name, monkeypatch):
         assert torch.allclose(fast[key], ref, rtol=1e-4, atol=1e-5), key
 
 
-def test_recalibration_removes_its_forward_even_on_error():
+def test_recalibration_hooks_without_patching_forward_and_removes_them_even_on_error():
     net = create_supernet("ofa_mbv3", "ofa_mbv3_tiny")
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
     with pytest.raises(RuntimeError), bn_recalibration(net):
-        assert "forward" in vars(net.stem.bn)
+        assert net.stem.bn._forward_pre_hooks and "forward" not in vars(net.stem.bn)
+        with torch.no_grad():
+            net.set_arch(net.space.max_arch())
+            net(torch.randn(4, 3, 32, 32))
         raise RuntimeError("boom")
-    assert not any("forward" in vars(m) for m in net.modules())
+    assert not any("forward" in vars(m) or m._forward_pre_hooks or m._forward_hooks for m in net.modules())
+    after = net.state_dict()
+    assert all(after[k].shape == v.shape for k, v in before.items())  # every buffer swapped back, none left swapped
 
 
 def _fused_state(monkeypatch, **consts):

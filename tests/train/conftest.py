@@ -6,9 +6,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.conf import CONF_DIR
 from nas.data.fashion_mnist import DEFAULT_ROOT
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(CONF_DIR)
 
 #: A tiny, fast, deterministic training config (overrides of conf/train.yaml).
 TINY = [

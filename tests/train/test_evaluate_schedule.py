@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.conf import CONF_DIR
 from nas.data import create_data
 from nas.evaluate import EvalSet, evaluate_subnets, read_measurements, run_evaluate, sample_archs
 from nas.train import save_weights
 from nas.train.schedule import create_schedule
 from supernets import create_supernet
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(CONF_DIR)
 
 
 @pytest.fixture(scope="module")
