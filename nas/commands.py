@@ -36,10 +36,9 @@ def apply_runtime(runtime: Mapping[str, Any] | None, *, threads: int | None = No
     Returns what is now in effect."""
     import torch
 
+    from nas.checks import as_bool, as_int
     from nas.runtime import retain_freed_memory
     from supernets import bn_stats
-
-    from nas.checks import as_bool, as_int
 
     rt = dict(runtime or {})
     n = rt.get("threads") or threads
