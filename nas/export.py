@@ -33,6 +33,13 @@ def run_export(cfg: DictConfig) -> str:
         out = cfg.out or "subnet"
         lookup = (str(cfg.results),) if cfg.get("results") else ()
         arch = OmegaConf.to_container(cfg.arch) if isinstance(cfg.arch, DictConfig) else str(cfg.arch)
+        if as_bool(cfg.get("ticket", False), "ticket"):
+            from nas.export_ticket import export_ticket
+
+            meta = export_ticket(str(cfg.checkpoint), arch, str(out), data=data, overwrite=overwrite)
+            t = meta["ticket"]
+            return (f"exported ticket {meta['arch_id']} to {out}: measured sparsity {t['measured_sparsity']:.3f} "
+                    f"(target {t['target_sparsity']:.3f}, supernet {t['supernet_sparsity']:.3f})")
         meta = export_arch(str(cfg.checkpoint), arch, str(out), data=data, recalibrate=recal, lookup=lookup,
                            overwrite=overwrite)
         top1 = meta.get("measured_test_top1")

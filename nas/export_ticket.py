@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.arch_input import parse_arch
 from nas.export_subnet import export_arch
 from nas.train.checkpoint import load_checkpoint, load_supernet
 from nas.train.samplers.supertickets import global_magnitude_masks, mask_sparsity
@@ -67,7 +68,8 @@ def export_ticket(run_dir: str | Path, arch: Any, out: str | Path, *, data: dict
             raise CorruptFileError(f"mask {n!r} of {run_dir / 'checkpoint.pt'} does not match the saved supernet")
         if bool(params[n].detach()[~m].ne(0).any()):
             raise CorruptFileError(f"the saved weights of {run_dir} are not pruned by the checkpoint's masks ({n})")
-    arch_value = net.space.from_dict(arch) if isinstance(arch, dict) else net.space.validate(arch)
+    arch_value = arch if isinstance(arch, net.space.arch_type()) else parse_arch(net.space, arch, lookup=(run_dir,))
+    arch = net.space.to_dict(arch_value)
     names = _indicator_names(net, masks, arch_value)
     state = net.export(arch_value).module.state_dict()  # the tensors export_arch writes (BN aside)
     ticket = {"target_sparsity": target, "supernet_sparsity": mask_sparsity(masks), "pruned_tensors": len(masks),

@@ -187,6 +187,14 @@ def test_cli_trains_supertickets_and_the_ticket_exports_with_its_sparsity(tmp_pa
     sampler = load_checkpoint(out / "checkpoint.pt")["sampler"]
     assert [h["step"] for h in sampler["history"]] == [1, 2, 3]  # ceil(0.2*4), ceil(0.4*4), ceil(0.6*4)
     assert mask_sparsity(sampler["masks"]) == pytest.approx(0.3, abs=1e-4)
+    import json
+
     net = load_supernet(out)
-    ticket = export_ticket(out, net.space.max_arch(), tmp_path / "ticket", onnx=False)["ticket"]
+    arch = net.space.to_json(net.space.max_arch())
+    proc = subprocess.run([sys.executable, "-m", "nas.export", f"checkpoint={out}", f"arch={arch}", "ticket=true",
+                           "data=fashion_mnist", "data.kwargs.test_limit=200", f"out={tmp_path / 'ticket'}"],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "exported ticket" in proc.stdout and "measured sparsity 0.300" in proc.stdout
+    ticket = json.loads((tmp_path / "ticket" / "metadata.json").read_text())["ticket"]
     assert ticket["measured_sparsity"] == pytest.approx(0.3, abs=1e-4)
