@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from hw_profiles.profile import HardwareProfile
 from nas.train.checkpoint import load_checkpoint, load_supernet
-from nas.train.evaluation import read_measurements
+from nas.evaluation import read_measurements
 from tests.reliability.conftest import REPO, kill_when
 
 T = "{tmp}"
@@ -77,7 +77,7 @@ def test_killed_training_resumes_bit_identical(tmp_path, straight, after, delay)
 
 @pytest.mark.parametrize("delay", [1.5, pytest.param(0.3, marks=SLOW)])
 def test_killed_evaluate_leaves_no_partial_csv_and_reruns_identically(tmp_path, straight, delay):
-    from nas.train.evaluation import run_evaluate
+    from nas.evaluation import run_evaluate
 
     out = tmp_path / "m.csv"
     args = [f"checkpoint={straight}", *EVALUATE]

@@ -163,7 +163,7 @@ def test_cli_trains_a_family_and_evaluate_routes_each_arch_to_its_member(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert len(rows) == 6
-    from nas.train.evaluation import EvalSet, evaluate_arch
+    from nas.evaluation import EvalSet, evaluate_arch
 
     evalset = EvalSet(create_data("fashion_mnist", val_size=100), split="val", n_images=100, calib_images=64,
                       calib_batch=32, seed=0, batch_size=500)
