@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.data import create_data  # noqa: E402
+from nas.evaluation import EvalSet, evaluate_arch  # noqa: E402
 from nas.search import Objective, run_search  # noqa: E402
 from nas.search.dnas import DnasSettings, _Search, run_dnas  # noqa: E402
-from nas.evaluation import EvalSet, evaluate_arch  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from search_spaces.nb201 import PARAM_FREE_OPS  # noqa: E402
 from supernets import create_supernet  # noqa: E402

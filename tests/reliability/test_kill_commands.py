@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hw_profiles.profile import HardwareProfile
-from nas.train.checkpoint import load_checkpoint, load_supernet
 from nas.evaluation import read_measurements
+from nas.train.checkpoint import load_checkpoint, load_supernet
 from tests.reliability.conftest import REPO, kill_when
 
 T = "{tmp}"
