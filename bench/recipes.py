@@ -31,6 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
+from nas.conf import CONF_DIR
 from nas.data import DataModule, create_data
 from nas.evaluation import EvalSet, evaluate_subnets
 from nas.standalone import evaluate_accuracy, train_standalone
@@ -73,7 +74,7 @@ def train_recipe(name: str, args: argparse.Namespace, out: Path, seed: int = 0) 
               f"trainer.epochs={args.epochs}",
               f"trainer.lr={args.lr}", f"trainer.batch_size={args.batch_size}", f"trainer.threads={args.threads}",
               "trainer.eval_every=0", "trainer.progress=false", f"out_dir={out}", f"resume={str(args.resume).lower()}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="train", overrides=[*common, f"sampler={SAMPLER[name]}"])
     if name == "tickets":
         cfg.sampler.kwargs.target_sparsity = args.sparsity

@@ -6,20 +6,20 @@ accuracy, and writes the results directory (``nas.export results=<dir> rank=0`` 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from nas.cli import run_command
+from nas.commands import apply_runtime
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = "pkg://nas.conf"
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="dnas")
 def main(cfg: DictConfig) -> None:
     from nas.search.dnas_app import dnas_from_config, summarise
 
+    run_command(lambda: apply_runtime(cfg.get("runtime")))
     print(run_command(lambda: summarise(dnas_from_config(cfg))))
 
 

@@ -36,7 +36,7 @@ def run_export(cfg: DictConfig) -> str:
         if as_bool(cfg.get("ticket", False), "ticket"):
             from nas.export_ticket import export_ticket
 
-            meta = export_ticket(str(cfg.checkpoint), arch, str(out), data=data, overwrite=overwrite)
+            meta = export_ticket(str(cfg.checkpoint), arch, str(out), data=data, recalibrate=recal, overwrite=overwrite)
             t = meta["ticket"]
             return (f"exported ticket {meta['arch_id']} to {out}: measured sparsity {t['measured_sparsity']:.3f} "
                     f"(target {t['target_sparsity']:.3f}, supernet {t['supernet_sparsity']:.3f})")

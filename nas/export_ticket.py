@@ -57,7 +57,7 @@ def ticket_sparsity(state: dict[str, torch.Tensor], names: set[str]) -> float:
 
 
 def export_ticket(run_dir: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
-                  overwrite: bool = False, onnx: bool = True) -> dict[str, Any]:
+                  recalibrate: bool = True, overwrite: bool = False, onnx: bool = True) -> dict[str, Any]:
     """Export ``arch`` of a SuperTickets run with ``metadata["ticket"]``; returns the metadata written."""
     run_dir, out = Path(run_dir), Path(out)
     masks, target = _masks(run_dir)
@@ -74,7 +74,8 @@ def export_ticket(run_dir: str | Path, arch: Any, out: str | Path, *, data: dict
     state = net.export(arch_value).module.state_dict()  # the tensors export_arch writes (BN aside)
     ticket = {"target_sparsity": target, "supernet_sparsity": mask_sparsity(masks), "pruned_tensors": len(masks),
               "measured_sparsity": ticket_sparsity(state, names), "measured_tensors": len(names)}
-    meta = export_arch(run_dir, arch, out, data=data, overwrite=overwrite, onnx=onnx, extra={"ticket": ticket})
+    meta = export_arch(run_dir, arch, out, data=data, recalibrate=recalibrate, overwrite=overwrite, onnx=onnx,
+                       extra={"ticket": ticket})
     return meta
 
 

@@ -47,7 +47,14 @@ class Supernet(nn.Module, abc.ABC):
 
     name: str = "supernet"
 
+    #: the space class this supernet serves; another space is refused with a TypeError (how sweeps and the
+    #: differentiable search tell which registered supernet serves a space)
+    space_type: type | None = None
+
     def __init__(self, space: SearchSpace) -> None:
+        if self.space_type is not None and not isinstance(space, self.space_type):
+            raise TypeError(f"{type(self).__name__} serves {self.space_type.__name__} spaces, got "
+                            f"{type(space).__name__}")
         super().__init__()
         self.space = space
         self._arch: Any = None

@@ -101,6 +101,7 @@ def make_space() -> ChainSpace:
 @SUPERNETS.register("chain")
 class ChainSupernet(Supernet):
     name = "chain"
+    space_type = ChainSpace  # registered supernets are tried on every space by sweeps: refuse the others
 
     def __init__(self, space: ChainSpace) -> None:
         super().__init__(space)

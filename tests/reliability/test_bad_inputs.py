@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.conf import CONF_DIR
 from nas.train.checkpoint import save_weights
 from supernets import create_supernet
 from tests.reliability.conftest import REPO, run_cli
@@ -195,7 +196,7 @@ def tmp(tmp_path_factory) -> Path:
     from search_spaces import create_space
 
     root = tmp_path_factory.mktemp("bad")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         run_train(compose(config_name="train", overrides=[a.replace(T, str(root)) for a in RUN]))
         search_from_config(compose(config_name="search", overrides=["budget=8", f"out_dir={root / 'done'}",
                                                                     "progress=false"]))

@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hw_profiles.profile import HardwareProfile
+from nas.conf import CONF_DIR
 from nas.evaluation import read_measurements
 from nas.train.checkpoint import load_checkpoint, load_supernet
 from tests.reliability.conftest import REPO, kill_when
@@ -30,7 +31,7 @@ SLOW = pytest.mark.slow  # more kill points of the same command: the suite's cor
 
 
 def _cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(config_name=name, overrides=overrides)
 
 

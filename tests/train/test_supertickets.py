@@ -119,19 +119,20 @@ def test_training_keeps_pruned_weights_zero_and_exports_a_ticket_with_measured_s
     params = dict(saved.named_parameters())
     zeros = sum(int((params[n].detach() == 0).sum()) for n in masks) / sum(m.numel() for m in masks.values())
     assert zeros == pytest.approx(0.4, abs=1e-3)
-    meta = export_ticket(tmp_path / "run", saved.space.max_arch(), tmp_path / "ticket", onnx=False)
+    meta = export_ticket(tmp_path / "run", saved.space.max_arch(), tmp_path / "ticket", onnx=False, recalibrate=False)
     ticket = json.loads((tmp_path / "ticket" / "metadata.json").read_text())["ticket"]
     assert ticket == meta["ticket"] and ticket["target_sparsity"] == 0.4
     assert ticket["measured_sparsity"] == pytest.approx(ticket["supernet_sparsity"], abs=1e-6)  # max arch: all
     state = load_file(str(tmp_path / "ticket" / "model.safetensors"))
     convs = [t for n, t in state.items() if t.dim() == 4 and not n.startswith(("stem", "head", "first"))]
     assert sum(int((t == 0).sum()) for t in convs) / sum(t.numel() for t in convs) > 0.35
-    small = export_ticket(tmp_path / "run", saved.space.min_arch(), tmp_path / "small", onnx=False)["ticket"]
+    small = export_ticket(tmp_path / "run", saved.space.min_arch(), tmp_path / "small", onnx=False,
+                          recalibrate=False)["ticket"]
     assert 0.0 < small["measured_sparsity"] < 1.0 and small["measured_tensors"] > 0
     Trainer(_net(), _data(), SuperTicketsSampler(net.space, target_sparsity=0.0, n_random=0),
             _cfg(epochs=1, max_steps_per_epoch=1), tmp_path / "dense").fit()
     with pytest.raises(BadInputError, match="no pruning masks"):
-        export_ticket(tmp_path / "dense", saved.space.max_arch(), tmp_path / "x", onnx=False)
+        export_ticket(tmp_path / "dense", saved.space.max_arch(), tmp_path / "x", onnx=False, recalibrate=False)
 
 
 def test_magnitude_prune_baseline_hits_the_sparsity():
