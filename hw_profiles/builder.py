@@ -17,8 +17,9 @@ Corrections that make the per-layer sum predict whole networks:
 3. *Per-call overhead*: runtimes such as ONNX Runtime charge a fixed cost per ``run`` call that a network pays once but
    isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
    stored once as ``meta.network_overhead``.
-4. *Calibration*: ``calibration_nets`` seeded random networks are timed end to end (with the reference) and the
-   geometric mean of measured / sum becomes ``meta.scale``, a multiplier of every entry when pricing.
+4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end (with the
+   reference) and a map from layer sums to network time is fitted and stored as ``meta.calibration``
+   (:mod:`hw_profiles.calibration`), applied when pricing.
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
+from hw_profiles.calibration import calibration_archs, fit_calibration, machine_conditions, op_sums
+from hw_profiles.timing import run_spread, warn_if_noisy
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
 from search_spaces.base import SearchSpace, create_space
@@ -61,7 +64,7 @@ class MeasureConfig:
     clock: str = "wall"
     context: bool = True
     normalise: bool = True
-    calibration_nets: int = 0
+    calibration_nets: int = 8
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
@@ -84,8 +87,8 @@ class MeasureConfig:
                 + ("; a fixed reference network of the space runs in every round as cache context" if self.context
                    else "")
                 + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
-                + (f"; entries scaled by the geometric-mean ratio measured/sum over {self.calibration_nets} random "
-                   "networks" if self.calibration_nets else ""))
+                + (f"; network-level calibration (layer sums -> end-to-end time) fitted on {self.calibration_nets} "
+                   "networks spanning the space (smallest, middle, largest, random)" if self.calibration_nets else ""))
 
 
 @dataclass(frozen=True)
@@ -228,8 +231,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
         measured += [s.key() for s in chunk]
         if progress is not None:
             progress(len(measured), len(todo))
-    if build_network is not None and config.calibration_nets and (measured or "calibration" not in
-                                                                  profile.meta.provenance):
+    if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
         calibrated = _calibrate(space, profile, backend, config, build_network, reference)
         if calibrated is not profile:
             profile = calibrated
@@ -241,12 +243,13 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
                build_network: Callable[[list[LayerSpec]], Any], reference: Module | None) -> HardwareProfile:
-    """Time ``config.calibration_nets`` seeded random networks end to end and store the in-network / isolated ratio.
+    """Time ``config.calibration_nets`` networks spanning the space end to end and store the fitted
+    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``).
 
     Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
     """
-    rng = np.random.default_rng([config.seed, 1])
-    nets = [space.layers(space.sample(rng)) for _ in range(config.calibration_nets)]  # type: ignore[attr-defined]
+    archs = calibration_archs(space, config.calibration_nets, [config.seed, 1])
+    nets = [space.layers(a) for a in archs]  # type: ignore[attr-defined]
     if any(s.key() not in profile.entries for layers in nets for s in layers):
         return profile
     modules = [(build_network(layers), input_shape(layers[0], config.batch)) for layers in nets]
@@ -258,16 +261,17 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     medians = np.median(times, axis=1)
     if with_ref:
         medians = medians[:-1] * profile.meta.reference_ms / medians[-1]
-    measured = medians - profile.meta.network_overhead
-    raw = np.array([sum(profile.entries[s.key()].value for s in layers) for layers in nets])
-    ratio = measured / raw
-    scale = float(np.exp(np.mean(np.log(np.maximum(ratio, 1e-6)))))
-    info = {"networks": len(nets), "seed": [config.seed, 1], "scale": scale,
-            "raw_rmspe": float(np.sqrt(np.mean((ratio - 1) ** 2))),
-            "calibrated_rmspe": float(np.sqrt(np.mean((ratio / scale - 1) ** 2))),
-            "measured_ms": [round(float(m), 4) for m in measured + profile.meta.network_overhead]}
-    meta = replace(profile.meta, scale=scale, provenance={**profile.meta.provenance, "calibration": info})
-    return replace(profile, meta=meta)
+    sums = [op_sums(layers, [profile.entries[s.key()].value for s in layers]) for layers in nets]
+    conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
+                                    batch=config.batch, clock=config.clock, warmup=config.warmup,
+                                    repeats=config.repeats, drift_normalised=bool(with_ref),
+                                    spread=run_spread(times[: len(nets)]))
+    networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
+                 "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]
+    cal = fit_calibration(sums, medians, overhead=profile.meta.network_overhead, conditions=conditions,
+                          networks=networks)
+    warn_if_noisy(conditions["spread"], what="calibration networks")
+    return replace(profile, meta=replace(profile.meta, scale=1.0, calibration=cal.to_dict()))
 
 
 def build_from_config(hw: Mapping[str, Any], *, space: str, space_kwargs: Mapping[str, Any] | None = None,

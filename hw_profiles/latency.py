@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hw_profiles.calibration import NetworkCalibration
 from hw_profiles.cost import CostModel, CostReport
 from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
@@ -54,7 +55,11 @@ class LatencyModel(CostModel):
         self.heldout = dict(heldout or {})
         self.name = f"latency@{meta.name}"
         self.units = meta.units
-        self.network_constant = float(meta.network_overhead)
+        #: network-level calibration of a measured profile (None: entries times ``meta.scale``)
+        self.calibration = NetworkCalibration.from_dict(meta.calibration) if meta.calibration else None
+        self.network_constant = float(self.calibration.offset if self.calibration else meta.network_overhead)
+        #: layers priced by the fallback model so far, over all pricing calls (search summaries report it)
+        self.fallback_layers = 0
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
@@ -105,7 +110,9 @@ class LatencyModel(CostModel):
                 )
             pred = self.fallback.predict([specs[i] for i in missing])
             value[missing], model_error[missing], modelled[missing] = pred, pred * self.fallback.rel_error, True
-        k = self.meta.scale  # in-network / isolated calibration of the whole table (1.0 when not calibrated)
+            self.fallback_layers += len(missing)
+        # network-level calibration: per-layer (per-op) scales; old profiles: one in-network / isolated ratio
+        k = self.calibration.layer_scales(specs) if self.calibration else self.meta.scale
         return LayerPrices(value * k, sem2 * k * k, model_error * k, modelled)
 
 
