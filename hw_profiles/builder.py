@@ -36,9 +36,9 @@ import numpy as np
 
 from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
 from hw_profiles.calibration import calibration_archs, fit_calibration, machine_conditions, op_sums
-from hw_profiles.timing import run_spread, warn_if_noisy
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
+from hw_profiles.timing import run_spread, warn_if_noisy
 from search_spaces.base import SearchSpace, create_space
 from search_spaces.layers import LayerSpec
 
