@@ -36,6 +36,7 @@ import numpy as np
 
 from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
 from hw_profiles.calibration import calibration_archs, fit_calibration, machine_conditions, op_sums
+from hw_profiles.opmodel import with_fallback
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
 from hw_profiles.timing import run_spread, warn_if_noisy
@@ -236,6 +237,9 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
         if calibrated is not profile:
             profile = calibrated
             profile.save(out)
+    if measured or (len(profile) >= 2 and "fallback" not in profile.meta.provenance):
+        profile = with_fallback(profile)  # the validated model for layers the table never measured
+        profile.save(out)
     if not out.exists():
         profile.save(out)
     return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)

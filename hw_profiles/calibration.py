@@ -10,9 +10,9 @@ random ones) are timed end to end and one of three maps is fitted from their lay
 * ``per_op``:  ``t = sum_op k_op * sum_op + c0``   (one scale per op type, shrunk towards the global ``k``)
 
 The map is chosen by its leave-one-network-out relative error (a more complex map must beat a simpler one by 5 %
-to be chosen). The fit, its in-sample and held-out residuals and the conditions of the measurement (runtime,
-threads, batch, clock, CPU model and frequency, load average) are stored in the profile (``meta.calibration``);
-:class:`~hw_profiles.latency.LatencyModel` applies it when pricing.
+and half a percentage point to be chosen). The fit, its in-sample and held-out residuals and the conditions of
+the measurement (runtime, threads, batch, clock, CPU model and frequency, load average) are stored in the profile
+(``meta.calibration``); :class:`~hw_profiles.latency.LatencyModel` applies it when pricing.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = ["NetworkCalibration", "CalibrationError", "fit_calibration", "calibra
 KINDS = ("scale", "affine", "per_op")
 _SHRINK = 1e-4  # weight pulling each per-op scale towards the global scale (few networks, many op types)
 _PREFER_SIMPLER = 0.95  # a more complex map must cut the held-out RMSPE to below 95 % of a simpler one's
+_MIN_GAIN = 0.005  # ... and by half a percentage point (differences in the noise are not evidence)
 
 
 class CalibrationError(ValueError):
@@ -165,7 +166,7 @@ def fit_calibration(sums: Sequence[Mapping[str, float]], measured: Sequence[floa
             heldout[kind] = float(np.sqrt(np.mean(np.square(rel))))
     chosen = kinds[0]
     for kind in kinds[1:]:  # in order of complexity: a later map must clearly beat the best simpler one
-        if heldout and heldout[kind] < _PREFER_SIMPLER * heldout[chosen]:
+        if heldout and heldout[kind] < _PREFER_SIMPLER * heldout[chosen] - _MIN_GAIN:
             chosen = kind
     k, b, per_op = _fit(chosen, sums, y, overhead, ops)
     residuals = tuple(float(r) for r in (_predict((k, b, per_op), sums) - y) / y)

@@ -44,6 +44,7 @@ class SearchOutcome:
     out_dir: Path
     table: str
     exported: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _kwargs(node: Any) -> dict[str, Any]:
@@ -184,7 +185,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
                      "export_data": exp.data or None})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, len(ranked)))
-    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
+    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result),
+                            notes=tuple(o.note() for o in objectives if getattr(o, "note", None)))
     if cfg.get("export") is not None:
         from nas.export_subnet import export_front_point
 
@@ -224,4 +226,5 @@ def summarise(outcome: SearchOutcome) -> str:
     return (f"{outcome.experiment.name}: {r.searcher} searched {r.n} architectures of {outcome.experiment.space.name} "
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
             f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
+            + "".join(f"\n{note}" for note in outcome.notes)
             + (f"\n{outcome.exported}" if outcome.exported else ""))

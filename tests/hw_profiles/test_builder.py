@@ -120,8 +120,8 @@ def test_calibration_measures_the_in_network_ratio(tmp_path: Path) -> None:
                            build_network=lambda layers: ("net", len(layers)), config=config, backend=BusyBackend(),
                            resolutions=(28,))
     meta = result.profile.meta
-    assert len(meta.calibration["networks"]) == 3 and meta.calibration["kind"] == "scale"
-    assert meta.calibration["scale"] == pytest.approx(1.5, rel=0.1)
+    assert len(meta.calibration["networks"]) == 3
+    assert meta.calibration["scale"] == pytest.approx(1.5, rel=0.1) and meta.calibration["offset"] < 0.3
     model = create_hw_profile("lut", path=result.path)
     arch = create_space("ofa_mbv3_tiny", resolutions=(28,)).sample(5)
     n_layers = len(space.layers(arch))
