@@ -26,6 +26,7 @@ every chunk, and a rerun skips every key already in the file, so an interrupted 
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from hw_profiles.calibration import calibration_archs, fit_calibration, machine_
 from hw_profiles.opmodel import with_fallback
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
-from hw_profiles.timing import run_spread, warn_if_noisy
+from hw_profiles.timing import RunPlan, pilot_plan, pin_cpus, run_spread, timing_advice, warn_if_noisy
 from search_spaces.base import SearchSpace, create_space
 from search_spaces.layers import LayerSpec
 
@@ -66,6 +67,11 @@ class MeasureConfig:
     context: bool = True
     normalise: bool = True
     calibration_nets: int = 8
+    #: pin the process to one CPU while measuring (hw_profiles.timing.pin_cpus)
+    pin: bool = False
+    #: choose warm-up and timed runs from a pilot run of the reference network (``warmup``/``repeats`` become the
+    #: minimum), so the medians' standard error is ~1% of them (hw_profiles.timing.plan_runs)
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
@@ -82,8 +88,10 @@ class MeasureConfig:
                 raise ValueError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
 
     def method(self) -> str:
-        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
-                f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
+        runs = ("warm-up and timed runs chosen from a pilot's variance" if self.adaptive else
+                f"{self.warmup} warm-up runs, {self.repeats} timed runs")
+        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {runs} "
+                f"interleaved round-robin within chunks of {self.chunk} layers; "
                 f"{_CLOCK_TEXT[self.clock]}; value = median"
                 + ("; a fixed reference network of the space runs in every round as cache context" if self.context
                    else "")
@@ -153,6 +161,14 @@ def _measure_chunk(backend: TimingBackend, chunk: Sequence[LayerSpec], config: M
     return np.maximum(times[:n] - call, times[:n] / 100), call, ref
 
 
+def _plan(backend: TimingBackend, config: MeasureConfig, module: Module) -> tuple[MeasureConfig, RunPlan]:
+    """Warm-up and repeats from a pilot run of ``module`` (never below the configured ones)."""
+    with backend.session():
+        plan = pilot_plan(backend.prepare(*module), runs=max(20, config.warmup + 10), clock=config.clock)
+    warn_if_noisy(plan.spread, what="pilot run of the reference network")
+    return replace(config, warmup=max(config.warmup, plan.warmup), repeats=max(config.repeats, plan.repeats)), plan
+
+
 def reference_network(space: SearchSpace, config: MeasureConfig,
                       build_network: Callable[[list[LayerSpec]], Any]) -> tuple[Module, Any]:
     """The fixed reference network of a build: ((module, input shape), arch), from ``config.seed``."""
@@ -218,12 +234,32 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     rng = np.random.default_rng(config.seed)
     # a seeded shuffle mixes layer types within a chunk, like the layers of a network
     todo = [todo[i] for i in rng.permutation(len(todo))]
-    measured: list[str] = []
     reference, ref_arch = (reference_network(space, config, build_network) if build_network is not None
                            and config.context else (None, None))
+    pinned = pin_cpus() if config.pin else None
+    try:
+        return _build(space, out, profile, todo, wanted, reference, ref_arch, backend, config, build_layer,
+                      build_network, progress, pinned is not None)
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+
+
+def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[LayerSpec],
+           wanted: dict[str, LayerSpec], reference: Module | None, ref_arch: Any, backend: TimingBackend,
+           config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
+           build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
+           pinned: bool) -> BuildResult:
+    measured: list[str] = []
+    if config.adaptive and todo:
+        config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
+        profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
+                                                                          "timing_plan": plan.to_dict()}))
+    spreads = []
     for start in range(0, len(todo), config.chunk):
         chunk = todo[start:start + config.chunk]
         times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, reference)
+        spreads.append(run_spread(times))
         profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
         if call and not profile.meta.network_overhead:
             profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
@@ -237,6 +273,13 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
         if calibrated is not profile:
             profile = calibrated
             profile.save(out)
+    if spreads:
+        spread = float(np.median(spreads))
+        advice = timing_advice(spread, threads=config.threads, clock=config.clock, pinned=pinned)
+        timing = {"spread": spread, "pinned": pinned, "advice": advice}
+        profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
+                                                                          "timing": timing}))
+        warn_if_noisy(spread, what=f"profile {out.name}")
     if measured or (len(profile) >= 2 and "fallback" not in profile.meta.provenance):
         profile = with_fallback(profile)  # the validated model for layers the table never measured
         profile.save(out)
