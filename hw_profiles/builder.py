@@ -17,9 +17,10 @@ Corrections that make the per-layer sum predict whole networks:
 3. *Per-call overhead*: runtimes such as ONNX Runtime charge a fixed cost per ``run`` call that a network pays once but
    isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
    stored once as ``meta.network_overhead``.
-4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end (with the
-   reference) and a map from layer sums to network time is fitted and stored as ``meta.calibration``
-   (:mod:`hw_profiles.calibration`), applied when pricing.
+4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end at the end
+   of the build and a map from (drift-normalised) layer sums to their raw end-to-end time is fitted and stored as
+   ``meta.calibration`` (:mod:`hw_profiles.calibration`), applied when pricing: priced networks are in the raw time
+   of the machine at the end of the build, not in the reference unit (the reference's drift is recorded).
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
@@ -306,12 +307,15 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
                             clock=config.clock)
     medians = np.median(times, axis=1)
-    if with_ref:
-        medians = medians[:-1] * profile.meta.reference_ms / medians[-1]
+    # no drift normalisation here: the entries are in the unit of the build's first chunk, the calibration maps
+    # their sums to the end-to-end time measured now, at the end of the build (closest to the user's use of it)
+    drift = float(medians[-1] / profile.meta.reference_ms) if with_ref else None
+    medians = medians[: len(nets)]
     sums = [op_sums(layers, [profile.entries[s.key()].value for s in layers]) for layers in nets]
     conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
                                     batch=config.batch, clock=config.clock, warmup=config.warmup,
-                                    repeats=config.repeats, drift_normalised=bool(with_ref),
+                                    repeats=config.repeats, drift_normalised=False,
+                                    reference_drift=drift,
                                     spread=run_spread(times[: len(nets)]))
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
                  "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]
