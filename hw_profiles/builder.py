@@ -304,8 +304,9 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     with_ref = reference is not None and config.normalise and profile.meta.reference_ms > 0
     if with_ref:
         modules.append(reference)  # type: ignore[arg-type]
-    times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
-                            clock=config.clock)
+    # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
+    times = measure_modules(backend, modules, warmup=max(config.warmup, 3), repeats=max(config.repeats, 30),
+                            seed=config.seed + 1, clock=config.clock)
     medians = np.median(times, axis=1)
     # no drift normalisation here: the entries are in the unit of the build's first chunk, the calibration maps
     # their sums to the end-to-end time measured now, at the end of the build (closest to the user's use of it)
@@ -314,7 +315,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     sums = [op_sums(layers, [profile.entries[s.key()].value for s in layers]) for layers in nets]
     conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
                                     batch=config.batch, clock=config.clock, warmup=config.warmup,
-                                    repeats=config.repeats, drift_normalised=False,
+                                    repeats=max(config.repeats, 30), drift_normalised=False,
                                     reference_drift=drift,
                                     spread=run_spread(times[: len(nets)]))
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
