@@ -85,7 +85,7 @@ def _hw_objective(space: SearchSpace, hw: DictConfig) -> Objective:
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values)
+                     fn_x=lambda X: model.evaluate_encoded(space, X).values, note=getattr(model, "pricing_note", None))
 
 
 def _custom_space(spec: str, kwargs: dict[str, Any]) -> SearchSpace:
