@@ -60,7 +60,7 @@ class LatencyModel(CostModel):
         self.calibration = NetworkCalibration.from_dict(meta.calibration) if meta.calibration else None
         self.network_constant = float(self.calibration.offset if self.calibration else meta.network_overhead)
         #: architectures priced so far and the layers of them the fallback priced (search summaries report it)
-        self.archs_priced = self.layers_priced = self.fallback_layers = 0
+        self.archs_priced = self.fallback_layers = 0
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
