@@ -13,8 +13,15 @@ snapdragon855 part: for each of OFA's five Note10 resolutions, the calibrated mo
 predicts the held-out one: per-block fraction within +-10% and RMSPE, and whole-network sums (stem and head included)
 of 100 seeded random w1.2 subnets at that resolution against the exact table sums.
 
-Ends with ``RESULT local_within10=.. local_within5=.. local_rmspe=.. local_raw_within10=.. local_raw_rmspe=..
-sd855_block_within10_min=.. sd855_block_rmspe_max=.. sd855_net_within5=.. sd855_net_rmspe=..``.
+Issue 24 adds what a user meets: the profile (calibrated by default) is built ``--builds`` times; a *separate process*
+(:func:`hw_profiles.validation.validate_profile`, no reference network shared with the builder, no drift
+normalisation) times ``--nets`` random subnets end to end against the first build (``local_e2e_*``; the uncalibrated
+layer sums are printed beside it); ``local_build_spread`` is the median over those subnets of (max - min) / mean of
+the builds' predictions; ``fallback_within10`` is the stored fallback's held-out figure (every spatial size and every
+width held out in turn); ``--ort`` repeats the build and the separate-process validation with ONNX Runtime.
+
+Ends with ``RESULT local_e2e_within10=.. local_e2e_rmspe=.. local_build_spread=.. fallback_within10=..
+ort_e2e_within10=..`` followed by the earlier figures (drift-normalised ``local_within10`` etc., snapdragon855).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from hw_profiles.backends import create_backend
 from hw_profiles.builder import MeasureConfig, build_profile, measure_modules, reference_network
 from hw_profiles.fallback import fit_linear_cost, relative_errors
 from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
+from hw_profiles.profile import HardwareProfile
+from hw_profiles.validation import validate_profile
 from search_spaces import create_space
 from search_spaces.layers import conv_out
 from supernets.static import build_layer, build_network
@@ -51,9 +60,9 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     space = create_space(args.space, resolutions=args.res)
     profile_path = Path(args.profile or ROOT / "outputs" / "bench" /
                         f"latency_{args.space}_{args.runtime}_{args.clock}.json")
-    config = MeasureConfig(runtime=args.runtime, threads=args.threads, warmup=args.lut_warmup,
-                           repeats=args.lut_repeats, chunk=args.chunk, clock=args.clock,
-                           calibration_nets=args.calibration_nets)
+    if args.profile is None:
+        profile_path.unlink(missing_ok=True)  # a fresh build: the build-to-build spread compares fresh builds
+    config = _config(args, args.runtime)
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.nets)]
     backend = create_backend(args.runtime, threads=args.threads)
@@ -72,7 +81,7 @@ def local(args: argparse.Namespace) -> dict[str, float]:
                               config=config, specs=[specs[i] for i in part])
         t1 = time.perf_counter()
         group = archs[start:start + args.group]
-        modules = [(build_network(space.layers(a)), (1, 3, a.r, a.r)) for a in group] + [reference]
+        modules = [(build_network(space.layers(a)), space.layers(a)[0].input_shape(1)) for a in group] + [reference]
         times = measure_modules(backend, modules, warmup=args.net_warmup, repeats=args.net_repeats, seed=start,
                                 clock=args.clock)
         medians = np.median(times, axis=1)
@@ -113,7 +122,73 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     print(f"mean error per slice (drift check): {' '.join(per_slice)}")
     print(f"within5={s['within5']:.3f} within10={s['within10']:.3f} rmspe={s['rmspe']:.4f} bias={s['bias']:+.4f} "
           f"(measured range {measured.min():.2f}..{measured.max():.2f} ms)")
+    s.update(_user_figures(args, space, profile_path, args.runtime, builds=args.builds))
     return s
+
+
+def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
+    return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
+                         chunk=args.chunk, clock=args.clock, calibration_nets=args.calibration_nets)
+
+
+def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, builds: int) -> dict[str, float]:
+    """Separate-process validation of the build at ``first`` plus ``builds - 1`` fresh builds for the spread."""
+    paths = [first]
+    for b in range(1, builds):
+        path = first.with_name(f"{first.stem}_build{b}{first.suffix}")
+        path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        build_profile(space, path, build_layer=build_layer, build_network=build_network,
+                      config=_config(args, runtime))
+        print(f"  build {b + 1}/{builds} ({runtime}): {time.perf_counter() - t0:.0f} s", flush=True)
+        paths.append(path)
+    rep = validate_profile(first, args.space, {"resolutions": list(args.res)}, nets=args.nets, seed=args.seed + 1,
+                           warmup=args.net_warmup, repeats=args.net_repeats, group=args.group)
+    cal, unc = rep["calibrated"], rep["uncalibrated_stats"]
+    prof = HardwareProfile.load(first)
+    c = prof.meta.calibration or {}
+    print(f"\n## {runtime}: separate-process validation, {rep['nets']} random subnets, {rep['clock']} clock, "
+          f"no drift normalisation (pid {rep['conditions']['pid']}, load {rep['conditions']['loadavg']})")
+    print(f"calibration: {c.get('kind')} scale={c.get('scale', 1):.4f} offset={c.get('offset', 0):.4f} ms, "
+          f"held-out {c.get('heldout')}, spread of calibration runs {c.get('conditions', {}).get('spread')}")
+    print(f"calibrated:   within5={cal['within5']:.3f} within10={cal['within10']:.3f} rmspe={cal['rmspe']:.4f} "
+          f"bias={cal['bias']:+.4f}")
+    if unc:
+        print(f"uncalibrated: within5={unc['within5']:.3f} within10={unc['within10']:.3f} rmspe={unc['rmspe']:.4f} "
+              f"bias={unc['bias']:+.4f}")
+    print(f"run-to-run spread of the validation timings: {100 * rep['spread']:.1f}%; fallback-priced layers: "
+          f"{rep['fallback_layers']}")
+    rng = np.random.default_rng([args.seed + 1, 24])  # the subnets the validation process timed
+    archs = [space.sample(rng) for _ in range(args.nets)]
+    preds = np.array([LatencyModel.from_profile(HardwareProfile.load(p)).evaluate_many(space, archs).values
+                      for p in paths])
+    spread = (preds.max(axis=0) - preds.min(axis=0)) / preds.mean(axis=0)
+    print(f"build-to-build ({builds} builds): median (max-min)/mean {np.median(spread):.4f}, "
+          f"p90 {np.percentile(spread, 90):.4f}; per-build mean prediction "
+          f"{' '.join(f'{m:.3f}' for m in preds.mean(axis=1))} ms")
+    fb = prof.meta.provenance.get("fallback", {}).get("validation", {})
+    chosen = fb.get(fb.get("chosen", ""), {})
+    for name in ("linear", "op_features"):
+        v = fb.get(name, {})
+        if v:
+            sizes, widths = v.get("resolution", {}), v.get("width", {})
+            print(f"fallback {name}: held-out sizes within10={sizes.get('within10', float('nan')):.3f}"
+                  f" widths within10={widths.get('within10', float('nan')):.3f} "
+                  f"pooled within10={v.get('within10', float('nan')):.3f} rmspe={v.get('rmspe', float('nan')):.4f}")
+    return {"e2e_within10": cal["within10"], "e2e_rmspe": cal["rmspe"], "build_spread": float(np.median(spread)),
+            "fallback_within10": chosen.get("within10", float("nan"))}
+
+
+def ort(args: argparse.Namespace) -> dict[str, float]:
+    """One ONNX Runtime build and its separate-process validation."""
+    space = create_space(args.space, resolutions=args.res)
+    path = Path(ROOT / "outputs" / "bench" / f"latency_{args.space}_onnxruntime_{args.clock}_e2e.json")
+    path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    build_profile(space, path, build_layer=build_layer, build_network=build_network,
+                  config=_config(args, "onnxruntime"))
+    print(f"\n## onnxruntime profile built in {time.perf_counter() - t0:.0f} s")
+    return _user_figures(args, space, path, "onnxruntime", builds=1)
 
 
 def _local_fallback(space, profile) -> None:
@@ -176,7 +251,9 @@ def main() -> None:
     p.add_argument("--nets", type=int, default=100)
     p.add_argument("--group", type=int, default=10, help="subnets timed interleaved together")
     p.add_argument("--chunk", type=int, default=16, help="layers timed interleaved together by the builder")
-    p.add_argument("--calibration-nets", type=int, default=0, help="builder calibration networks (0 = off)")
+    p.add_argument("--calibration-nets", type=int, default=8, help="builder calibration networks (0 = off)")
+    p.add_argument("--builds", type=int, default=3, help="profile builds for the build-to-build spread")
+    p.add_argument("--ort", action="store_true", help="also build and validate an ONNX Runtime profile")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--net-warmup", type=int, default=3)
@@ -186,16 +263,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-local", action="store_true")
     args = p.parse_args()
-    loc = {k: float("nan") for k in ("within10", "within5", "rmspe", "raw_within10", "raw_rmspe")}
+    loc = {k: float("nan") for k in ("within10", "within5", "rmspe", "raw_within10", "raw_rmspe", "e2e_within10",
+                                     "e2e_rmspe", "build_spread", "fallback_within10")}
     if not args.skip_local:
         loc = local(args)
+    ort_figures = ort(args) if args.ort else {"e2e_within10": float("nan")}
     sd = {"block_within10_min": float("nan"), "block_rmspe_max": float("nan"), "net_within5": float("nan"),
           "net_rmspe": float("nan")}
     if args.tables.is_dir():
         sd = snapdragon(args)
     else:
         print(f"\nsnapdragon855 part skipped: OFA Note10 tables not found at {args.tables}")
-    print(f"\nRESULT local_within10={loc['within10']:.3f} local_within5={loc['within5']:.3f} "
+    print(f"\nRESULT local_e2e_within10={loc['e2e_within10']:.3f} local_e2e_rmspe={loc['e2e_rmspe']:.4f} "
+          f"local_build_spread={loc['build_spread']:.4f} fallback_within10={loc['fallback_within10']:.3f} "
+          f"ort_e2e_within10={ort_figures['e2e_within10']:.3f} local_within10={loc['within10']:.3f} "
+          f"local_within5={loc['within5']:.3f} "
           f"local_rmspe={loc['rmspe']:.4f} local_raw_within10={loc['raw_within10']:.3f} "
           f"local_raw_rmspe={loc['raw_rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
           f"sd855_block_rmspe_max={sd['block_rmspe_max']:.4f} sd855_net_within5={sd['net_within5']:.3f} "

@@ -17,14 +17,17 @@ Corrections that make the per-layer sum predict whole networks:
 3. *Per-call overhead*: runtimes such as ONNX Runtime charge a fixed cost per ``run`` call that a network pays once but
    isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
    stored once as ``meta.network_overhead``.
-4. *Calibration*: ``calibration_nets`` seeded random networks are timed end to end (with the reference) and the
-   geometric mean of measured / sum becomes ``meta.scale``, a multiplier of every entry when pricing.
+4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end at the end
+   of the build and a map from (drift-normalised) layer sums to their raw end-to-end time is fitted and stored as
+   ``meta.calibration`` (:mod:`hw_profiles.calibration`), applied when pricing: priced networks are in the raw time
+   of the machine at the end of the build, not in the reference unit (the reference's drift is recorded).
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,8 +37,11 @@ from typing import Any
 import numpy as np
 
 from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
+from hw_profiles.calibration import calibration_archs, fit_calibration, machine_conditions, op_sums
+from hw_profiles.opmodel import with_fallback
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
+from hw_profiles.timing import RunPlan, pilot_plan, pin_cpus, run_spread, timing_advice, warn_if_noisy
 from search_spaces.base import SearchSpace, create_space
 from search_spaces.errors import BadInputError
 from search_spaces.layers import LayerSpec
@@ -62,7 +68,12 @@ class MeasureConfig:
     clock: str = "wall"
     context: bool = True
     normalise: bool = True
-    calibration_nets: int = 0
+    calibration_nets: int = 8
+    #: pin the process to one CPU while measuring (hw_profiles.timing.pin_cpus)
+    pin: bool = False
+    #: choose warm-up and timed runs from a pilot run of the reference network (``warmup``/``repeats`` become the
+    #: minimum), so the medians' standard error is ~1% of them (hw_profiles.timing.plan_runs)
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
@@ -79,14 +90,16 @@ class MeasureConfig:
                 raise BadInputError(f"MeasureConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
 
     def method(self) -> str:
-        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {self.warmup} warm-up runs, "
-                f"{self.repeats} timed runs interleaved round-robin within chunks of {self.chunk} layers; "
+        runs = ("warm-up and timed runs chosen from a pilot's variance" if self.adaptive else
+                f"{self.warmup} warm-up runs, {self.repeats} timed runs")
+        return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {runs} "
+                f"interleaved round-robin within chunks of {self.chunk} layers; "
                 f"{_CLOCK_TEXT[self.clock]}; value = median"
                 + ("; a fixed reference network of the space runs in every round as cache context" if self.context
                    else "")
                 + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
-                + (f"; entries scaled by the geometric-mean ratio measured/sum over {self.calibration_nets} random "
-                   "networks" if self.calibration_nets else ""))
+                + (f"; network-level calibration (layer sums -> end-to-end time) fitted on {self.calibration_nets} "
+                   "networks spanning the space (smallest, middle, largest, random)" if self.calibration_nets else ""))
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,14 @@ def _measure_chunk(backend: TimingBackend, chunk: Sequence[LayerSpec], config: M
     call = float(np.median(times[-1]))
     # never below a hundredth of the raw reading: a layer is not free
     return np.maximum(times[:n] - call, times[:n] / 100), call, ref
+
+
+def _plan(backend: TimingBackend, config: MeasureConfig, module: Module) -> tuple[MeasureConfig, RunPlan]:
+    """Warm-up and repeats from a pilot run of ``module`` (never below the configured ones)."""
+    with backend.session():
+        plan = pilot_plan(backend.prepare(*module), runs=max(20, config.warmup + 10), clock=config.clock)
+    warn_if_noisy(plan.spread, what="pilot run of the reference network")
+    return replace(config, warmup=max(config.warmup, plan.warmup), repeats=max(config.repeats, plan.repeats)), plan
 
 
 def reference_network(space: SearchSpace, config: MeasureConfig,
@@ -215,12 +236,32 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     rng = np.random.default_rng(config.seed)
     # a seeded shuffle mixes layer types within a chunk, like the layers of a network
     todo = [todo[i] for i in rng.permutation(len(todo))]
-    measured: list[str] = []
     reference, ref_arch = (reference_network(space, config, build_network) if build_network is not None
                            and config.context else (None, None))
+    pinned = pin_cpus() if config.pin else None
+    try:
+        return _build(space, out, profile, todo, wanted, reference, ref_arch, backend, config, build_layer,
+                      build_network, progress, pinned is not None)
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+
+
+def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[LayerSpec],
+           wanted: dict[str, LayerSpec], reference: Module | None, ref_arch: Any, backend: TimingBackend,
+           config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
+           build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
+           pinned: bool) -> BuildResult:
+    measured: list[str] = []
+    if config.adaptive and todo:
+        config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
+        profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
+                                                                          "timing_plan": plan.to_dict()}))
+    spreads = []
     for start in range(0, len(todo), config.chunk):
         chunk = todo[start:start + config.chunk]
         times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, reference)
+        spreads.append(run_spread(times))
         profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
         if call and not profile.meta.network_overhead:
             profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
@@ -229,12 +270,21 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
         measured += [s.key() for s in chunk]
         if progress is not None:
             progress(len(measured), len(todo))
-    if build_network is not None and config.calibration_nets and (measured or "calibration" not in
-                                                                  profile.meta.provenance):
+    if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
         calibrated = _calibrate(space, profile, backend, config, build_network, reference)
         if calibrated is not profile:
             profile = calibrated
             profile.save(out)
+    if spreads:
+        spread = float(np.median(spreads))
+        advice = timing_advice(spread, threads=config.threads, clock=config.clock, pinned=pinned)
+        timing = {"spread": spread, "pinned": pinned, "advice": advice}
+        profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
+                                                                          "timing": timing}))
+        warn_if_noisy(spread, what=f"profile {out.name}")
+    if measured or (len(profile) >= 2 and "fallback" not in profile.meta.provenance):
+        profile = with_fallback(profile)  # the validated model for layers the table never measured
+        profile.save(out)
     if not out.exists():
         profile.save(out)
     return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)
@@ -242,33 +292,39 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
                build_network: Callable[[list[LayerSpec]], Any], reference: Module | None) -> HardwareProfile:
-    """Time ``config.calibration_nets`` seeded random networks end to end and store the in-network / isolated ratio.
+    """Time ``config.calibration_nets`` networks spanning the space end to end and store the fitted
+    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``).
 
     Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
     """
-    rng = np.random.default_rng([config.seed, 1])
-    nets = [space.layers(space.sample(rng)) for _ in range(config.calibration_nets)]  # type: ignore[attr-defined]
+    archs = calibration_archs(space, config.calibration_nets, [config.seed, 1])
+    nets = [space.layers(a) for a in archs]  # type: ignore[attr-defined]
     if any(s.key() not in profile.entries for layers in nets for s in layers):
         return profile
     modules = [(build_network(layers), input_shape(layers[0], config.batch)) for layers in nets]
     with_ref = reference is not None and config.normalise and profile.meta.reference_ms > 0
     if with_ref:
         modules.append(reference)  # type: ignore[arg-type]
-    times = measure_modules(backend, modules, warmup=config.warmup, repeats=config.repeats, seed=config.seed + 1,
-                            clock=config.clock)
+    # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
+    times = measure_modules(backend, modules, warmup=max(config.warmup, 3), repeats=max(config.repeats, 30),
+                            seed=config.seed + 1, clock=config.clock)
     medians = np.median(times, axis=1)
-    if with_ref:
-        medians = medians[:-1] * profile.meta.reference_ms / medians[-1]
-    measured = medians - profile.meta.network_overhead
-    raw = np.array([sum(profile.entries[s.key()].value for s in layers) for layers in nets])
-    ratio = measured / raw
-    scale = float(np.exp(np.mean(np.log(np.maximum(ratio, 1e-6)))))
-    info = {"networks": len(nets), "seed": [config.seed, 1], "scale": scale,
-            "raw_rmspe": float(np.sqrt(np.mean((ratio - 1) ** 2))),
-            "calibrated_rmspe": float(np.sqrt(np.mean((ratio / scale - 1) ** 2))),
-            "measured_ms": [round(float(m), 4) for m in measured + profile.meta.network_overhead]}
-    meta = replace(profile.meta, scale=scale, provenance={**profile.meta.provenance, "calibration": info})
-    return replace(profile, meta=meta)
+    # no drift normalisation here: the entries are in the unit of the build's first chunk, the calibration maps
+    # their sums to the end-to-end time measured now, at the end of the build (closest to the user's use of it)
+    drift = float(medians[-1] / profile.meta.reference_ms) if with_ref else None
+    medians = medians[: len(nets)]
+    sums = [op_sums(layers, [profile.entries[s.key()].value for s in layers]) for layers in nets]
+    conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
+                                    batch=config.batch, clock=config.clock, warmup=config.warmup,
+                                    repeats=max(config.repeats, 30), drift_normalised=False,
+                                    reference_drift=drift,
+                                    spread=run_spread(times[: len(nets)]))
+    networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
+                 "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]
+    cal = fit_calibration(sums, medians, overhead=profile.meta.network_overhead, conditions=conditions,
+                          networks=networks)
+    warn_if_noisy(conditions["spread"], what="calibration networks")
+    return replace(profile, meta=replace(profile.meta, scale=1.0, calibration=cal.to_dict()))
 
 
 def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_kwargs: Mapping[str, Any] | None = None,

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from hw_profiles.calibration import NetworkCalibration
 from hw_profiles.cost import CostModel, CostReport
 from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
-from hw_profiles.pricing import LayerPrices, space_layer_specs
+from hw_profiles.opmodel import OpFeatureModel, stored_fallback
+from hw_profiles.pricing import BatchCost, LayerPrices, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
 from search_spaces.errors import CorruptFileError
 from search_spaces.layers import LayerSpec
@@ -50,7 +52,7 @@ class LatencyModel(CostModel):
     exact_source = "table"
 
     def __init__(self, meta: ProfileMeta, table: Mapping[str, Entry] | None = None,
-                 fallback: LinearCostModel | None = None, *, domain: Domain | None = None,
+                 fallback: LinearCostModel | OpFeatureModel | None = None, *, domain: Domain | None = None,
                  strict: bool = False, heldout: Mapping[int, float] | None = None) -> None:
         super().__init__()
         self.meta, self.table, self.fallback = meta, dict(table or {}), fallback
@@ -59,14 +61,20 @@ class LatencyModel(CostModel):
         self.heldout = dict(heldout or {})
         self.name = f"latency@{meta.name}"
         self.units = meta.units
-        self.network_constant = float(meta.network_overhead)
+        #: network-level calibration of a measured profile (None: entries times ``meta.scale``)
+        self.calibration = NetworkCalibration.from_dict(meta.calibration) if meta.calibration else None
+        self.network_constant = float(self.calibration.offset if self.calibration else meta.network_overhead)
+        #: architectures priced so far and the layers of them the fallback priced (search summaries report it)
+        self.archs_priced = self.fallback_layers = 0
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
-                     fallback: LinearCostModel | None = None, strict: bool = False) -> LatencyModel:
+                     fallback: LinearCostModel | OpFeatureModel | None = None, strict: bool = False) -> LatencyModel:
         """Use a measured profile; unless given, the fallback is fitted on the profile's own entries, and the
         domain is that of the entries."""
         specs = profile.specs()
+        if fallback is None and features is None:
+            fallback = stored_fallback(profile)  # validated on held-out sizes and widths by the builder
         if fallback is None and len(profile) >= 2:
             keys = sorted(specs)
             fallback = fit_linear_cost([specs[k] for k in keys], [profile.entries[k].value for k in keys],
@@ -111,6 +119,28 @@ class LatencyModel(CostModel):
                 "out=<new file>")
         return found, total
 
+    def evaluate_many(self, space: Any, archs: Sequence[Any]) -> BatchCost:
+        return self._count(space, super().evaluate_many(space, archs))
+
+    def evaluate_encoded(self, space: Any, x: np.ndarray) -> BatchCost:
+        return self._count(space, super().evaluate_encoded(space, x))
+
+    def _count(self, space: Any, batch: BatchCost) -> BatchCost:
+        self.archs_priced += len(batch)
+        self.fallback_layers += int(batch.n_modelled.sum())
+        return batch
+
+    def pricing_note(self) -> str:
+        """One line for a search summary: how many layers of the priced architectures the fallback priced."""
+        if not self.archs_priced:
+            return f"{self.name}: nothing priced"
+        if not self.fallback_layers:
+            return f"{self.name}: every layer of {self.archs_priced} architectures priced from measured entries"
+        kind = "op-feature" if isinstance(self.fallback, OpFeatureModel) else "linear"
+        err = self.fallback.rel_error if self.fallback is not None else float("nan")
+        return (f"{self.name}: {self.fallback_layers} layers of {self.archs_priced} architectures priced by the "
+                f"{kind} fallback (not measured; held-out error {100 * err:.0f}%)")
+
     def _price(self, specs: Sequence[LayerSpec]) -> LayerPrices:
         n = len(specs)
         value, sem2, model_error, modelled = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
@@ -132,7 +162,8 @@ class LatencyModel(CostModel):
                 )
             pred = self.fallback.predict([specs[i] for i in missing])
             value[missing], model_error[missing], modelled[missing] = pred, pred * self.fallback.rel_error, True
-        k = self.meta.scale  # in-network / isolated calibration of the whole table (1.0 when not calibrated)
+        # network-level calibration: per-layer (per-op) scales; old profiles: one in-network / isolated ratio
+        k = self.calibration.layer_scales(specs) if self.calibration else self.meta.scale
         return LayerPrices(value * k, sem2 * k * k, model_error * k, modelled)
 
 

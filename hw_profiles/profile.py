@@ -117,6 +117,8 @@ class ProfileMeta:
     scale: float = 1.0
     #: median of the reference network when the profile was started; entries are drift-normalised to it (0 = off)
     reference_ms: float = 0.0
+    #: network-level calibration (:class:`hw_profiles.calibration.NetworkCalibration` as a dict); replaces ``scale``
+    calibration: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     _REQUIRED = ("name", "device", "soc", "runtime", "runtime_version", "threads", "batch", "units", "method")
@@ -139,17 +141,26 @@ class ProfileMeta:
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not (
                 math.isfinite(self.scale) and self.scale > 0):
             raise ProfileFormatError(f"meta.scale must be a number > 0, got {self.scale!r}")
+        if self.calibration is not None:
+            from hw_profiles.calibration import CalibrationError, NetworkCalibration
+
+            try:
+                NetworkCalibration.from_dict(self.calibration)
+            except CalibrationError as exc:
+                raise ProfileFormatError(str(exc)) from None
         if not isinstance(self.provenance, dict):
             raise ProfileFormatError(f"meta.provenance must be a mapping, got {type(self.provenance).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        return d if self.calibration is not None else {k: v for k, v in d.items() if k != "calibration"}
 
     @classmethod
     def from_dict(cls, d: Any) -> ProfileMeta:
         if not isinstance(d, Mapping):
             raise ProfileFormatError(f"meta: expected a mapping, got {type(d).__name__}")
-        optional = ("created", "space", "host", "notes", "network_overhead", "scale", "reference_ms", "provenance")
+        optional = ("created", "space", "host", "notes", "network_overhead", "scale", "reference_ms", "calibration",
+                    "provenance")
         _check_keys("meta", d, cls._REQUIRED, optional)
         return cls(**d)
 

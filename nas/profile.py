@@ -7,10 +7,13 @@ Resumes an interrupted build.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hw_profiles.builder import BuildResult, build_from_config
+from hw_profiles.validation import validate_profile
 from nas import conf
 from nas.cli import run_command
 from nas.resolve import resolve_space
@@ -27,7 +30,24 @@ def run(cfg: DictConfig) -> BuildResult:
                                progress=lambda done, todo: print(f"measured {done}/{todo}", flush=True))
     print(f"profile {result.path}: {result.total} layers, {len(result.measured)} measured now, "
           f"{result.skipped} already present")
+    if c.get("validate"):
+        report = validate_built(c, result.path)
+        cal, unc = report["calibrated"], report["uncalibrated_stats"]
+        print(f"validation in a separate process, {report['nets']} random subnets ({report['clock']} clock): "
+              f"within10={cal['within10']:.3f} within5={cal['within5']:.3f} rmspe={cal['rmspe']:.4f} "
+              f"bias={cal['bias']:+.3f}; uncalibrated sums within10={unc.get('within10', float('nan')):.3f} "
+              f"rmspe={unc.get('rmspe', float('nan')):.4f}; run-to-run spread {100 * report['spread']:.1f}%")
     return result
+
+
+def validate_built(c: dict, path: Path) -> dict:
+    """``validate=N``: time N random subnets in a separate process against the profile just built."""
+    kwargs = dict(c["space"].get("kwargs") or {})
+    resolutions = (c["hw"].get("build") or {}).get("resolutions")
+    if resolutions is not None:
+        kwargs["resolutions"] = tuple(resolutions)
+    return validate_profile(path, c["space"]["name"], kwargs, nets=int(c["validate"]),
+                            seed=int(c.get("validate_seed", 0)))
 
 
 @hydra.main(version_base=None, config_path=conf.SEARCH_PATH, config_name="profile")

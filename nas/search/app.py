@@ -38,6 +38,7 @@ class SearchOutcome:
     out_dir: Path
     table: str
     exported: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def extrapolation_report(model: Any, space: Any, result: SearchResult) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
     if keyed:
         point_latest(out)
-    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result))
+    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result),
+                            notes=tuple(o.note() for o in objectives if getattr(o, "note", None)))
     if export is not None:
         from nas.export_subnet import export_front_point
 
@@ -186,4 +188,5 @@ def summarise(outcome: SearchOutcome) -> str:
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
             + _describe_extrapolation(r.notes.get("latency_pricing")) + "\n"
             f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
+            + "".join(f"\n{note}" for note in outcome.notes)
             + (f"\n{outcome.exported}" if outcome.exported else ""))

@@ -110,7 +110,8 @@ def _hw_objective(space: Any, hw: DictConfig) -> Objective:
     units = getattr(model, "units", "ms")
     name = f"latency_{units}" if units in ("ms", "us", "s") else str(hw.name)
     return Objective(name, lambda archs: model(space, archs), "min",
-                     fn_x=lambda X: model.evaluate_encoded(space, X).values, model=model)
+                     fn_x=lambda X: model.evaluate_encoded(space, X).values, model=model,
+                     note=getattr(model, "pricing_note", None))
 
 
 def _objective(entry: Any, key: str, cfg: DictConfig, exp: Experiment) -> Objective:

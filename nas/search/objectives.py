@@ -77,6 +77,8 @@ class Objective:
     fn_x: EncodedFunction | None = field(default=None, repr=False, compare=False)
     #: the cost model behind a hardware objective (a latency profile), for the search's pricing report
     model: Any = field(default=None, repr=False, compare=False)
+    #: optional line for the search summary (e.g. how many layers a latency fallback priced)
+    note: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -209,7 +211,8 @@ def hw_objective(space: SearchSpace, *, profile: Any, name: str | None = None, *
 
     model = create_hw_profile(profile, **profile_kwargs) if isinstance(profile, str) else profile
     return Objective(name or model.name, lambda archs: np.asarray(model(space, list(archs)), dtype=np.float64),
-                     fn_x=lambda X: np.asarray(model.evaluate_encoded(space, X).values, dtype=np.float64))
+                     fn_x=lambda X: np.asarray(model.evaluate_encoded(space, X).values, dtype=np.float64),
+                     note=getattr(model, "pricing_note", None))
 
 
 def create_objective(kind: str, space: SearchSpace, **kwargs: Any) -> Objective:

@@ -48,6 +48,8 @@ def test_search_with_local_cpu_builds_the_space_profile_on_first_use(tmp_path: P
     profile = HardwareProfile.load(profile_file)
     assert profile.meta.space == name
     assert set(profile.entries) == {s.key() for s in space.layer_table().specs()}  # every layer, measured
+    assert profile.meta.calibration is not None  # network-level calibration is part of every local profile
+    assert "architectures priced from measured entries" in proc.stdout  # the summary says no layer was extrapolated
     front = json.loads((out / "front_ranked.json").read_text())
     assert front and all(p["latency_ms"] > 0 for p in front)
     model = LatencyModel.from_profile(profile)

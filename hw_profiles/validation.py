@@ -1,0 +1,118 @@
+"""Validation of a saved profile as a user meets it: a separate process times random subnets end to end.
+
+:func:`validate_profile` starts a fresh Python process that shares nothing with the builder (no reference network,
+no warm caches, no module objects): it loads the saved profile file, samples ``nets`` seeded random subnets of the
+space (seeds disjoint from the builder's), builds each whole network, times it on the profile's runtime, threads
+and batch, and compares the measured medians with the profile's predictions. No drift normalisation is applied:
+these are the numbers a user would see. The report holds, for the calibrated predictions (what pricing returns)
+and for the uncalibrated layer sums, the fraction within +-5 % / +-10 %, RMSPE and mean bias (nn-Meter's metrics).
+
+The network builder is named as ``module:function`` (default ``supernets.static:build_network``) and imported only
+inside the worker, so this package never imports ``supernets``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["validate_profile", "error_stats", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
+
+DEFAULT_NETWORK_BUILDER = "supernets.static:build_network"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ValidationError(RuntimeError):
+    """The validation process failed; the message carries its error output."""
+
+
+def error_stats(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """nn-Meter's accuracy figures of predictions against measurements."""
+    rel = (np.asarray(pred, float) - np.asarray(measured, float)) / np.asarray(measured, float)
+    return {"within5": float(np.mean(np.abs(rel) <= 0.05)), "within10": float(np.mean(np.abs(rel) <= 0.10)),
+            "rmspe": float(np.sqrt(np.mean(rel**2))), "bias": float(np.mean(rel)), "n": int(len(rel))}
+
+
+def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str, Any] | None = None, *,
+                     nets: int = 100, seed: int = 0, warmup: int = 3, repeats: int = 10, group: int = 10,
+                     clock: str | None = None, network_builder: str = DEFAULT_NETWORK_BUILDER,
+                     timeout: float | None = None) -> dict[str, Any]:
+    """Time ``nets`` random subnets of ``space`` in a separate process and compare with the profile at ``profile``.
+
+    ``clock`` defaults to the clock the profile's calibration was measured on (``wall`` if none). Returns a dict with
+    ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` / ``predicted`` /
+    ``uncalibrated`` milliseconds, the run-to-run ``spread`` and the measurement conditions.
+    """
+    request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
+               "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
+               "group": int(group), "clock": clock, "network_builder": network_builder}
+    if nets < 1 or repeats < 1 or group < 1 or warmup < 0:
+        raise ValueError(f"need nets, repeats, group >= 1 and warmup >= 0, got {request}")
+    with tempfile.TemporaryDirectory(prefix="nas-validate-") as tmp:
+        req, out = Path(tmp) / "request.json", Path(tmp) / "report.json"
+        req.write_text(json.dumps(request))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
+        code = "import sys; from hw_profiles.validation import _worker; _worker(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(req), str(out)], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.is_file():
+            raise ValidationError(f"validation process exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def _worker(request_path: str, out_path: str) -> None:
+    """Body of the separate validation process (see :func:`validate_profile`)."""
+    import importlib
+
+    from hw_profiles.backends import create_backend, time_interleaved
+    from hw_profiles.calibration import machine_conditions
+    from hw_profiles.latency import LatencyModel
+    from hw_profiles.profile import HardwareProfile
+    from hw_profiles.timing import run_spread
+    from search_spaces.base import create_space
+
+    req = json.loads(Path(request_path).read_text())
+    profile = HardwareProfile.load(req["profile"])
+    meta = profile.meta
+    cal_conditions = (meta.calibration or {}).get("conditions", {})
+    clock = req["clock"] or cal_conditions.get("clock", "wall")
+    module, _, fn = req["network_builder"].partition(":")
+    build_network = getattr(importlib.import_module(module), fn)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in req["space_kwargs"].items()}  # JSON lists
+    space = create_space(req["space"], **kwargs)
+    rng = np.random.default_rng([req["seed"], 24])  # disjoint from the builder's seeds
+    archs = [space.sample(rng) for _ in range(req["nets"])]
+    backend = create_backend(meta.runtime, threads=meta.threads or 1)
+    medians, spreads = [], []
+    for start in range(0, len(archs), req["group"]):
+        layers = [space.layers(a) for a in archs[start:start + req["group"]]]
+        with backend.session():
+            runners = [backend.prepare(build_network(ls), ls[0].input_shape(meta.batch)) for ls in layers]
+            times = time_interleaved(runners, warmup=req["warmup"], repeats=req["repeats"], seed=start, clock=clock)
+        medians += np.median(times, axis=1).tolist()
+        spreads.append(run_spread(times))
+    model = LatencyModel.from_profile(profile)
+    batch = model.evaluate_many(space, archs)
+    pred = batch.values
+    plain = np.array([sum(profile.entries[s.key()].value if s.key() in profile.entries else np.nan
+                          for s in space.layers(a)) for a in archs]) + meta.network_overhead
+    measured = np.asarray(medians)
+    known = np.isfinite(plain)
+    report = {"profile": req["profile"], "space": space.name, "nets": len(archs), "clock": clock,
+              "measured": measured.tolist(), "predicted": pred.tolist(), "uncalibrated": plain.tolist(),
+              "fallback_layers": int(batch.n_modelled.sum()),
+              "calibrated": error_stats(pred, measured),
+              "uncalibrated_stats": error_stats(plain[known], measured[known]) if known.any() else {},
+              "spread": float(np.median(spreads)),
+              "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,
+                                               threads=backend.threads, batch=meta.batch, clock=clock,
+                                               warmup=req["warmup"], repeats=req["repeats"], pid=os.getpid())}
+    Path(out_path).write_text(json.dumps(report))
