@@ -21,7 +21,14 @@ T = TypeVar("T")
 
 
 def debug_enabled() -> bool:
-    return os.environ.get("NAS_DEBUG", "") not in ("", "0")
+    """``NAS_DEBUG=1`` in the environment, or hydra's ``hydra.verbose`` set on the command line."""
+    if os.environ.get("NAS_DEBUG", "") not in ("", "0"):
+        return True
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:
+        return False
+    return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
 
 
 def run_command(fn: Callable[[], T], *, debug: bool = False) -> T:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -272,4 +273,14 @@ def test_debug_shows_the_traceback(tmp):
 
     proc = subprocess.run([sys.executable, "-m", "nas.search", "budget=abc", f"hydra.run.dir={tmp}/hydra"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "budget must be an integer" in proc.stderr
+
+
+def test_hydra_verbose_shows_the_traceback_too(tmp):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "NAS_DEBUG"} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "nas.search", "budget=abc", "hydra.verbose=true",
+                           f"hydra.run.dir={tmp}/hydra"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "budget must be an integer" in proc.stderr
