@@ -110,16 +110,17 @@ def test_killed_export_leaves_a_loadable_subnet_or_none(tmp_path, straight, dela
     def ready() -> bool:  # the export is writing its temporary directory
         return any(p.name.startswith(".subnet.") for p in tmp_path.iterdir())
 
-    code = kill_when(["-m", "nas.export", f"results={results}", f"out={out}", f"hydra.run.dir={tmp_path}/h"], ready,
+    code = kill_when(["-m", "nas.export", f"results={results}", f"out={out}", "recalibrate=false",
+                      f"hydra.run.dir={tmp_path}/h"], ready,
                      cwd=REPO, log_dir=tmp_path, delay_s=delay)
     assert code in (-9, 0)
     if out.exists():
         load_subnet(out)
     ref = tmp_path / "ref"
-    export_arch(straight, arch, ref)
+    export_arch(straight, arch, ref, recalibrate=False)
     from nas.export_subnet import export_front_point
 
-    export_front_point(results, rank=0, out=out, supernet=straight, overwrite=out.exists())
+    export_front_point(results, rank=0, out=out, checkpoint=straight, recalibrate=False, overwrite=out.exists())
     a, b = load_subnet(out).module.state_dict(), load_subnet(ref).module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in b)
 
