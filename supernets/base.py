@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from search_spaces import SearchSpace, create_space
+from search_spaces.errors import MissingCapabilityError
 from search_spaces.registry import Registry
 from supernets.ops import DerivedWeight
 
@@ -109,7 +110,8 @@ class Supernet(nn.Module, abc.ABC):
         return self._mixture_choices(mode)
 
     def _mixture_choices(self, mode: str) -> dict[str, tuple[Any, ...]]:
-        raise NotImplementedError
+        """A supernet that lists ``mixture_modes`` names its choice points here."""
+        raise MissingCapabilityError(self, "mixture_choices", needed_by=f"a {mode!r} mixture")
 
     def mixture_edges(self, mode: str) -> dict[str, int]:
         """PC-DARTS edge normalisation: node name -> number of incoming edges (empty when not applicable)."""
@@ -117,7 +119,7 @@ class Supernet(nn.Module, abc.ABC):
 
     def derive(self, picked: dict[str, Any]) -> Any:
         """The discrete architecture of one choice per choice point (argmax of the logits)."""
-        raise NotImplementedError
+        raise MissingCapabilityError(self, "derive", needed_by="differentiable search")
 
     @contextmanager
     def mixed(self, soft: Any) -> Iterator[Supernet]:

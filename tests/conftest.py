@@ -15,3 +15,12 @@ def yardsticks() -> Path:
     if not YARDSTICKS.is_dir():
         pytest.skip(f"reference data not found at {YARDSTICKS} (../shared/yardsticks beside the checkout)")
     return YARDSTICKS
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on the shared 2-core machine two OpenMP threads thrash under load (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

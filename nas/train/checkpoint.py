@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from search_spaces.errors import CorruptFileError, MissingFileError
 from supernets import Supernet, supernet_from_spec
+from supernets.export import file_sha256
 
 __all__ = [
     "CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint", "check_spec", "rng_state",
@@ -169,7 +170,7 @@ def save_weights(directory: str | Path, model: Supernet, metadata: dict[str, Any
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    doc = {"spec": model.full_spec(), "metadata": metadata or {}, "weights_sha256": _file_sha256(directory / WEIGHTS)}
+    doc = {"spec": model.full_spec(), "metadata": metadata or {}, "weights_sha256": file_sha256(directory / WEIGHTS)}
     atomic_write(directory / SPEC, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n"))
     return directory
 
@@ -180,7 +181,7 @@ def load_weights(model: Supernet, directory: str | Path) -> Supernet:
     doc = _read_spec(directory)
     check_spec(model.full_spec(), doc["spec"], str(directory))
     expected = doc.get("weights_sha256")  # absent in weights saved before it was recorded
-    if expected is not None and _file_sha256(directory / WEIGHTS) != expected:
+    if expected is not None and file_sha256(directory / WEIGHTS) != expected:
         raise CheckpointError(f"{directory / WEIGHTS} does not match the sha256 in {directory / SPEC}: the file was "
                               "altered or damaged after it was written")
     try:
@@ -201,13 +202,6 @@ def _read_spec(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory / SPEC} holds no supernet spec")
     return doc
 
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_supernet(path: str | Path) -> Supernet:

@@ -49,10 +49,5 @@ def kill_when(args: list[str], ready: Callable[[], bool], *, cwd: Path, log_dir:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one intra-op thread (``one_thread`` in tests/conftest.py)."""

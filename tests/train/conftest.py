@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from nas.conf import CONF_DIR
@@ -31,12 +30,8 @@ def _need_fmnist():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads thrash under load (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one intra-op thread (``one_thread`` in tests/conftest.py)."""
 
 
 def small_data(**kw):
