@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
         dm = create_data(data["name"], **dict(data.get("kwargs") or {}))
         evalset = EvalSet(dm, split="test", calib_images=calib_images, calib_batch=calib_batch, seed=seed)
         calib, _ = evalset.at(res or dm.image_size)
-        with net.use(arch), (recalibrated(net, calib) if do_recal else _unchanged(net)):
+        with net.use(arch), (recalibrated(net, calib) if do_recal else nullcontext(net)):
             meta["measured_test_top1"] = evaluate_arch(net, arch, evalset, recalibrate=False)["top1"]
             module = net.export(arch).module.eval()
         meta["measured_on"] = {"data": data["name"], "kwargs": dict(data.get("kwargs") or {}), "split": "test",
@@ -102,17 +103,6 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
 
 def _is_arch(space: Any, arch: Any) -> bool:
     return isinstance(arch, space.arch_type())
-
-
-class _unchanged:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        return self.model
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def export_front_point(results: str | Path, *, rank: int, out: str | Path, checkpoint: str | Path | None = None,

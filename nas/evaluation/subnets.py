@@ -14,6 +14,7 @@ import io
 import json
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def evaluate_arch(model: Supernet, arch: Any, evalset: EvalSet, recalibrate: boo
     calib, xs = evalset.at(size)
     was_training = model.training
     with model.use(arch):
-        ctx = recalibrated(model, calib) if recalibrate else _null(model)
+        ctx = recalibrated(model, calib) if recalibrate else nullcontext(model)
         with ctx:
             model.eval()
             correct, loss = 0, 0.0
@@ -90,17 +91,6 @@ def evaluate_arch(model: Supernet, arch: Any, evalset: EvalSet, recalibrate: boo
     model.train(was_training)
     n = evalset.n_images
     return {"top1": 100.0 * correct / n, "loss": loss / n}
-
-
-class _null:
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __enter__(self) -> Any:
-        return self.model
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def evaluate_subnets(model: Supernet, archs: Sequence[Any], evalset: EvalSet, *, progress: bool = False,
