@@ -22,7 +22,9 @@ Measured 2026-12-04 at the defaults (3 seeds, 4 epochs x 12 steps of 64 images, 
 images; a loaded shared 2-core machine, so times are rough): mean C-10 look-up DARTS 76.0 (+-19.2), PC-DARTS 88.9,
 FBNet (no latency term) 63.9, TangleNAS 87.9, random 87.8, SPOS + evolution 77.4; parameter-free ops DARTS 0.72,
 TangleNAS 0.61 (the cells drift to avg-pool at this tiny budget). Activation memory vs the largest cell: DARTS 3.04x,
-PC-DARTS 1.47x, TangleNAS 1.58x on NB201 (its pool/skip/none branches stay a weighted sum) and 1.05x on OFA-MBv3.
+PC-DARTS 1.47x, TangleNAS 1.58x on NB201 and 1.05x on OFA-MBv3. Since the skip/pool branches are one fused op that
+recomputes the pooled map in backward (``supernets.nb201._ParamFreeMix``), ``--memory-only`` gives TangleNAS 1.21x,
+PC-DARTS 1.38x, DARTS 2.67x on NB201 (activation bytes are deterministic: no run-to-run noise).
 At 48 steps the logits barely move (entropy ~log 5): these cells reflect early gradients, not converged searches.
 
     python bench/dnas.py                    # 3 seeds, small (about 10 CPU minutes on a shared 2-core machine)

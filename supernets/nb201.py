@@ -132,13 +132,51 @@ def _mixed_edge(z: torch.Tensor, edge: nn.ModuleDict, ops: tuple[str, ...], w: t
                 soft: SoftArch) -> torch.Tensor:
     """sum_o w_o op_o(z) (``none`` adds nothing but keeps its share of the weight); TangleNAS runs the convs once."""
     convs = [i for i, op in enumerate(ops) if op in ("nor_conv_1x1", "nor_conv_3x3")] if soft.entangled else []
-    out = z.mul(0.0)
+    free = [i for i, op in enumerate(ops) if op in _PARAM_FREE]
+    out = _ParamFreeMix.apply(z, w[free], tuple(ops[i] for i in free)) if free else z.mul(0.0)
     for i, op in enumerate(ops):
-        if op != "none" and i not in convs:
+        if op != "none" and i not in convs and i not in free:
             out = out + w[i] * _run_op(edge[op], z)
     if convs:
         out = out + _entangled_convs(z, [edge[ops[i]] for i in convs], w[convs])
     return out
+
+
+_PARAM_FREE = {"skip_connect": lambda z: z,
+               "avg_pool_3x3": lambda z: F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)}
+
+
+class _ParamFreeMix(torch.autograd.Function):
+    """sum_k w_k f_k(z) over an edge's parameter-free ops (skip, 3x3 average pool), saving only ``z`` and ``w``.
+
+    Autograd would keep every pooled map for the logits' gradient (dL/dw_k = <g, f_k(z)>); they cost one activation
+    per edge, so they are recomputed in backward instead (a pool is cheap). Mixture memory then stays near that of
+    the largest cell (TangleNAS' goal); the values and both gradients are autograd's (tested).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, w: torch.Tensor, kinds: tuple[str, ...]) -> torch.Tensor:
+        ctx.kinds = kinds
+        ctx.save_for_backward(z, w)
+        out = None
+        for k, kind in enumerate(kinds):
+            y = w[k] * _PARAM_FREE[kind](z)
+            out = y if out is None else out + y
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        z, w = ctx.saved_tensors
+        gz = gw = None
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(ctx.needs_input_grad[0])
+            outs = [_PARAM_FREE[kind](zz) for kind in ctx.kinds]
+            if ctx.needs_input_grad[0]:
+                mixed = sum(wk.detach() * o for wk, o in zip(w, outs))
+                (gz,) = torch.autograd.grad(mixed, zz, g)
+        if ctx.needs_input_grad[1]:
+            gw = torch.stack([(g * o.detach()).sum() for o in outs]).to(w.dtype)
+        return gz, gw, None
 
 
 def _run_op(op: nn.Module, z: torch.Tensor) -> torch.Tensor:

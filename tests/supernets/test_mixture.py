@@ -163,3 +163,21 @@ def test_modes_without_a_mixture_form_are_refused(mbv3):
     ap = ArchParameters(mbv3.mixture_choices("fbnet"))
     with pytest.raises(MixtureError, match="temperature"):
         ap.soft("fbnet", tau=0.0)
+
+
+@pytest.mark.parametrize("kinds", [("skip_connect", "avg_pool_3x3"), ("avg_pool_3x3",), ("skip_connect",)])
+def test_param_free_mixture_matches_autograd_and_saves_only_its_input(kinds):
+    """The fused skip/pool mixture gives autograd's value and gradients (gradcheck in float64) while saving only the
+    input and the weights: the pooled map is recomputed in backward."""
+    from supernets.nb201 import _PARAM_FREE, _ParamFreeMix
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.rand(len(kinds), dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z, w: _ParamFreeMix.apply(z, w, kinds), (z, w))
+    ref = sum(w[k] * _PARAM_FREE[kind](z) for k, kind in enumerate(kinds))
+    torch.testing.assert_close(_ParamFreeMix.apply(z, w, kinds), ref)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        _ParamFreeMix.apply(z, w, kinds)
+    assert {t.data_ptr() for t in saved} == {z.data_ptr(), w.data_ptr()}
