@@ -5,7 +5,10 @@ training split is cut (seeded) into a weight part and an architecture part; each
 an architecture batch (Adam), then the weights on a weight batch (SGD, cosine lr, grad clip), as DARTS' reference
 code does. The logits stay frozen during ``warmup_epochs`` (PC-DARTS, FBNet). FBNet's Gumbel temperature is
 ``tau0 * exp(-tau_decay * epochs after warm-up)`` and its architecture loss CE * a * log(LAT)^b uses the expected
-latency of a hardware profile (:mod:`nas.search.dnas_latency`); the weights always train on plain CE.
+latency of a hardware profile (:mod:`nas.search.dnas_latency`); the weights always train on plain CE. FBNet's
+factor only pushes latency down; with ``lat_target=T`` (the profile's units) the architecture loss is instead
+TuNAS' absolute reward CE + lat_weight * |LAT / T - 1| (Bender et al., CVPR 2020), which pulls the expected latency
+to T from either side, in any mode; each epoch records the derived architecture's own price next to the target.
 
 After every epoch the run appends the entropy of the logits and the argmax architecture to its history and writes
 an atomic checkpoint (weights, logits, both optimizers, schedule, every RNG state); a run killed at any instant and
@@ -66,6 +69,8 @@ class DnasSettings:
     partial: int = 4
     lat_alpha: float = 0.2
     lat_beta: float = 0.6
+    lat_target: float | None = None
+    lat_weight: float = 1.0
     eval_images: int = 1000
     seed: int = 0
 
@@ -79,6 +84,11 @@ class DnasSettings:
         if self.epochs < 1 or not 0 <= self.warmup_epochs or self.batch_size < 1:
             raise MixtureError(f"epochs >= 1, warmup_epochs >= 0 and batch_size >= 1 must hold; got epochs="
                                f"{self.epochs}, warmup_epochs={self.warmup_epochs}, batch_size={self.batch_size}")
+        if self.lat_target is not None and not float(self.lat_target) > 0:
+            raise MixtureError(f"lat_target must be a latency > 0 in the hardware profile's units, got "
+                               f"{self.lat_target}")
+        if not self.lat_weight >= 0:
+            raise MixtureError(f"lat_weight must be >= 0, got {self.lat_weight}")
         object.__setattr__(self, "a_betas", tuple(self.a_betas))
 
     @classmethod
@@ -176,6 +186,8 @@ class _Search:
         if self.latency is None:
             return ce, float("nan")
         lat = self.latency(soft)
+        if self.s.lat_target is not None:
+            return ce + self.s.lat_weight * (lat / float(self.s.lat_target) - 1.0).abs(), float(lat.detach())
         return fbnet_loss(ce, lat, alpha=self.s.lat_alpha, beta=self.s.lat_beta), float(lat.detach())
 
     def alpha_step(self, xa: torch.Tensor, ya: torch.Tensor, xw: torch.Tensor, yw: torch.Tensor) -> tuple[float, float]:
@@ -247,6 +259,8 @@ class _Search:
                "alpha_frozen": not search_alpha, "entropy": self.ap.mean_entropy(),
                "w_loss": float(np.mean(w_losses)), "a_loss": float(np.mean(a_losses)) if a_losses else None,
                "expected_latency": float(np.mean(lats)) if lats and self.latency else None,
+               "derived_latency": self.latency.price(arch) if self.latency else None,
+               "latency_target": self.s.lat_target,
                "arch_id": self.net.space.arch_id(arch), "arch": self.net.space.to_dict(arch),
                "seconds": time.perf_counter() - t0}
         self.history.append(row)
@@ -273,6 +287,9 @@ def run_dnas(net: Supernet, data: DataModule, settings: DnasSettings, out_dir: s
     """Search, checkpointing every epoch; then evaluate the argmax arch and write the results directory."""
     out = Path(out_dir)
     ckpt = out / CHECKPOINT
+    if settings.lat_target is not None and latency is None:
+        raise MixtureError(f"lat_target={settings.lat_target} needs a hardware profile to price the space: add "
+                           "+hw=<profile> (e.g. +hw=local_cpu or +hw=macs)")
     if ckpt.exists() and not resume:
         raise MixtureError(f"{out} already holds a search ({CHECKPOINT}); pass resume=true to continue it or "
                            "choose another out_dir")

@@ -175,6 +175,37 @@ def test_latency_loss_moves_the_logits_towards_cheaper_archs(tmp_path):
     assert ends["latency"] < ends["plain"]
 
 
+@needs_data
+def test_latency_target_pulls_the_expected_latency_to_it_from_both_sides(tmp_path):
+    """lat_target (TuNAS' absolute reward): a target below the start lowers the expected latency, one above raises
+    it, and both end closer to their target than they started."""
+    from hw_profiles import create_hw_profile
+    from nas.search import dnas
+
+    sp = create_space("ofa_mbv3_tiny", kernels=(3, 5), expands=(2, 4))
+    lat = ExpectedLatency(sp, create_hw_profile("macs"), resolution=28)
+    lo, hi = lat.price(sp.min_arch()), lat.price(sp.max_arch())
+    for target in (lo + 0.15 * (hi - lo), lo + 0.85 * (hi - lo)):
+        torch.manual_seed(0)
+        net = create_supernet("ofa_mbv3", sp)
+        s = DnasSettings.for_mode("tangle", batch_size=4, a_lr=0.2, lat_target=target, lat_weight=20.0)
+        search = dnas._Search(net, _data(), s, tmp_path, latency=lat, resolution=28, device=torch.device("cpu"))
+        with torch.no_grad():
+            start = float(lat(search.ap.soft("darts")))
+        x, y = search.batch(search.a_idx, 0)
+        for _ in range(8):
+            search.alpha_step(x, y, x, y)
+        with torch.no_grad():
+            end = float(lat(search.ap.soft("darts")))
+        assert abs(end - target) < 0.5 * abs(start - target), (target, start, end)
+        assert (end - start) * (target - start) > 0
+
+
+def test_latency_target_needs_a_profile_and_a_positive_value():
+    with pytest.raises(MixtureError, match="lat_target must be a latency > 0"):
+        DnasSettings(lat_target=0.0)
+
+
 def test_bad_input_is_a_clear_mixture_error():
     with pytest.raises(MixtureError, match="no supernet can compute a 'darts' mixture on space 'vit_tiny'"):
         mixture_supernet(create_space("vit_tiny"), "darts")
