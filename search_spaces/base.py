@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,6 +72,10 @@ class SearchSpace(abc.ABC):
     """Base class of all spaces. Subclasses are frozen dataclasses defining the four abstract methods."""
 
     name: str
+
+    #: the registered supernet that serves this space by default (a wrapping supernet such as the quantised one
+    #: builds it around the space when no base is named); ``None`` when the engine ships none
+    supernet_name: ClassVar[str | None] = None
 
     # -- what a subclass defines ------------------------------------------------------------------
     @abc.abstractmethod

@@ -15,7 +15,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from search_spaces.base import SPACES, Gene, InvalidArchError, SearchSpace
 from search_spaces.layer_table import LayerTable, TableSlot
@@ -81,6 +81,7 @@ class NB201Arch:
 class NB201Space(SearchSpace):
     """The cell space plus the macro-network settings needed to price it."""
 
+    supernet_name: ClassVar[str | None] = "nb201"
     name: str = "nb201"
     ops: tuple[str, ...] = NB201_OPS
     C: int = 16

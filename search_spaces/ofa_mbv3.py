@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -95,6 +95,7 @@ def _fmt(x: Any) -> str:
 class OFAMobileNetV3Space(SearchSpace):
     """OFA MobileNetV3. ``width_mult`` 1.0 or 1.2 gives OFA's released variants; all fields are configurable."""
 
+    supernet_name: ClassVar[str | None] = "ofa_mbv3"
     name: str = "ofa_mbv3"
     width_mult: float = 1.0
     base_widths: tuple[int, ...] = OFA_BASE_WIDTHS

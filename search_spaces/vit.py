@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -86,6 +86,7 @@ class ViTBlockDims:
 class ViTSpace(SearchSpace):
     """Elastic ViT; the defaults are AutoFormer-S (224 px, patch 16, head dim 64, 1000 classes)."""
 
+    supernet_name: ClassVar[str | None] = "vit"
     name: str = "vit"
     img_size: int = 224
     patch_size: int = 16

@@ -17,7 +17,6 @@ from supernets.quant.quantizers import (
     round_ste,
 )
 from supernets.quant.supernet import (
-    DEFAULT_BASE_SUPERNETS,
     QuantSupernet,
     calibrate,
     calibration,
@@ -30,6 +29,6 @@ from supernets.quant.supernet import (
 __all__ = [
     "FakeQuantLayer", "call_order", "fake_quant_config", "wrap_in_call_order", "ADAPTERS", "Adapter", "Binding",
     "QuantLayer", "adapter_for", "BITS", "ActQuantizer", "WeightQuantizer", "fake_quant", "grad_scale", "int_range",
-    "lp_init", "quantize_dequantize", "round_ste", "DEFAULT_BASE_SUPERNETS", "QuantSupernet", "calibrate",
+    "lp_init", "quantize_dequantize", "round_ste", "QuantSupernet", "calibrate",
     "calibration", "full_precision", "input_shape", "quant_layers", "quantization_mode",
 ]

@@ -21,19 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces import NB201Space, OFAMobileNetV3Space
 from search_spaces.base import require
+from search_spaces.errors import MissingCapabilityError
 from search_spaces.quant import JointArch, JointSpace
 from supernets.base import SUPERNETS, Supernet, create_supernet, grad_norm
 from supernets.quant.export import FakeQuantLayer, fake_quant_config, wrap_in_call_order
 from supernets.quant.ops import Binding, QuantLayer, adapter_for
 
 __all__ = ["QuantSupernet", "quant_layers", "quantization_mode", "full_precision", "calibration", "calibrate",
-           "input_shape", "DEFAULT_BASE_SUPERNETS"]
-
-#: Which supernet wraps a base space when none is named.
-DEFAULT_BASE_SUPERNETS: dict[type, str] = {OFAMobileNetV3Space: "ofa_mbv3", NB201Space: "nb201"}
-
+           "input_shape"]
 
 def quant_layers(model: nn.Module) -> list[QuantLayer]:
     return [m for m in model.modules() if isinstance(m, QuantLayer)]
@@ -65,9 +61,11 @@ class QuantSupernet(Supernet):
             raise TypeError(f"the quant supernet needs a JointSpace (e.g. create_space('quant_nb201_tiny')), "
                             f"got {type(space).__name__}")
         if base is None:
-            base = next((n for t, n in DEFAULT_BASE_SUPERNETS.items() if isinstance(space.base, t)), None)
+            base = space.base.supernet_name
             if base is None:
-                raise TypeError(f"no default supernet for space type {type(space.base).__name__}; pass base=")
+                raise MissingCapabilityError(
+                    f"space {space.base.name!r} ({type(space.base).__name__}) names no default supernet "
+                    "(its supernet_name); pass base=<registered supernet> to the quantised supernet")
         super().__init__(space)
         self.base_name = base
         self.inner = create_supernet(base, space.base, **(base_kwargs or {}))
