@@ -76,9 +76,8 @@ class QuantSupernet(Supernet):
         if base is None:
             base = space.base.supernet_name
             if base is None:
-                raise MissingCapabilityError(
-                    f"space {space.base.name!r} ({type(space.base).__name__}) names no default supernet "
-                    "(its supernet_name); pass base=<registered supernet> to the quantised supernet")
+                raise MissingCapabilityError(space.base, "supernet_name",
+                                             needed_by="the quantised supernet; or pass base=<registered supernet>")
         factory = weight_quantizer_factory(quantizer, quantizer_kwargs)
         super().__init__(space)
         self.base_name = base
