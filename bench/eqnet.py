@@ -22,8 +22,9 @@ activation bits, mean top-1 over seeds). ``front_dominates`` holds when, for eve
 is no larger, has no more average activation bits and is at least as accurate (on the seed means); ``dominated``
 counts the (seed, uniform policy) pairs for which that holds within the seed.
 
-Default budget (250 steps of 64 images per run, 4 runs and 27 evaluations per seed, 3 seeds, 1 thread) measured
-~20 min wall on the shared 2-core machine. ``--quick`` is a smoke run for the tests. Ends with
+Default budget (200 steps of 32 images per run, 4 runs and 22 evaluations per seed, 3 seeds, 1 thread): 974 s
+wall at ``nice -n 5`` on the shared 2-core machine (EQ-Net run ~120 s, Double Rounding ~100 s, QAT ~35 s).
+``--quick`` is a smoke run for the tests. Ends with
 ``RESULT front_dominates=.. dominated=k/n w8a8=.. w8a8_hw=.. w6a6=.. ... double_rounding_w4a4=.. .._hw=..``
 (top-1 in %, ``_hw`` the 95 % half-width, t-distribution over seeds).
 """
