@@ -38,8 +38,8 @@ import torch
 from nas.data import create_data
 from nas.evaluation import EvalSet, evaluate_subnets
 from nas.train import TrainConfig, Trainer
-from nas.train.samplers_eqnet import EQNetSampler
-from nas.train.samplers_sorted import FixedArchSampler
+from nas.train.samplers.eqnet import EQNetSampler
+from nas.train.samplers.fixed import FixedArchSampler
 from search_spaces import create_space
 from search_spaces.quant_costs import average_bits, model_size_bytes
 from supernets import create_supernet, recalibrated

@@ -129,8 +129,8 @@ def import_run_plugins(path: str | Path) -> None:
 
 
 def load_trained_supernet(path: str | Path) -> Any:
-    """:func:`nas.train.checkpoint.load_supernet` for any supernet, a user's included (see module docstring)."""
-    from nas.train.checkpoint import load_supernet
+    """:func:`nas.checkpoints.load_supernet` for any supernet, a user's included (see module docstring)."""
+    from nas.checkpoints import load_supernet
 
     import_run_plugins(path)
     return load_supernet(path)

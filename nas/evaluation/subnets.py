@@ -127,7 +127,7 @@ def write_measurements(path: str | Path, rows: Sequence[dict[str, Any]], extra: 
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    from nas.train.checkpoint import atomic_write
+    from nas.checkpoints import atomic_write
 
     return atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
 

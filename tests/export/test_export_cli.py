@@ -143,7 +143,7 @@ def test_recalibrate_false_exports_the_shared_statistics(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sub = load_subnet(tmp_path / "sub")
     assert sub.metadata["bn_recalibration"]["recalibrated"] is False and sub.metadata["preprocessing"] is None
-    from nas.train.checkpoint import load_supernet
+    from nas.checkpoints import load_supernet
 
     net = load_supernet(EMBEDDED).eval()
     x = torch.randn(4, 1, 28, 28)
@@ -217,7 +217,7 @@ def test_export_md_of_a_preset_without_a_supernet_runs_once_its_variables_are_se
     """ofa_imagenet ships no supernet: EXPORT.md's command works with CHECKPOINT set to a supernet of its space."""
     import torch
 
-    from nas.train.checkpoint import save_weights
+    from nas.checkpoints import save_weights
     from supernets import create_supernet
 
     proc = nas("nas.search", "experiment=ofa_imagenet", "budget=60", "progress=false", "out_dir=imagenet",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.checkpoints import save_weights
 from nas.conf import CONF_DIR
-from nas.train.checkpoint import save_weights
 from supernets import create_supernet
 from tests.reliability.conftest import REPO, run_cli
 

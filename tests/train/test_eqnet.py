@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nas.data import Batch, create_data
 from nas.train import SAMPLERS, TrainConfig, Trainer, create_sampler
 from nas.train.run import run_train
-from nas.train.samplers_eqnet import EQNetSampler
+from nas.train.samplers.eqnet import EQNetSampler
 from search_spaces import create_space
 from supernets import create_supernet
 from supernets.quant import quant_layers

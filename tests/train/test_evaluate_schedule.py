@@ -8,10 +8,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.checkpoints import save_weights
 from nas.conf import CONF_DIR
 from nas.data import create_data
 from nas.evaluate import EvalSet, evaluate_subnets, read_measurements, run_evaluate, sample_archs
-from nas.train import save_weights
 from nas.train.schedule import create_schedule
 from supernets import create_supernet
 
