@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from nas.arch_input import parse_arch
 from nas.checks import as_bool, as_int
 from nas.data import DataModule, check_compatible
 from search_spaces.errors import BadInputError
@@ -166,8 +167,9 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
     check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
-        archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)
-                 for a in cfg.archs]
+        given = [cfg.archs] if isinstance(cfg.archs, str) else list(cfg.archs)
+        archs = [parse_arch(model.space, a if isinstance(a, str) else dict(a), lookup=(cfg.checkpoint,))
+                 for a in given]
     else:
         n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
