@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from nas.arch_input import parse_arch
@@ -167,9 +168,8 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
     check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
-        given = [cfg.archs] if isinstance(cfg.archs, str) else list(cfg.archs)
-        archs = [parse_arch(model.space, a if isinstance(a, str) else dict(a), lookup=(cfg.checkpoint,))
-                 for a in given]
+        given = [cfg.archs] if isinstance(cfg.archs, str) else OmegaConf.to_container(cfg.archs, resolve=True)
+        archs = [parse_arch(model.space, a, lookup=(cfg.checkpoint,)) for a in given]
     else:
         n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
