@@ -1,9 +1,9 @@
 """An architecture as a user types it on the command line: JSON, a dict, or the canonical id a search printed.
 
-The id form is resolved by the space when it can parse ids (an optional ``from_id(text)`` capability), else by
-looking the id up among architectures the engine has already seen and written down: the rows of a search's
-``evaluated.csv`` and of a supernet directory's ``measurements.csv``. Every failure names the value and the
-forms that are allowed.
+The id form is parsed by the space (the ``from_id(text)`` capability: every built-in space has it, so an id needs no
+results file); for a user's space without it, the id is looked up among architectures the engine has already seen
+and written down: the rows of a search's ``evaluated.csv`` and of a supernet directory's ``measurements.csv``.
+Every failure names the value and the forms that are allowed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search_spaces.errors import BadInputError
+from search_spaces.base import has_capability
+from search_spaces.errors import BadInputError, MissingCapabilityError
 
 __all__ = ["ArchInputError", "parse_arch", "FORMS"]
 
@@ -66,13 +67,13 @@ def parse_arch(space: Any, value: Any, *, lookup: Iterable[str | Path] = ()) -> 
         if not isinstance(d, dict):
             raise ArchInputError(f"arch={text!r} is JSON but not an object; {_allowed()}")
         return _from_dict(space, d, repr(text))
-    from_id = getattr(space, "from_id", None)
-    if callable(from_id):
+    if has_capability(space, "from_id"):
         try:
-            return from_id(text)
+            return space.from_id(text)
+        except MissingCapabilityError:
+            pass  # e.g. a joint space over a user's base space that cannot parse ids: look the id up below
         except (ValueError, KeyError) as exc:
-            raise ArchInputError(f"arch={text!r} is not an arch id of space {space.name!r}: {exc}; "
-                                 f"{_allowed()}") from None
+            raise ArchInputError(f"arch does not parse: {exc}. Other forms: {FORMS[0]}; {FORMS[2]}") from None
     files: list[Path] = []
     for src in map(Path, lookup):
         files += [src / "evaluated.csv", src / "measurements.csv"] if src.is_dir() else [src]
