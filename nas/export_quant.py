@@ -28,7 +28,8 @@ from torch import nn
 from search_spaces.errors import BadInputError
 from search_spaces.quant import JointArch, JointSpace
 
-__all__ = ["FORMATS", "FALLBACKS", "QuantExportError", "policy_metadata", "check_format", "int8_artifact"]
+__all__ = ["FORMATS", "FALLBACKS", "QuantExportError", "policy_metadata", "check_format", "check_policy",
+           "int8_artifact"]
 
 FORMATS = ("fake_quant", "onnx_int8", "torch_int8")
 FALLBACKS = (None, "fake_quant")
@@ -61,6 +62,18 @@ def check_format(fmt: str, fallback: str | None, space: Any, *, data: Any, calib
                                f"{calib_batch} or a smaller calib_batch")
 
 
+def check_policy(fmt: str, fallback: str | None, space: JointSpace, joint: JointArch) -> list[str]:
+    """The layers below W8A8 (empty: none); for an int8 format without ``fallback=fake_quant`` they are refused."""
+    narrow = _narrow(space, joint) if fmt != "fake_quant" else []
+    if narrow and fallback != "fake_quant":
+        shown = ", ".join(narrow[:6]) + (f" and {len(narrow) - 6} more" if len(narrow) > 6 else "")
+        raise QuantExportError(
+            f"format={fmt} runs 8-bit integer kernels only, but {len(narrow)} layer(s) of the policy are narrower: "
+            f"{shown}; allowed: every layer W8A8. Export an all-8-bit policy, or pass fallback=fake_quant to write "
+            "the fake-quant module (any bits) instead")
+    return narrow
+
+
 def policy_metadata(space: JointSpace, joint: JointArch) -> dict[str, Any]:
     """Bits, weight granularity and symmetries of every running layer (slot name), plus the policy id."""
     layers = [{"slot": space.slots[i], "w_bits": q.w_bits, "a_bits": q.a_bits, "w_granularity": q.w_granularity,
@@ -79,14 +92,8 @@ def int8_artifact(fmt: str, fallback: str | None, space: JointSpace, joint: Join
                   ) -> tuple[dict[str, Any], Callable[[Path], None] | None]:
     """(metadata, writer of the int8 file into the export directory) of ``module`` (the fake-quant subnet);
     ``(metadata, None)`` when a sub-8-bit policy falls back to the fake-quant module."""
-    narrow = _narrow(space, joint)
+    narrow = check_policy(fmt, fallback, space, joint)
     if narrow:
-        if fallback != "fake_quant":
-            shown = ", ".join(narrow[:6]) + (f" and {len(narrow) - 6} more" if len(narrow) > 6 else "")
-            raise QuantExportError(
-                f"format={fmt} runs 8-bit integer kernels only, but {len(narrow)} layer(s) of policy "
-                f"{joint.policy.id} are narrower: {shown}; allowed: every layer W8A8. Export an all-8-bit policy, "
-                "or pass fallback=fake_quant to write the fake-quant module (any bits) instead")
         return {"format": "fake_quant", "requested_format": fmt, "fallback": "fake_quant",
                 "fallback_reason": f"{len(narrow)} layer(s) below W8A8 have no int8 kernel: {', '.join(narrow)}"}, None
     if fmt == "onnx_int8":

@@ -21,7 +21,7 @@ from torch import nn
 from nas.arch_input import parse_arch
 from nas.data import create_data
 from nas.evaluation import EvalSet, evaluate_arch
-from nas.export_quant import check_format, int8_artifact, policy_metadata
+from nas.export_quant import check_format, check_policy, int8_artifact, policy_metadata
 from nas.resolve import load_trained_supernet
 from search_spaces.base import require
 from search_spaces.errors import BadInputError
@@ -83,6 +83,7 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
                             "source_checkpoint": str(checkpoint), "source_sha256": _checkpoint_hash(path),
                             **(extra or {})}
     if isinstance(space, JointSpace):
+        check_policy(fmt, fallback, space, arch)  # before the slow part
         meta["quantization"] = policy_metadata(space, arch)
     do_recal = bn and recalibrate
     write_int8 = None

@@ -17,11 +17,11 @@ from supernets.quant import QuantSupernet, calibrate
 EMBEDDED = Path(__file__).resolve().parents[2] / "nas" / "embedded" / "ofa_mbv3_fmnist"
 
 
-def make_quant_supernet(directory: Path, *, calib_images: int = 256, seed: int = 0) -> Path:
+def make_quant_supernet(directory: Path, *, calib_images: int = 128, steps: int = 20, seed: int = 0) -> Path:
     fp = load_trained_supernet(EMBEDDED)
     net = QuantSupernet(create_space("quant_ofa_mbv3_fmnist"))
     with net.unwrapped() as inner:
         inner.load_state_dict(fp.state_dict())
     images = torch.cat(create_data("fashion_mnist").calibration_batches(calib_images, calib_images, seed, "train"))
-    calibrate(net, images, seed=seed)
+    calibrate(net, images, seed=seed, steps=steps)
     return save_weights(directory, net, {"made_by": "tests/export/quant_supernet.py (float embedded + L_p init)"})
