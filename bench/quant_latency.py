@@ -153,7 +153,8 @@ def graph_ops(model: bytes) -> tuple[dict[str, int], list[str]]:
             counts[n.op_type] += 1
             if n.op_type == "Conv":
                 a = {x.name: list(x.ints) or x.i for x in n.attribute}
-                floats.append(f"{n.name.replace('/conv/Conv', '')} (groups {a.get('group', 1)}, k {a.get('kernel_shape')})")
+                name = n.name.replace("/conv/Conv", "")
+                floats.append(f"{name} (groups {a.get('group', 1)}, k {a.get('kernel_shape')})")
     return dict(sorted(counts.items(), key=lambda kv: -kv[1])), floats
 
 
