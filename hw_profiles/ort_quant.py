@@ -4,7 +4,8 @@ A quantised layer's signature carries its (weight, activation) bits (``LayerSpec
 kernels compute in 8 bits only (``QLinearConv`` / ``QLinearMatMul``, u8 activations x s8 weights with int32
 accumulation), so every quantised layer is timed in its *runtime form*: the float layer exported to ONNX and
 quantised with ORT's own tooling (``onnxruntime.quantization.quantize_static``, QDQ format, per-channel symmetric
-int8 weights, uint8 activations, MinMax calibration), which ORT's graph optimiser fuses into the QLinear kernels.
+int8 weights, uint8 activations, MinMax calibration, after ORT's ``quant_pre_process``), which ORT's graph optimiser
+fuses into the QLinear kernels.
 Bit-widths below 8 have no kernel of their own: their integers are held in int8 tensors and run through the same
 kernels, so a W4A4 layer costs what a W8A8 one does (``runs_as`` says so; there is never a sub-8-bit speed-up the
 runtime does not have). Layers without a conv / linear (pooling) run in fp32. Each profile entry records its
@@ -93,9 +94,14 @@ def quantize_qdq(model: bytes, calibration: Sequence[np.ndarray], *, input_name:
 
 def _quantize_files(model: bytes, reader: Any, quantize_static: Any, fmt: Any, per_channel: bool, a_type: Any,
                     w_type: Any, method: Any, extra: dict[str, Any]) -> bytes:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(model)
+        raw, src, dst = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        raw.write_bytes(model)
+        # ORT's pre-processing (graph optimisation + shape inference): without it, initialisers the torch exporter
+        # shares through Identity nodes (e.g. equal conv biases) stay float and ORT cannot fuse those convs
+        quant_pre_process(str(raw), str(src), skip_symbolic_shape=True)
         quantize_static(str(src), str(dst), reader, quant_format=fmt, per_channel=per_channel, activation_type=a_type,
                         weight_type=w_type, calibrate_method=method, extra_options=extra)
         return dst.read_bytes()
