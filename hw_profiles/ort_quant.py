@@ -239,6 +239,11 @@ class Int8LatencyModel(LatencyModel):
             self.priced_as[runs_as(s)] = self.priced_as.get(runs_as(s), 0) + 1
         return super()._price(forms)
 
+    def runs_as_of(self, space: Any, arch: Any) -> str:
+        """What an architecture's quantised layers run as: ``int8``, or ``int8 (W4A4,W6A8 held in int8)``."""
+        narrow = sorted({wa for s in space.layers(arch) for wa in s.qbits if wa != (NATIVE_BITS, NATIVE_BITS)})
+        return "int8" if not narrow else "int8 (" + ",".join(f"W{w}A{a}" for w, a in narrow) + " held in int8)"
+
     def pricing_note(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.priced_as.items()))
         narrow = sum(n for k, n in self.priced_as.items() if "held in int8" in k)
