@@ -125,6 +125,9 @@ class RuntimeForms:
     def decode(self, x: Any) -> Any:
         return self.space.decode(x)
 
+    def encode_many(self, archs: Sequence[Any]) -> np.ndarray:
+        return self.space.encode_many(archs)  # type: ignore[no-any-return]
+
     def layers(self, arch: Any) -> list[LayerSpec]:
         return [runtime_form(s) for s in self.space.layers(arch)]
 
