@@ -101,10 +101,15 @@ def int8_artifact(fmt: str, fallback: str | None, space: JointSpace, joint: Join
     else:
         blob, top1 = _torch_int8(module, calib, test, targets)
     name = _FILES[fmt]
-    meta = {"format": fmt, "file": name, "sha256": hashlib.sha256(blob).hexdigest(), "measured_test_top1": top1,
-            "calibration": {"images": sum(int(x.size(0)) for x in calib), "batches": len(calib),
-                            "split": "train", "method": "MinMax" if fmt == "onnx_int8" else "observed output ranges"}}
-    return meta, lambda out: (Path(out) / name).write_bytes(blob)
+    meta: dict[str, Any] = {
+        "format": fmt, "file": name, "sha256": hashlib.sha256(blob).hexdigest(), "measured_test_top1": top1,
+        "calibration": {"images": sum(int(x.size(0)) for x in calib), "batches": len(calib), "split": "train",
+                        "method": "MinMax" if fmt == "onnx_int8" else "observed output ranges"}}
+
+    def write(out: Path) -> None:
+        (Path(out) / name).write_bytes(blob)
+
+    return meta, write
 
 
 def _baked(module: nn.Module) -> nn.Module:
@@ -140,7 +145,8 @@ def _onnx_int8(module: nn.Module, joint: JointArch, calib: Sequence[torch.Tensor
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_baked(module), (calib[0][:1].cpu(),), buf, input_names=["input"], output_names=["output"],
+        torch.onnx.export(_baked(module), (calib[0][:1].cpu(),), buf,  # type: ignore[arg-type]
+                          input_names=["input"], output_names=["output"],
                           opset_version=17, dynamo=False,
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     blob = quantize_qdq(buf.getvalue(), [x.cpu().numpy() for x in calib], per_channel=first.per_channel,
