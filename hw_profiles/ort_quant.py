@@ -243,16 +243,28 @@ class Int8LatencyModel(LatencyModel):
         return super()._price(forms)
 
     def runs_as_of(self, space: Any, arch: Any) -> str:
-        """What an architecture's quantised layers run as: ``int8``, or ``int8 (W4A4,W6A8 held in int8)``."""
-        narrow = sorted({wa for s in space.layers(arch) for wa in s.qbits if wa != (NATIVE_BITS, NATIVE_BITS)})
-        return "int8" if not narrow else "int8 (" + ",".join(f"W{w}A{a}" for w, a in narrow) + " held in int8)"
+        """What an architecture's quantised layers run as: ``int8``, or ``int8 (W2-6 A4-8 held in int8)`` (the
+        ranges of its bit-widths below 8 that run in the int8 kernels)."""
+        narrow = {wa for s in space.layers(arch) for wa in s.qbits if wa != (NATIVE_BITS, NATIVE_BITS)}
+        if not narrow:
+            return "int8"
+        w, a = {p[0] for p in narrow}, {p[1] for p in narrow}
+        return f"int8 (W{_span(w)} A{_span(a)} held in int8)"
 
     def pricing_note(self) -> str:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.priced_as.items()))
-        narrow = sum(n for k, n in self.priced_as.items() if "held in int8" in k)
+        kinds = {"fp32": 0, "int8 (W8A8)": 0, "int8 holding sub-8-bit values": 0}
+        for kind, n in self.priced_as.items():
+            kinds["fp32" if kind == "fp32" else "int8 (W8A8)" if kind == "int8" else
+                  "int8 holding sub-8-bit values"] += n
+        text = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+        narrow = kinds["int8 holding sub-8-bit values"]
         return (f"{super().pricing_note()}; distinct layer signatures priced by what ONNX Runtime runs them as: "
-                f"{kinds or 'none'}" + (f" ({narrow} with sub-8-bit values run in int8 kernels at int8 cost: no "
-                                        "sub-8-bit speed-up)" if narrow else ""))
+                f"{text or 'none'}" + (f" (the {narrow} with bits below 8 run in the int8 kernels at int8 cost: "
+                                       "no sub-8-bit speed-up)" if narrow else ""))
+
+
+def _span(bits: set[int]) -> str:
+    return str(min(bits)) if len(bits) == 1 else f"{min(bits)}-{max(bits)}"
 
 
 def local_cpu_int8(path: str | Path = DEFAULT_INT8_PROFILE, *, strict: bool = False) -> Int8LatencyModel:

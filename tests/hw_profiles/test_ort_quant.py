@@ -70,8 +70,8 @@ def test_sub_8_bit_policy_priced_as_the_int8_kernels_it_runs_in(table: Path) -> 
     report = model.evaluate(space, w4)
     assert all(c.source == "table" for c in report.layers)
     assert any(runs_as(s) == "int8 (W4A4 held in int8)" for s in space.layers(w4))
-    assert model.runs_as_of(space, w4) == "int8 (W4A4 held in int8)" and model.runs_as_of(space, w8) == "int8"
-    assert "held in int8" in model.pricing_note() and "no sub-8-bit speed-up" in model.pricing_note()
+    assert model.runs_as_of(space, w4) == "int8 (W4 A4 held in int8)" and model.runs_as_of(space, w8) == "int8"
+    assert "int8 holding sub-8-bit values" in model.pricing_note() and "no sub-8-bit speed-up" in model.pricing_note()
 
 
 def test_table_lacking_an_op_names_it(table: Path, tmp_path: Path) -> None:
