@@ -115,3 +115,23 @@ def test_quantize_qdq_runs_as_qlinear_conv(tmp_path: Path) -> None:
         ref = module(x).numpy()
     got = sess.run(None, {"input": x.numpy()})[0]
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()  # int8 computes the same layer
+
+
+def test_search_front_shows_what_points_run_as(table: Path) -> None:
+    """The search front table's 'runs as' column, from the int8 profile's prices of real archs."""
+    from nas.search.app import front_table
+    from nas.search.results import SearchResult
+
+    space, model = _space(), create_hw_profile("local_cpu_int8", path=table)
+    arch = space.base.max_arch()
+    joints = [space.policy_for(arch, 8, 8), space.policy_for(space.base.min_arch(), 4, 8)]
+    lat = model(space, joints)
+    values = np.array([[90.0, lat[0]], [80.0, lat[1]]])
+    result = SearchResult(space=space, objectives=[{"name": "top1", "direction": "max", "expensive": True},
+                                                   {"name": "latency_ms", "direction": "min", "expensive": False}],
+                          constraints=[], metric_names=["top1", "latency_ms"], X=space.encode_many(joints),
+                          values=values, F=values * np.array([-1.0, 1.0]), G=np.zeros((2, 0)))
+    text = front_table(result, labels=lambda r: model.runs_as_of(space, space.from_dict(r["arch"])))
+    rows = text.splitlines()
+    assert rows[0].endswith("runs as")
+    assert rows[2].endswith("  int8") and rows[3].endswith("int8 (W4 A8 held in int8)")
