@@ -16,6 +16,7 @@ from typing import Any
 
 from search_spaces.base import has_capability
 from search_spaces.errors import BadInputError, MissingCapabilityError
+from search_spaces.quant import InvalidPolicyError
 
 __all__ = ["ArchInputError", "parse_arch", "FORMS"]
 
@@ -34,6 +35,12 @@ def _allowed() -> str:
 def _from_dict(space: Any, d: Mapping[str, Any], shown: str) -> Any:
     try:
         return space.from_dict(dict(d))
+    except InvalidPolicyError as exc:  # the JSON would bury the point: name the architecture and the slot
+        arch = d.get("arch") if isinstance(d.get("arch"), Mapping) else {}
+        raise ArchInputError(f"the quantisation policy in arch= is not one for its architecture "
+                             f"{json.dumps(dict(arch), default=str)} (space {space.name!r}): {exc}. A policy holds "
+                             "one setting per layer its own architecture runs (None for the others); export the "
+                             "(arch, policy) pair the search found") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ArchInputError(f"arch={shown} is not an architecture of space {space.name!r}: {exc}") from None
 
