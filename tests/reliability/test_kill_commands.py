@@ -4,6 +4,7 @@ run does (bit-identical weights and measurements; a profile keeps every entry me
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -35,6 +36,19 @@ def _cfg(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
+@contextlib.contextmanager
+def _as_command():
+    """The process settings ``python -m nas.train`` applies at its edge (one intra-op thread, from
+    ``trainer.threads=1``): an in-process run compared bit for bit with a command's must use the same, since the
+    thread count changes the order of floating-point reductions."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _rows(path: Path) -> int:
     try:
         return len(path.read_text().splitlines()) - 1
@@ -48,7 +62,8 @@ def straight(tmp_path_factory) -> Path:
     from nas.train.run import run_train
 
     out = tmp_path_factory.mktemp("straight") / "run"
-    run_train(_cfg("train", [*TRAIN, f"out_dir={out}"]))
+    with _as_command():
+        run_train(_cfg("train", [*TRAIN, f"out_dir={out}"]))
     return out
 
 
@@ -67,7 +82,8 @@ def test_killed_training_resumes_bit_identical(tmp_path, straight, after, delay)
     assert code == -9, f"not killed (exit {code})"
     state = load_checkpoint(out / "checkpoint.pt")  # whole and hash-verified, whenever the kill landed
     assert not state["finished"]
-    run_train(_cfg("train", [*TRAIN, f"out_dir={out}", "resume=true"]))
+    with _as_command():
+        run_train(_cfg("train", [*TRAIN, f"out_dir={out}", "resume=true"]))
     a, b = load_supernet(out), load_supernet(straight)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
