@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from nas.train.checkpoint import save_weights
+from nas.checkpoints import save_weights
 
 from nas.data import create_data
 from nas.resolve import load_trained_supernet
