@@ -1,0 +1,49 @@
+"""Bad policies given on the command line (nas.export arch=<joint JSON> on the embedded quantised supernet) end
+in one clean message naming the value and what is allowed: bits outside the space, a policy for another arch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas import embedded
+from nas.train.checkpoint import load_supernet
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_supernet(embedded.path(embedded.QUANT_DEFAULT)).space
+
+
+def _export(arch: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nas.export", f"checkpoint={embedded.path(embedded.QUANT_DEFAULT)}",
+           f"arch='{json.dumps(arch)}'", "recalibrate=false", f"out={tmp_path / 'out'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def _policy(space, arch, w_bits):
+    d = space.to_dict(space.policy_for(arch, 4, 4))
+    d["policy"]["layers"] = [None if t is None else t.replace("w4", f"w{w_bits}", 1) if i not in (0,) and
+                             i != len(d["policy"]["layers"]) - 1 else t for i, t in enumerate(d["policy"]["layers"])]
+    return d
+
+
+@pytest.mark.parametrize("case", ["bits", "other_arch"])
+def test_bad_policies_get_one_clean_message(space, tmp_path, case):
+    if case == "bits":
+        arch, expect = _policy(space, space.base.max_arch(), 2), "is not allowed; choose one of [3, 4, 5, 6, 7, 8]"
+    else:
+        arch = _policy(space, space.base.max_arch(), 4)
+        arch["arch"] = space.base.to_dict(space.base.min_arch())
+        expect = "the policy does not fit architecture r24-k3e2"
+    proc = _export(arch, tmp_path)
+    assert proc.returncode != 0
+    assert expect in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
