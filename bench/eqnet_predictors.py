@@ -20,13 +20,18 @@ Run: ``python bench/eqnet_predictors.py`` (about a minute). Ends with
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from nas import embedded
-from predictors import create_predictor, kendall_tau
+# Run as a script, bench/ comes first on sys.path and bench/predictors.py would shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from nas import embedded  # noqa: E402
+from predictors import create_predictor, kendall_tau  # noqa: E402
 
 VARIANTS = {"cqap": ("mlp", "cqap"), "ours": ("ridge_svr", "auto"), "cqap_ridge": ("ridge_svr", "cqap"),
             "ours_mlp": ("mlp", "auto")}
