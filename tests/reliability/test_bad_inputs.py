@@ -52,13 +52,13 @@ CASES = [
     ("nas.search", ["progress=3"], 2, "progress must be true or false, got 3"),
     ("nas.search", ["runtime.retain_memory=yes"], 2, "runtime.retain_memory must be true or false, got 'yes'"),
     ("nas.search", ["searcher.name=nope"], 2,
-     "searcher.name='nope'; allowed: bayesian_linear, evolution, optuna_nsga2, optuna_tpe, pymoo_ga, pymoo_nsga2, "
-     "pymoo_nsga3, pymoo_unsga3, random, regularized_evolution, linas or 'package.module:factory'"),
+     "searcher.name='nope'; allowed: bayesian_linear, eqnet_ga, evolution, optuna_nsga2, optuna_tpe, pymoo_ga, "
+     "pymoo_nsga2, pymoo_nsga3, pymoo_unsga3, random, regularized_evolution, linas or 'package.module:factory'"),
     ("nas.search", ["+searcher.kwargs.bogus=1", "budget=5", f"out_dir={T}/s"], 2,
      "searcher 'pymoo_nsga2': PymooSearcher.__init__() got an unexpected keyword argument 'bogus'"),
     ("nas.search", ["searcher.kwargs.pop_size=0", "budget=5", f"out_dir={T}/s"], 2, "pop_size must be >= 2, got 0"),
     ("nas.search", ["experiment.name=nope"], 2,
-     "unknown experiment 'nope' Available: custom, fmnist_default, ofa_imagenet"),
+     "unknown experiment 'nope' Available: custom, eqnet_fmnist, fmnist_default, ofa_imagenet"),
     ("nas.search", ["+hw=local_cpu", "hw.name=nope"], 2,
      "unknown hardware profile 'nope'; available: ['bitops', 'flops', 'local_cpu', 'lut', 'macs', 'params', 'size', "
      "'snapdragon855']"),

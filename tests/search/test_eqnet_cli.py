@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,14 @@ from pathlib import Path
 from nas.train.checkpoint import load_supernet
 from search_spaces.quant_costs import average_bits
 
+from .test_readme_commands import readme_commands
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _search(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     root = tmp_path / "results"
-    cmd = [sys.executable, "-m", "nas.search", "experiment=eqnet_fmnist", *args, f"results_root={root}",
+    cmd = [sys.executable, "-m", "nas.search", *args, f"results_root={root}",
            "progress=false", f"hydra.run.dir={tmp_path / 'hydra'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -32,7 +35,10 @@ def _front(out: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def test_readme_search_with_policy_constraints(tmp_path):
-    proc, out = _search(tmp_path, "constraints=['avg_bits<=5', 'model_size<=40']")
+    readme = [c for c in readme_commands("python -m nas.search experiment=eqnet_fmnist") if "model_size" in c]
+    assert readme == ["python -m nas.search experiment=eqnet_fmnist constraints=\"['avg_bits<=5', 'model_size<=40']\""]
+    proc, out = _search(tmp_path, *shlex.split(readme[0])[3:])
+    assert float(json.loads((out / "result.json").read_text())["seconds"]) < 60  # README: ~30 s, offline
     header = "top1     macs_M    size_kB avg_w_bits"
     assert header in proc.stdout and "pymoo_nsga2 searched 1500 architectures of quant_ofa_mbv3_fmnist" in proc.stdout
     cols, rows = _front(out)
@@ -41,14 +47,15 @@ def test_readme_search_with_policy_constraints(tmp_path):
     assert all(float(r["avg_w_bits"]) <= 5 + 1e-9 and float(r["size_kB"]) <= 40 + 1e-9 for r in rows)
     assert {"front.csv", "result.json", "config.yaml", "EXPORT.md", "pareto.png"} <= {p.name for p in out.iterdir()}
     result = json.loads((out / "result.json").read_text())
-    assert result["space"]["name"] == "quant_ofa_mbv3_fmnist" and result["n_queries"] == 1500
+    assert result["space"]["space_name"] == "quant_ofa_mbv3_fmnist" and result["n_queries"] == 1500
     top = [float(r["top1"]) for r in rows]
     assert 70 < min(top) <= max(top) < 95  # predicted from measured Fashion-MNIST top-1 of the quantised supernet
 
 
 def test_eqnet_ga_from_the_command_line_stays_in_the_window(tmp_path):
-    _, out = _search(tmp_path, "searcher=eqnet_ga", "constraints=['avg_bits<=4']", "budget=300",
-                     "searcher.kwargs.population_size=50")
+    readme = [c for c in readme_commands("python -m nas.search experiment=eqnet_fmnist searcher=eqnet_ga")]
+    assert readme == ["python -m nas.search experiment=eqnet_fmnist searcher=eqnet_ga constraints=\"['avg_bits<=4']\""]
+    _, out = _search(tmp_path, *shlex.split(readme[0])[3:], "budget=200", "searcher.kwargs.population_size=40")
     space = load_supernet(REPO / "nas/embedded/quant_ofa_mbv3_fmnist").space
     _, rows = _front(out)
     assert rows
