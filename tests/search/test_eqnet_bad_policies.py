@@ -1,5 +1,6 @@
-"""Bad policies given on the command line (nas.export arch=<joint JSON> on the embedded quantised supernet) end
-in one clean message naming the value and what is allowed: bits outside the space, a policy for another arch."""
+"""Bad input on the embedded quantised supernet ends in one clean message naming the value and what is allowed:
+bits outside the space and a policy for another architecture (nas.export arch=<joint JSON>), a float latency table
+for the quantised space (nas.search +hw=local_cpu)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def test_bad_policies_get_one_clean_message(space, tmp_path, case):
     assert proc.returncode != 0
     assert expect in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_float_latency_table_is_refused_for_the_quantised_space(tmp_path):
+    cmd = [sys.executable, "-m", "nas.search", "experiment=eqnet_fmnist", "+hw=local_cpu",
+           f"results_root={tmp_path / 'r'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "hardware profile 'local_cpu' times float layers (torch); space 'quant_ofa_mbv3_fmnist' is quantised" \
+        in proc.stderr, proc.stderr[-1500:]
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("front.csv"))
