@@ -1,189 +1,213 @@
-"""EQ-Net on real Fashion-MNIST: one elastic-quantisation supernet vs separate QAT per policy, and int8 latency.
+"""EQ-Net on Fashion-MNIST: one elastic-quantisation supernet vs separate QAT vs Double Rounding, and a searched
+mixed-precision front, over seeds with 95 % intervals.
 
-Network: a fixed NAS-Bench-201 tiny cell (C=8, N=1, 28 px, 1 channel); the joint space searches only the
-quantisation policy (W/A bits ``--min-bits``..8 per layer, first/last layer at 8 bits, global granularity and
-symmetry sampled in training). Steps, all on the same training subset, batch and schedule:
+Network: one architecture of the Fashion-MNIST OFA-MBv3 space (``ARCH``, 28 px, a mid-size subnet) in the joint
+space ``quant_ofa_mbv3_fmnist`` (W/A bits 3..8 per layer, first and last layer at 8/8). Every run starts from the
+full-precision embedded supernet ``nas/embedded/ofa_mbv3_fmnist`` (its weights loaded into the quantised supernet;
+the embedded *quantised* supernet is not on this branch), and every run has the same budget: ``--steps`` optimizer
+steps of ``--batch`` images (Adam, cosine, no weight decay). An EQ-Net step trains three subnets (highest, random,
+lowest bits, chained distillation, WDR), a QAT step one. Per seed:
 
-1. full-precision pre-training (``--fp-epochs``), the starting point of everything below (EQ-Net starts from a
-   pre-trained float model);
-2. EQ-Net: quantisers calibrated on the first batch (L_p clipping search), then ``--epochs`` of the bit sandwich
-   (highest / random / lowest bits, chained distillation, lambda 0.5) + WDR on the trainer, Adam;
-3. QAT baselines: for each evaluated policy, the same float model calibrated and trained at that policy alone for
-   the same ``--epochs`` (same steps and batches; a QAT step trains one subnet, an EQ-Net step three);
-4. top-1 on the real test set (``--test-images``) after BN recalibration, for W8A8, W4A4, W3A3 and two seeded
-   mixed-precision policies (per-channel symmetric weights, asymmetric activations), inherited from the supernet
-   vs trained separately;
-5. the supernet's W8A8 subnet exported to fake-quant and to real int8 (torch.ao x86 kernels): test top-1 and
-   agreement of both, and interleaved median latency of the float export vs int8 at batch 1 and ``--batch``, also
-   for the full-size NB201 network (C=16, N=5, 32 px) unless ``--no-big``.
+1. EQ-Net supernet (``quantizer=eqnet``, ``sampler=eqnet``): top-1 of the uniform W8A8, W6A6, W4A4 policies and of
+   ``--policies`` seeded mixed-precision policies (drawn the CQAP way: a target average bit-width uniform in
+   [3, 8], then each layer's weight and activation bits around it); the same policies for every seed;
+2. QAT: the same network calibrated and trained at W8A8 alone, and at W4A4 alone;
+3. Double Rounding supernet (``quantizer=double_rounding``, same sampler and budget): the uniform policies.
 
-Default budget: 6000 training images, 2 + 2 epochs (94 steps of 128 per phase), 2000 test images, 1 thread:
-measured 297 s of CPU time (user + sys; 15 min wall on the shared, loaded 2-core machine);
-``--train-images 50000 --fp-epochs 10 --epochs 10`` for a fuller run.
-Ends with ``RESULT w8a8=.. w4a4=.. w3a3=.. mixed_a=.. mixed_b=.. qat_w8a8=.. qat_w4a4=.. qat_w3a3=.. fp=..
-int8_top1=.. int8_agree=.. int8_speedup=..`` (top-1 in %, speedup = float / int8 latency at batch ``--batch``).
+All policies use per-channel symmetric weights and asymmetric activations. Top-1 is on a fixed subset of the
+Fashion-MNIST test set (``--test-images``) after BN recalibration on ``--calib-images`` training images.
+
+The searched front is random search with measured top-1: the non-dominated mixed policies in (model size, average
+activation bits, mean top-1 over seeds). ``front_dominates`` holds when, for every uniform policy, some front policy
+is no larger, has no more average activation bits and is at least as accurate (on the seed means); ``dominated``
+counts the (seed, uniform policy) pairs for which that holds within the seed.
+
+Default budget (200 steps of 32 images per run, 4 runs and 22 evaluations per seed, 3 seeds, 1 thread): 974 s
+wall at ``nice -n 5`` on the shared 2-core machine (EQ-Net run ~120 s, Double Rounding ~100 s, QAT ~35 s).
+``--quick`` is a smoke run for the tests. Ends with
+``RESULT front_dominates=.. dominated=k/n w8a8=.. w8a8_hw=.. w6a6=.. ... double_rounding_w4a4=.. .._hw=..``
+(top-1 in %, ``_hw`` the 95 % half-width, t-distribution over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
+from scipy import stats
 
+from bench._supernet_runs import step_config, train
 from nas.data import create_data
+from nas.embedded import load as load_embedded
 from nas.evaluation import EvalSet, evaluate_subnets
-from nas.train import TrainConfig, Trainer
 from nas.train.samplers_eqnet import EQNetSampler
 from nas.train.samplers_sorted import FixedArchSampler
 from search_spaces import create_space
+from search_spaces.quant import JointArch, JointSpace
 from search_spaces.quant_costs import average_bits, model_size_bytes
-from supernets import create_supernet, recalibrated
-from supernets.quant import calibrate, full_precision, input_shape
-from supernets.quant.int8 import interleaved_latency_ms, to_int8
+from supernets import Supernet, create_supernet
+from supernets.quant import QuantSupernet, calibrate
 
-CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-MODES = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
+ARCH = {"ks": [7, None, 3, None, 3, 7, 7, 5, 3, None], "e": [2, None, 3, None, 2, 2, 4, 4, 2, None],
+        "d": [1, 1, 2, 2, 1], "r": 28}  # r28-k7e2-k3e3-k3e2.k7e2-k7e4.k5e4-k3e2
+MODES: dict[str, Any] = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
+UNIFORM = (8, 6, 4)
+KEYS = ["w8a8", "w6a6", "w4a4", "qat_w8a8", "qat_w4a4", "double_rounding_w8a8", "double_rounding_w6a6",
+        "double_rounding_w4a4"]
 
 
-def policies(space, min_bits: int) -> dict[str, object]:
-    arch = space.fixed_arch
-    base = space.policy_for(arch, 8, 8, **MODES)
+def uniform(space: JointSpace) -> dict[str, JointArch]:
+    return {f"w{b}a{b}": space.policy_for(space.fixed_arch, b, b, **MODES) for b in UNIFORM}
+
+
+def mixed_policies(space: JointSpace, n: int, seed: int) -> list[JointArch]:
+    """CQAP-style draws: a target average in [lo, hi] bits, each free layer's bits the target +- 1.5, rounded."""
+    rng = np.random.default_rng(seed)
+    base = space.policy_for(space.fixed_arch, 8, 8, **MODES)
+    lo, hi = min(space.w_bits), max(space.w_bits)
     n_free = len(space.slots) - len(space.fixed_slots)
-    mixed = {}
-    for name, seed, choices in (("mixed_a", 1, (4, 5, 6, 7, 8)), ("mixed_b", 2, tuple(range(min_bits, 6)))):
-        rng = np.random.default_rng(seed)
-        mixed[name] = space.with_bits(base, rng.choice(choices, n_free).tolist(), rng.choice(choices, n_free).tolist())
-    out = {f"w{b}a{b}": space.policy_for(arch, b, b, **MODES) for b in (8, 4, 3) if b >= min_bits}
-    return out | mixed
+    out = []
+    for _ in range(n):
+        target = rng.uniform(lo, hi)
+        bits = [np.clip(np.rint(target + rng.uniform(-1.5, 1.5, n_free)), lo, hi).astype(int).tolist()
+                for _ in range(2)]
+        out.append(space.with_bits(base, *bits))
+    return out
 
 
-def train(net, data, sampler, cfg: TrainConfig, root: Path, name: str) -> float:
-    start = time.perf_counter()
-    Trainer(net, data, sampler, cfg, root / name).fit()
-    return time.perf_counter() - start
-
-
-def top1(net, archs: list, evalset: EvalSet) -> list[float]:
-    return [r["top1"] for r in evaluate_subnets(net, archs, evalset)]
-
-
-def latency_rows(name: str, float_module, int8_module, shape, batches: tuple[int, ...], repeats: int) -> list[str]:
-    rows = []
-    for b in batches:
-        x = torch.randn(b, *shape[1:])
-        t = interleaved_latency_ms({"float": float_module, "int8": int8_module}, x, repeats=repeats)
-        rows.append(f"| {name} | {b} | {t['float']:.2f} | {t['int8']:.2f} | {t['float'] / t['int8']:.2f}x |")
-    return rows
-
-
-def big_network_rows(batch: int, repeats: int) -> list[str]:
-    space = create_space("quant_nb201", fixed_arch={"arch_str": CELL})
-    net = create_supernet("quant", space).eval()
-    joint = space.policy_for(space.fixed_arch, 8, 8, **MODES)
-    shape = input_shape(space, joint.arch, 8)
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    calibrate(net, x, steps=20, max_samples=4096)
-    fq = net.export(joint).module.eval()
+def from_fp(space: JointSpace, fp: Supernet, quantizer: str) -> QuantSupernet:
+    net = cast(QuantSupernet, create_supernet("quant", space, quantizer=quantizer))
     with net.unwrapped() as inner:
-        flt = inner.export(joint.arch).module.eval()
-    return latency_rows("nb201 C16 N5 32px (untrained)", flt, to_int8(fq, [x]), shape, (1, batch), repeats)
+        inner.load_state_dict(fp.state_dict())
+    return net
+
+
+def run_seed(seed: int, args: argparse.Namespace, space: JointSpace, fp: Supernet, mixed: list[JointArch],
+             root: Path) -> dict[str, Any]:
+    data = create_data("fashion_mnist", train_limit=args.train_images, val_size=1000, seed=seed)
+    cfg = step_config(args.steps, data, batch_size=args.batch, lr=args.lr, optimizer="adam", weight_decay=0.0,
+                      warmup_epochs=0.0, seed=seed, threads=args.threads)
+    evalset = EvalSet(data, split="test", n_images=args.test_images, calib_images=args.calib_images,
+                      calib_batch=min(250, args.calib_images), seed=0)
+    evaluate = lambda net, archs: [r["top1"] for r in evaluate_subnets(net, archs, evalset)]  # noqa: E731
+    sampler = lambda: EQNetSampler(space, seed=seed, calib_steps=args.calib_steps)  # noqa: E731
+    pols = uniform(space)
+    out: dict[str, Any] = {}
+    torch.manual_seed(seed)
+    eq = from_fp(space, fp, "eqnet")
+    out["time_eqnet"] = train(eq, data, sampler(), cfg, root / f"s{seed}_eqnet")
+    top = evaluate(eq, [*pols.values(), *mixed])
+    out |= dict(zip(pols, top[: len(pols)]))
+    out["mixed"] = top[len(pols):]
+    torch.manual_seed(seed)
+    dr = from_fp(space, fp, "double_rounding")
+    out["time_dr"] = train(dr, data, sampler(), cfg, root / f"s{seed}_dr")
+    out |= {f"double_rounding_{k}": v for k, v in zip(pols, evaluate(dr, list(pols.values())))}
+    calib_x = data.get("train", np.arange(256))[0]
+    for name in ("w8a8", "w4a4"):
+        torch.manual_seed(seed)
+        qat = from_fp(space, fp, "eqnet")
+        qat.set_arch(pols[name])
+        calibrate(qat, calib_x, archs=[pols[name]], steps=args.calib_steps)
+        out[f"time_qat_{name}"] = train(qat, data, FixedArchSampler(space, arch=pols[name]), cfg,
+                                        root / f"s{seed}_qat_{name}")
+        out[f"qat_{name}"] = evaluate(qat, [pols[name]])[0]
+    return out
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def pareto(size: np.ndarray, abits: np.ndarray, top1: np.ndarray) -> list[int]:
+    """Indices not dominated in (size lower, activation bits lower, top-1 higher)."""
+    keep = []
+    for i in range(len(size)):
+        better = (size <= size[i]) & (abits <= abits[i]) & (top1 >= top1[i])
+        strictly = (size < size[i]) | (abits < abits[i]) | (top1 > top1[i])
+        if not np.any(better & strictly):
+            keep.append(i)
+    return keep
+
+
+def dominated(size: np.ndarray, abits: np.ndarray, top1: np.ndarray, u_size: float, u_abits: float,
+              u_top1: float) -> bool:
+    return bool(np.any((size <= u_size) & (abits <= u_abits + 1e-9) & (top1 >= u_top1)))
+
+
+def report(space: JointSpace, mixed: list[JointArch], runs: list[dict[str, Any]]) -> None:
+    pols = uniform(space)
+    size = np.array([model_size_bytes(space, p) for p in mixed], float)
+    abits = np.array([average_bits(space, p, "a") for p in mixed])
+    wbits = np.array([average_bits(space, p, "w") for p in mixed])
+    top = np.array([r["mixed"] for r in runs])  # (seeds, policies)
+    mean = top.mean(0)
+    front = sorted(pareto(size, abits, mean), key=lambda i: size[i])
+    ci = {k: interval([r[k] for r in runs]) for k in KEYS}
+    print("\n| policy | size (kB) | avg W bits | avg A bits | EQ-Net top-1 | separate QAT | Double Rounding |")
+    print("|---|---|---|---|---|---|---|")
+    for k, p in pols.items():
+        qat = f"{ci['qat_' + k][0]:.2f} +- {ci['qat_' + k][1]:.2f}" if f"qat_{k}" in ci else "-"
+        print(f"| {k} | {model_size_bytes(space, p) / 1e3:.1f} | {average_bits(space, p, 'w'):.2f} | "
+              f"{average_bits(space, p, 'a'):.2f} | {ci[k][0]:.2f} +- {ci[k][1]:.2f} | {qat} | "
+              f"{ci['double_rounding_' + k][0]:.2f} +- {ci['double_rounding_' + k][1]:.2f} |")
+    print(f"\nSearched front ({len(front)} of {len(mixed)} measured mixed policies, EQ-Net supernet, mean over "
+          f"{len(runs)} seeds):\n\n| size (kB) | avg W bits | avg A bits | top-1 | 95% half-width |")
+    print("|---|---|---|---|---|")
+    for i in front:
+        print(f"| {size[i] / 1e3:.1f} | {wbits[i]:.2f} | {abits[i]:.2f} | {mean[i]:.2f} | "
+              f"{interval(top[:, i].tolist())[1]:.2f} |")
+    holds, per_seed = [], 0
+    for k, p in pols.items():
+        u_size, u_a = model_size_bytes(space, p), average_bits(space, p, "a")
+        holds.append(dominated(size, abits, mean, u_size, u_a, ci[k][0]))
+        per_seed += sum(dominated(size, abits, top[s], u_size, u_a, runs[s][k]) for s in range(len(runs)))
+        print(f"{k}: front policy at <= its size and A bits with >= its top-1: {holds[-1]}")
+    times = {k: np.mean([r[k] for r in runs]) for k in runs[0] if k.startswith("time_")}
+    print("mean training seconds per run: " + ", ".join(f"{k[5:]} {v:.0f}" for k, v in times.items()))
+    result = [f"front_dominates={str(all(holds)).lower()}", f"dominated={per_seed}/{len(pols) * len(runs)}"]
+    result += [f"{k}={ci[k][0]:.2f} {k}_hw={ci[k][1]:.2f}" for k in KEYS]
+    print("RESULT " + " ".join(result))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-images", type=int, default=6000)
-    ap.add_argument("--test-images", type=int, default=2000)
-    ap.add_argument("--fp-epochs", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--fp-lr", type=float, default=0.05)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--min-bits", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per training run")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--train-images", type=int, default=10000)
+    ap.add_argument("--test-images", type=int, default=1000, help="fixed subset of the test set")
+    ap.add_argument("--calib-images", type=int, default=250, help="training images for BN recalibration")
+    ap.add_argument("--policies", type=int, default=16, help="mixed-precision policies measured for the front")
+    ap.add_argument("--calib-steps", type=int, default=40, help="clipping ranges tried when initialising quantisers")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--no-big", action="store_true", help="skip the full-size NB201 latency measurement")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 step, 2 policies, 100 test images")
     ap.add_argument("--out", default="outputs/bench/eqnet")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.batch, args.policies, args.test_images = 2, 1, 16, 2, 100
+        args.train_images, args.calib_steps, args.calib_images = 1000, 4, 32
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    data = create_data("fashion_mnist", train_limit=args.train_images, val_size=1000, seed=args.seed)
-    bits = list(range(args.min_bits, 9))
-    space = create_space("quant_nb201_tiny", fixed_arch={"arch_str": CELL}, w_bits=bits, a_bits=bits)
-    evalset = EvalSet(data, split="test", n_images=args.test_images, calib_images=500, calib_batch=250,
-                      seed=args.seed)
-    pols = policies(space, args.min_bits)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="run_", dir=args.out))
-    common = dict(batch_size=args.batch, threads=args.threads, eval_every=0, progress=False, tensorboard=False,
-                  log_every=50, checkpoint_every=0, seed=args.seed)
-    fp_cfg = TrainConfig(epochs=args.fp_epochs, lr=args.fp_lr, optimizer="sgd", weight_decay=5e-5, **common)
-    q_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", weight_decay=0.0, **common)
-
-    torch.manual_seed(args.seed)
-    net = create_supernet("quant", space)
-    w8 = pols["w8a8"]
-    with full_precision(net):
-        t_fp = train(net, data, FixedArchSampler(space, arch=w8), fp_cfg, root, "fp")
-        fp = top1(net, [w8], evalset)[0]
-    fp_state = copy.deepcopy(net.state_dict())
-    t_eq = train(net, data, EQNetSampler(space, seed=args.seed), q_cfg, root, "eqnet")
-    eq = dict(zip(pols, top1(net, list(pols.values()), evalset)))
-
-    qat, t_qat = {}, {}
-    calib_x = data.get("train", np.arange(256))[0]
-    for name, pol in pols.items():
-        torch.manual_seed(args.seed)
-        base = create_supernet("quant", space)
-        base.load_state_dict(fp_state)
-        base.set_arch(pol)
-        calibrate(base, calib_x, archs=[pol])
-        t_qat[name] = train(base, data, FixedArchSampler(space, arch=pol), q_cfg, root, f"qat_{name}")
-        qat[name] = top1(base, [pol], evalset)[0]
-
-    print(f"\nEQ-Net vs separate QAT on Fashion-MNIST ({args.train_images} train / {evalset.n_images} test images; "
-          f"fp {args.fp_epochs} ep {t_fp:.0f}s, EQ-Net {args.epochs} ep {t_eq:.0f}s, each QAT {args.epochs} ep "
-          f"~{np.mean(list(t_qat.values())):.0f}s); full precision top-1 {fp:.2f}%\n")
-    print("| policy | avg W bits | avg A bits | size (bytes) | EQ-Net inherited top-1 | separate QAT top-1 |")
-    print("|---|---|---|---|---|---|")
-    for name, pol in pols.items():
-        print(f"| {name} | {average_bits(space, pol, 'w'):.2f} | {average_bits(space, pol, 'a'):.2f} | "
-              f"{model_size_bytes(space, pol)} | {eq[name]:.2f} | {qat[name]:.2f} |")
-
-    # int8 export of the supernet's W8A8 subnet (after BN recalibration)
-    calib_batches, _ = evalset.at(28)
-    with net.use(w8), recalibrated(net, calib_batches), torch.no_grad():  # BN statistics of this subnet
-        exported = net.export(w8)
-    fq = exported.module.eval()
-    with net.unwrapped() as inner, recalibrated(inner, calib_batches):
-        flt = inner.export(w8.arch).module.eval()
-    q8 = to_int8(fq, calib_batches[:2])
-    xs, ys = evalset.at(28)[1], evalset.targets
-    with torch.no_grad():
-        pf = torch.cat([fq(x).argmax(1) for x in xs])
-        p8 = torch.cat([q8(x).argmax(1) for x in xs])
-    y = torch.cat(ys)
-    fq_top1, int8_top1 = 100 * float((pf == y).float().mean()), 100 * float((p8 == y).float().mean())
-    agree = 100 * float((pf == p8).float().mean())
-    print(f"\nW8A8 subnet export: fake-quant top-1 {fq_top1:.2f}%, int8 top-1 {int8_top1:.2f}%, "
-          f"prediction agreement {agree:.2f}% (engine x86, torch {torch.__version__}, {args.threads} thread(s))\n")
-    print("| network | batch | float ms | int8 ms | speedup |")
-    print("|---|---|---|---|---|")
-    shape = input_shape(space, w8.arch, args.batch)
-    rows = latency_rows("nb201_tiny C8 N1 28px (trained)", flt, q8, shape, (1, args.batch), args.repeats)
-    speedup = float(rows[-1].split("|")[-2].strip().rstrip("x"))
-    if not args.no_big:
-        rows += big_network_rows(args.batch, max(5, args.repeats // 3))
-    print("\n".join(rows))
-    print(f"\ntotal {time.perf_counter() - t0:.0f}s; run directory {root}")
-    keys = {k: eq[k] for k in pols} | {f"qat_{k}": qat[k] for k in pols}
-    print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in keys.items())
-          + f" fp={fp:.2f} int8_top1={int8_top1:.2f} int8_agree={agree:.2f} int8_speedup={speedup:.2f}")
+    fp, _ = load_embedded("ofa_mbv3_fmnist")
+    bits = list(range(3, 9))  # as conf/search_space/quant_ofa_mbv3_fmnist.yaml (EQ-Net: 3..8 on mobile nets)
+    space = cast(JointSpace, create_space("quant_ofa_mbv3_fmnist", fixed_arch=ARCH, w_bits=bits, a_bits=bits))
+    mixed = mixed_policies(space, args.policies, seed=1234)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"arch {space.fixed_arch.id}, {args.steps} steps x {args.batch} images per run, {args.seeds} seeds, "
+          f"{args.test_images} test images, init: embedded fp supernet ofa_mbv3_fmnist", flush=True)
+    runs = [run_seed(s, args, space, fp, mixed, root) for s in range(args.seeds)]
+    report(space, mixed, runs)
+    print(f"total {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 from nas.data import DataModule
 from nas.evaluation import EvalSet, evaluate_arch
+from nas.search.dnas_derive import derive_near_target
 from nas.search.dnas_latency import ExpectedLatency
 from nas.search.results import SearchResult, atomic_write_text
 from nas.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
@@ -43,6 +44,7 @@ from supernets.mixture import ArchParameters, MixtureError, SoftArch, check_mode
 __all__ = ["DnasSettings", "DnasResult", "run_dnas", "split_for_dnas"]
 
 CHECKPOINT = "checkpoint.pt"
+DERIVE_MODES = ("auto", "argmax", "target")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class DnasSettings:
     lat_beta: float = 0.6
     lat_target: float | None = None
     lat_weight: float = 1.0
+    derive: str = "auto"
+    lat_tolerance: float = 0.05
     eval_images: int = 1000
     seed: int = 0
 
@@ -87,6 +91,13 @@ class DnasSettings:
         if self.lat_target is not None and not float(self.lat_target) > 0:
             raise MixtureError(f"lat_target must be a latency > 0 in the hardware profile's units, got "
                                f"{self.lat_target}")
+        if self.derive not in DERIVE_MODES:
+            raise MixtureError(f"derive={self.derive!r}: one of {list(DERIVE_MODES)} (auto = target with lat_target, "
+                               "else argmax)")
+        if self.derive == "target" and self.lat_target is None:
+            raise MixtureError("derive=target needs lat_target=<latency in the hardware profile's units>")
+        if not 0 < self.lat_tolerance < 1:
+            raise MixtureError(f"lat_tolerance must be a fraction in (0, 1), got {self.lat_tolerance}")
         if not self.lat_weight >= 0:
             raise MixtureError(f"lat_weight must be >= 0, got {self.lat_weight}")
         object.__setattr__(self, "a_betas", tuple(self.a_betas))
@@ -268,7 +279,13 @@ class _Search:
         return row
 
     def derive(self) -> Any:
-        return self.net.derive({**self.ap.argmax(), "r": self.r})
+        """The argmax architecture, or with a latency target the most probable one priced within the tolerance."""
+        if self.latency is not None and self.s.lat_target is not None and self.s.derive != "argmax":
+            picked, _ = derive_near_target(self.ap.probs(), self.ap.choices, self.latency, float(self.s.lat_target),
+                                           tol=self.s.lat_tolerance, seed=self.s.seed)
+        else:
+            picked = self.ap.argmax()
+        return self.net.derive({**picked, "r": self.r})
 
 
 def _detached(soft: SoftArch) -> SoftArch:

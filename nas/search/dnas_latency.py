@@ -31,7 +31,11 @@ __all__ = ["ExpectedLatency", "expected_latency"]
 
 
 class ExpectedLatency:
-    """``lat(soft) -> scalar tensor`` for one space at one resolution; ``price(arch)`` for a discrete one."""
+    """``lat(soft) -> tensor`` for one space at one resolution; ``price(arch)`` for a discrete one.
+
+    Weights of shape ``(n,)`` give a scalar; weights of shape ``(B, n)`` (a batch of soft or one-hot architectures)
+    give ``B`` prices at once.
+    """
 
     def __init__(self, space: SearchSpace, cost: Any, *, resolution: int | None = None) -> None:
         if not hasattr(space, "layers"):
@@ -79,10 +83,10 @@ class ExpectedLatency:
             wd = soft[f"d{s}"]
             for b in range(sp.max_depth):
                 i = s * sp.max_depth + b
-                p_active = sum(wd[j] for j, d in enumerate(sp.depths) if d > b)
+                p_active = sum(wd[..., j] for j, d in enumerate(sp.depths) if d > b)
                 if isinstance(p_active, int):  # no depth choice reaches this block
                     continue
-                block = soft[f"ks{i}"] @ table[i] @ soft[f"e{i}"]
+                block = ((soft[f"ks{i}"] @ table[i]) * soft[f"e{i}"]).sum(-1)  # batched weights (..., n) too
                 total = total + p_active * block
         return total
 

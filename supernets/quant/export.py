@@ -46,7 +46,10 @@ class FakeQuantLayer(nn.Module):
 
     @torch.no_grad()
     def load_params(self, *, w_scale: torch.Tensor, w_zero: torch.Tensor, a_scale: torch.Tensor,
-                    a_zero: torch.Tensor) -> None:
+                    a_zero: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Quantisation parameters; ``weight`` (if given) replaces the op's weight (e.g. already on the grid)."""
+        if weight is not None:
+            self.op.weight.copy_(weight)
         for name, value in (("w_scale", w_scale), ("w_zero", w_zero), ("a_scale", a_scale), ("a_zero", a_zero)):
             getattr(self, name).copy_(value.reshape(getattr(self, name).shape))
 

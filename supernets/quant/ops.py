@@ -3,8 +3,9 @@
 A :class:`QuantLayer` wraps one layer of a supernet without changing it: the wrapped module keeps its parameters
 (the shared latent full-precision weights), its slicing (``active_weight``) and its methods (``set_active``,
 ``export``; unknown attributes are forwarded to it), so the supernet that owns it keeps working. The wrapper adds
-a weight quantiser and an input-activation quantiser, each with its own table per bit-width / granularity /
-symmetry, and computes ``op(fake_quant(x), fake_quant(W_active))``.
+a weight quantiser (EQ-Net's per-bit tables by default, or another family of
+:data:`~supernets.quant.quantizers.WEIGHT_QUANTIZERS`) and an input-activation quantiser with its own table per
+bit-width / granularity / symmetry, and computes ``op(fake_quant(x), fake_quant(W_active))``.
 
 What a layer runs at is a :class:`~search_spaces.quant.LayerQuant` taken from the supernet's :class:`Binding` in
 call order (the policy lists running layers in forward order), or a fixed ``config``. How a wrapped type exposes its
@@ -23,7 +24,7 @@ from torch import nn
 
 from search_spaces.quant import LayerQuant
 from supernets.ops import ElasticConv2d, ElasticDepthwiseConv2d, ElasticLinear
-from supernets.quant.quantizers import ActQuantizer, WeightQuantizer
+from supernets.quant.quantizers import ActQuantizer, WeightQuantizer, WeightQuantizerFamily
 
 __all__ = ["Adapter", "ADAPTERS", "Binding", "QuantLayer", "adapter_for"]
 
@@ -108,10 +109,11 @@ class QuantLayer(nn.Module):
     """Fake-quantised conv/linear around an existing (elastic or plain) layer ``op``."""
 
     op: Any  # the wrapped layer: its own methods (set_active, permute_*, export) are called through the wrapper
-    wq: WeightQuantizer
+    wq: WeightQuantizerFamily
     aq: ActQuantizer
 
-    def __init__(self, op: nn.Module, binding: Binding | None = None, config: LayerQuant | None = None) -> None:
+    def __init__(self, op: nn.Module, binding: Binding | None = None, config: LayerQuant | None = None, *,
+                 weight_quantizer: Callable[[int], nn.Module] = WeightQuantizer) -> None:
         super().__init__()
         adapter = adapter_for(op)
         if adapter is None:
@@ -119,7 +121,7 @@ class QuantLayer(nn.Module):
                             f"{sorted(c.__name__ for c in ADAPTERS)}")
         self.op = op
         self.adapter = adapter
-        self.wq = WeightQuantizer(adapter.full_weight(op).size(0))
+        self.wq = weight_quantizer(adapter.full_weight(op).size(0))  # type: ignore[assignment]
         self.aq = ActQuantizer()
         self.binding, self.config = binding, config
         self.quantize_weights = self.quantize_acts = True

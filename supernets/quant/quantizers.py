@@ -20,12 +20,16 @@ bit-width, granularity and symmetry: ranges ``max * (1 - 0.01 i)``, ``i < steps`
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
+from search_spaces.registry import Registry
+
 __all__ = [
     "BITS", "EPS", "grad_scale", "round_ste", "int_range", "quantize_dequantize", "fake_quant", "lp_init",
-    "WeightQuantizer", "ActQuantizer",
+    "WeightQuantizer", "ActQuantizer", "WeightQuantizerFamily", "WEIGHT_QUANTIZERS",
 ]
 
 BITS = tuple(range(2, 9))
@@ -119,6 +123,33 @@ def _subsample(x: torch.Tensor, max_samples: int, generator: torch.Generator | N
     return flat[idx]
 
 
+class WeightQuantizerFamily(Protocol):
+    """What a quantised layer needs from its weight quantiser (an ``nn.Module``; one per layer, built by a factory
+    of :data:`WEIGHT_QUANTIZERS` from the layer's output channels)."""
+
+    initialized: torch.Tensor
+
+    def __call__(self, w: torch.Tensor, bits: int, per_channel: bool, symmetric: bool) -> torch.Tensor:
+        """Fake-quantised ``w`` (differentiable in ``w`` and the quantiser's parameters)."""
+
+    def effective(self, bits: int, per_channel: bool, symmetric: bool,
+                  channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detached (step, integer zero point) of a configuration, for export."""
+
+    def export_weight(self, w: torch.Tensor, bits: int, per_channel: bool,
+                      symmetric: bool) -> torch.Tensor | None:
+        """The weight an export stores (``None``: the latent weight, quantised by the exported layer)."""
+
+    def calibrate(self, weight: torch.Tensor, *, p: float = 2.4, steps: int = 80, max_samples: int = 1 << 14,
+                  generator: torch.Generator | None = None) -> None: ...
+
+    def permute_channels(self, perm: torch.Tensor) -> None: ...
+
+
+#: Weight quantiser families of the quantised supernet (``supernet.kwargs.quantizer``): name -> factory(channels).
+WEIGHT_QUANTIZERS: Registry[nn.Module] = Registry("weight quantizer")
+
+
 class WeightQuantizer(nn.Module):
     """Step/offset tables of one weight tensor: per-tensor ``(sym|asym, bits)`` and per-channel
     ``(sym|asym, C_out, bits)`` steps; offsets for asymmetric only (symmetric offsets are 0, not stored)."""
@@ -160,6 +191,10 @@ class WeightQuantizer(nn.Module):
         with torch.no_grad():
             return effective_params(scale, zero, qn, qp, 1.0)
 
+    def export_weight(self, w: torch.Tensor, bits: int, per_channel: bool, symmetric: bool) -> None:
+        """``None``: an export stores the latent weight and quantises it with :meth:`effective`'s parameters."""
+        return None
+
     @torch.no_grad()
     def calibrate(self, weight: torch.Tensor, *, p: float = 2.4, steps: int = 80, max_samples: int = 1 << 14,
                   generator: torch.Generator | None = None) -> None:
@@ -185,6 +220,12 @@ class WeightQuantizer(nn.Module):
         """Follow a permutation of the output channels (elastic-width channel sorting)."""
         self.scale_channel.copy_(self.scale_channel[:, perm])
         self.zero_channel.copy_(self.zero_channel[perm])
+
+
+@WEIGHT_QUANTIZERS.register("eqnet")
+def eqnet(channels: int) -> WeightQuantizer:
+    """EQ-Net: independent LSQ step/offset tables per bit-width over the shared latent float weights."""
+    return WeightQuantizer(channels)
 
 
 class ActQuantizer(nn.Module):

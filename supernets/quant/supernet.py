@@ -13,7 +13,8 @@ as many architectures as needed until every wrapped layer has seen data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,8 +28,10 @@ from search_spaces.quant import JointArch, JointSpace
 from supernets.base import SUPERNETS, Supernet, create_supernet, grad_norm
 from supernets.quant.export import FakeQuantLayer, fake_quant_config, wrap_in_call_order
 from supernets.quant.ops import Binding, QuantLayer, adapter_for
+from supernets.quant.quantizers import WEIGHT_QUANTIZERS
 
-__all__ = ["QuantSupernet", "quant_layers", "quantization_mode", "full_precision", "calibration", "calibrate",
+__all__ = ["QuantSupernet", "weight_quantizer_factory", "quant_layers", "quantization_mode", "full_precision",
+           "calibration", "calibrate",
            "input_shape"]
 
 def quant_layers(model: nn.Module) -> list[QuantLayer]:
@@ -40,42 +43,54 @@ def input_shape(space: JointSpace, arch: Any, batch: int = 1) -> tuple[int, int,
     return (batch, *require(space.base, "input_shape", needed_by="the quantised supernet")(arch))
 
 
-def _wrap(module: nn.Module, binding: Binding) -> None:
+def _wrap(module: nn.Module, binding: Binding, weight_quantizer: Callable[[int], nn.Module]) -> None:
     for name, child in list(module.named_children()):
         if adapter_for(child) is not None:
-            setattr(module, name, QuantLayer(child, binding))
+            setattr(module, name, QuantLayer(child, binding, weight_quantizer=weight_quantizer))
         else:
-            _wrap(child, binding)
+            _wrap(child, binding, weight_quantizer)
+
+
+def weight_quantizer_factory(name: str, kwargs: dict[str, Any] | None = None) -> Callable[[int], nn.Module]:
+    """``channels -> quantiser`` of the family ``name`` in :data:`WEIGHT_QUANTIZERS`; an unknown name or a wrong
+    keyword is a :class:`~search_spaces.errors.BadInputError` naming what is allowed."""
+    kwargs = dict(kwargs or {})
+    WEIGHT_QUANTIZERS.create(name, channels=1, **kwargs)  # validates the name and the keywords
+    return functools.partial(WEIGHT_QUANTIZERS.get(name), **kwargs)
 
 
 @SUPERNETS.register("quant")
 class QuantSupernet(Supernet):
-    """A supernet of ``space.base`` (``base`` names it; default by space type) with quantised layers."""
+    """A supernet of ``space.base`` (``base`` names it; default: the space's ``supernet_name``) with quantised
+    layers; ``quantizer`` names the weight quantiser family (``eqnet``: per-bit tables; ``double_rounding``: one
+    8-bit integer copy, lower bits by rounding shifts) and ``quantizer_kwargs`` its options."""
 
     name = "quant"
     inner: Supernet
 
-    def __init__(self, space: JointSpace, *, base: str | None = None,
-                 base_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, space: JointSpace, *, base: str | None = None, base_kwargs: dict[str, Any] | None = None,
+                 quantizer: str = "eqnet", quantizer_kwargs: dict[str, Any] | None = None) -> None:
         if not isinstance(space, JointSpace):
             raise TypeError(f"the quant supernet needs a JointSpace (e.g. create_space('quant_nb201_tiny')), "
                             f"got {type(space).__name__}")
         if base is None:
             base = space.base.supernet_name
             if base is None:
-                raise MissingCapabilityError(
-                    f"space {space.base.name!r} ({type(space.base).__name__}) names no default supernet "
-                    "(its supernet_name); pass base=<registered supernet> to the quantised supernet")
+                raise MissingCapabilityError(space.base, "supernet_name",
+                                             needed_by="the quantised supernet; or pass base=<registered supernet>")
+        factory = weight_quantizer_factory(quantizer, quantizer_kwargs)
         super().__init__(space)
         self.base_name = base
+        self.quantizer, self.quantizer_kwargs = quantizer, dict(quantizer_kwargs or {})
         self.inner = create_supernet(base, space.base, **(base_kwargs or {}))
         self.binding = Binding()
-        _wrap(self.inner, self.binding)
+        _wrap(self.inner, self.binding, factory)
         self._configs: list[Any] = []
         self.set_arch(space.policy_for(space.fixed_arch or space.base.max_arch(), 8, 8))
 
     def spec(self) -> dict[str, Any]:
-        return {"base": self.base_name, "base_kwargs": self.inner.spec()}
+        return {"base": self.base_name, "base_kwargs": self.inner.spec(), "quantizer": self.quantizer,
+                "quantizer_kwargs": self.quantizer_kwargs}
 
     def no_weight_decay(self) -> set[str]:
         """Quantiser step sizes and offsets (timm's optimizer factory exempts these names from weight decay)."""
@@ -147,8 +162,10 @@ class QuantSupernet(Supernet):
         shape = input_shape(self.space, joint.arch)  # type: ignore[arg-type]
         module = wrap_in_call_order(float_export.module, shape,
                                     lambda i, op: FakeQuantLayer(op, configs[i], params[i][0]))
-        for layer, (_, tensors) in zip((m for m in module.modules() if isinstance(m, FakeQuantLayer)), params):
-            layer.load_params(**tensors)
+        layers = [m for m in module.modules() if isinstance(m, FakeQuantLayer)]
+        for layer, q, cfg, (_, tensors) in zip(layers, calls, configs, params):
+            weight = q.wq.export_weight(layer.op.weight, cfg.w_bits, cfg.per_channel, cfg.w_symmetric)
+            layer.load_params(**tensors, weight=weight)
         return module, fake_quant_config(float_export.config, shape, configs, [p[0] for p in params])
 
 

@@ -94,6 +94,9 @@ CASES = [
     ("nas.train", [*TRAIN, "supernet.name=nope"], 2,
      "supernet.name='nope': not a registered supernet (fewshot, nb201, ofa_mbv3, quant, vit) and not a "
      "'package.module:factory' spec"),
+    ("nas.train", ["search_space=quant_nb201_tiny", "supernet=quant", "sampler=eqnet",
+                   "supernet.kwargs.quantizer=double_round", f"out_dir={T}/t0"], 2,
+     "unknown weight quantizer 'double_round'; did you mean 'double_rounding'? Available: double_rounding, eqnet"),
     ("nas.train", [*TRAIN, "resume=maybe"], 2, "resume must be true or false, got 'maybe'"),
     ("nas.train", [*TRAIN, "data.kwargs.root=/nonexistent"], 2, "Fashion-MNIST root /nonexistent is not a directory"),
     ("nas.train", [*TRAIN, "data.kwargs.train_limit=abc"], 2,

@@ -204,6 +204,53 @@ def test_latency_target_pulls_the_expected_latency_to_it_from_both_sides(tmp_pat
 def test_latency_target_needs_a_profile_and_a_positive_value():
     with pytest.raises(MixtureError, match="lat_target must be a latency > 0"):
         DnasSettings(lat_target=0.0)
+    with pytest.raises(MixtureError, match="derive=target needs lat_target"):
+        DnasSettings(derive="target")
+    with pytest.raises(MixtureError, match="derive='best': one of"):
+        DnasSettings(derive="best")
+    with pytest.raises(MixtureError, match="lat_tolerance must be a fraction"):
+        DnasSettings(lat_target=1.0, lat_tolerance=0.0)
+
+
+def test_batched_expected_latency_equals_the_discrete_price():
+    """One-hot weights in a batch give each architecture's own profile price (the derivation prices with it)."""
+    from hw_profiles import create_hw_profile
+    from nas.search.dnas_derive import _price_rows
+
+    sp = create_space("ofa_mbv3_tiny", kernels=(3, 5), expands=(2, 4))
+    lat = ExpectedLatency(sp, create_hw_profile("macs"), resolution=28)
+    net = create_supernet("ofa_mbv3", sp)
+    choices = net.mixture_choices("tangle")
+    names = list(choices)
+    rng = np.random.default_rng(0)
+    rows = np.stack([rng.integers(len(choices[k]), size=16) for k in names], axis=1)
+    prices = _price_rows(lat, names, [len(choices[k]) for k in names], rows)
+    for row, price in zip(rows, prices):
+        arch = net.derive({**{k: choices[k][int(i)] for k, i in zip(names, row)}, "r": 28})
+        assert price == pytest.approx(lat.price(arch), rel=1e-5)
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.7])
+def test_derive_near_target_lands_in_the_window_where_argmax_is_an_extreme(frac):
+    """Logits leaning slightly towards the largest (or smallest) choice everywhere: the argmax is the extreme net,
+    far from a target inside the range; the target derivation returns an arch priced within 5 % of it."""
+    from hw_profiles import create_hw_profile
+    from nas.search.dnas_derive import derive_near_target
+
+    sp = create_space("ofa_mbv3_tiny", kernels=(3, 5, 7), expands=(2, 3, 4))
+    lat = ExpectedLatency(sp, create_hw_profile("macs"), resolution=28)
+    net = create_supernet("ofa_mbv3", sp)
+    choices = net.mixture_choices("tangle")
+    lo, hi = lat.price(sp.min_arch()), lat.price(sp.max_arch())
+    target = lo + frac * (hi - lo)
+    lean = 1.0 if frac > 0.5 else -1.0  # towards the largest for the high target, the smallest for the low one
+    probs = {k: torch.softmax(lean * 0.1 * torch.arange(len(v), dtype=torch.float32), 0) for k, v in choices.items()}
+    argmax = net.derive({**{k: v[int(torch.argmax(probs[k]))] for k, v in choices.items()}, "r": 28})
+    assert abs(lat.price(argmax) / target - 1) > 0.1
+    picked, price = derive_near_target(probs, choices, lat, target, tol=0.05)
+    arch = net.derive({**picked, "r": 28})
+    assert abs(lat.price(arch) / target - 1) <= 0.05
+    assert price == pytest.approx(lat.price(arch), rel=1e-5)
 
 
 def test_bad_input_is_a_clear_mixture_error():

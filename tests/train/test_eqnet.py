@@ -134,3 +134,23 @@ def test_random_draw_cqap_spreads_the_random_subnets_average_bits() -> None:
     assert spread["cqap"] > 2.5 * spread["uniform"]
     with pytest.raises(ValueError, match="random_draw='gauss'; choose 'uniform'"):
         create_sampler("eqnet", space, random_draw="gauss")
+
+
+def test_cli_trains_a_double_rounding_supernet_that_loads_and_exports(tmp_path) -> None:
+    from nas.train.checkpoint import load_supernet
+    from supernets.quant.double_rounding import DoubleRoundingQuantizer
+
+    cfg = tiny_config(tmp_path, "search_space=quant_nb201_tiny", "supernet=quant", "sampler=eqnet",
+                      "supernet.kwargs.quantizer=double_rounding", "+supernet.kwargs.quantizer_kwargs.alrs=true",
+                      "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "trainer.optimizer=adamw", "trainer.lr=1e-3",
+                      "sampler.kwargs.calib_images=32", "sampler.kwargs.calib_steps=8")
+    assert run_train(cfg).steps == 2
+    net = load_supernet(tmp_path).eval()
+    assert net.spec()["quantizer"] == "double_rounding"
+    ran = net.trace(net.space.min_arch())
+    assert ran and all(isinstance(q.wq, DoubleRoundingQuantizer) and bool(q.wq.initialized) for q in ran)
+    assert any(float(q.wq.grad_mag.sum()) > 0 for q in ran)  # ALRS measured the precisions while training
+    joint = net.space.min_arch()
+    x = torch.randn(4, *net.space.input_shape(joint))
+    with torch.no_grad(), net.use(joint):
+        assert torch.allclose(net.export(joint).module.eval()(x), net(x), atol=1e-5)
