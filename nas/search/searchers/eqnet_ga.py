@@ -46,6 +46,7 @@ class EQNetGA(Evolution):
         if not isinstance(space, JointSpace):
             raise SearcherConfigError(f"searcher eqnet_ga searches quantisation policies; space {space.name!r} is "
                                       "not a joint arch x policy space (e.g. experiment=eqnet_fmnist)")
+        self.space: JointSpace = space
         self.c = self._target()
         lo, hi = space.w_bits[0], space.w_bits[-1]
         if not lo < self.c <= hi + 0.5 or self.c - self.window >= hi:
@@ -68,7 +69,7 @@ class EQNetGA(Evolution):
         """(n, 2) average weight and activation bits of encodings ``X`` (cached per encoding)."""
         from search_spaces.quant_costs import average_bits
 
-        view, sp = self.problem.view, self.problem.space
+        view, sp = self.problem.view, self.space
         out = np.zeros((len(X), 2))
         Xc = view.canonical(np.asarray(X))
         for i, (x, key) in enumerate(zip(Xc, view.keys(Xc))):
@@ -80,7 +81,7 @@ class EQNetGA(Evolution):
 
     def in_window(self, X: np.ndarray) -> np.ndarray:
         avg = self.averages(X)
-        return ((avg > self.c - self.window + 1e-9) & (avg <= self.c + 1e-9)).all(1)
+        return np.asarray(((avg > self.c - self.window + 1e-9) & (avg <= self.c + 1e-9)).all(1))
 
     def _acceptable(self, C: np.ndarray) -> np.ndarray:
         return super()._acceptable(C) & self.in_window(C)
@@ -94,7 +95,7 @@ class EQNetGA(Evolution):
         """CQAP draws with targets in the window, kept when inside it (bounded retries; fills up with the closest)."""
         view, got, spare = self.problem.view, [], []
         lo = max(self.c - self.window, self.bit_map.lo - 0.4)
-        hi = min(self.c, self.problem.space.w_bits[-1])
+        hi = min(self.c, self.space.w_bits[-1])
         for _ in range(self.max_rounds):
             targets = self.rng.uniform(lo, hi, self.population_size)
             X = view.canonical(view.encode([self.bit_map.draw(self.rng, target=float(t)) for t in targets]))
