@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from nas.export_subnet import ExportError, _check_same_space
 from nas.train.checkpoint import load_supernet
 from search_spaces.quant_costs import average_bits
 
@@ -63,3 +66,12 @@ def test_eqnet_ga_from_the_command_line_stays_in_the_window(tmp_path):
         joint = space.from_json(r["arch"])
         for kind in ("w", "a"):
             assert 3.5 < average_bits(space, joint, kind) <= 4.0 + 1e-9
+
+
+def test_a_front_point_of_the_quantised_search_matches_its_checkpoint(tmp_path):
+    """nas.export results=<eqnet_fmnist search> checks the point's space against the checkpoint's spec: a joint
+    space's spec names its factory ('quant') and the space ('quant_ofa_mbv3_fmnist') apart."""
+    ckpt = REPO / "nas/embedded/quant_ofa_mbv3_fmnist"
+    _check_same_space(tmp_path, {"arch": {"space": "quant_ofa_mbv3_fmnist"}}, ckpt)
+    with pytest.raises(ExportError, match="is a supernet of space 'quant_ofa_mbv3_fmnist'"):
+        _check_same_space(tmp_path, {"arch": {"space": "ofa_mbv3_fmnist"}}, ckpt)
