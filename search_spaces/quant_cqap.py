@@ -43,7 +43,7 @@ def _categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((probs.cumsum(-1) < u).sum(-1), probs.shape[-1] - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables are arrays: identity, not element-wise, equality
 class BitMap:
     """P(bit of slot | average-bit bin) for weights and activations of a joint space."""
 
