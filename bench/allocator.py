@@ -78,7 +78,7 @@ def main() -> None:
                 for mode in runs:
                     runs[mode].append(child(mode, workload, which, args.repeats))
             if not all(r["active"] for r in runs["retained"]):
-                print("retain_freed_memory() is not available here (not Linux/glibc, or NAS_RETAIN_MEMORY=0)")
+                print("retain_freed_memory() is not available here (not Linux/glibc)")
             med = {m: statistics.median(r["s"] for r in rs) for m, rs in runs.items()}
             for m, rs in runs.items():
                 print(f"{workload + '_' + which:14s} {m:9s} {med[m]:8.3f} "

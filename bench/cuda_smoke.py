@@ -134,7 +134,7 @@ class Smoke:
 
     # -- 2 -------------------------------------------------------------------------------------------------
     def ddp(self) -> str:
-        from nas.train.checkpoint import load_checkpoint
+        from nas.checkpoints import load_checkpoint
         from supernets import supernet_from_spec
 
         total = 8 if self.a.quick else 60
@@ -203,7 +203,7 @@ class Smoke:
 
     def _bn_paths(self) -> str:
         """Max |diff| device vs CPU of a batch-500 eval forward and of BN statistics after recalibration."""
-        from nas.train.checkpoint import load_supernet
+        from nas.checkpoints import load_supernet
         from supernets import recalibrated
 
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -231,7 +231,7 @@ class Smoke:
     def export(self) -> str:
         import onnxruntime as ort
 
-        from nas.train.checkpoint import load_supernet
+        from nas.checkpoints import load_supernet
         from supernets import save_subnet
 
         net = load_supernet(self.train_dir).eval()

@@ -8,10 +8,10 @@ LAT the expected latency priced by this machine's ``local_cpu`` profile at resol
 
 For each target T (``--targets``, fractions of the way from the smallest to the largest subnet's price), and seed:
 
-* the derived architecture (``derive=auto``: the most probable one priced within 5 % of T) is priced by the profile
-  and *measured*: the whole static network timed on this machine (interleaved with the other derived networks,
-  median of ``--repeats``), batch 1, one thread, the profile's runtime and clock; ``err = |measured / T - 1|``
-  (goal: within 10 %);
+* the derived architecture (``derive=auto``: the most probable one priced within 5 % of T) is priced by the
+  profile and *measured*: the whole static network timed on
+  this machine (interleaved with the other derived networks, median of ``--repeats``), batch 1, one thread, the
+  profile's runtime and clock; ``err = |measured / T - 1|`` (goal: within 10 %);
 * its top-1 (BN recalibrated, ``--val-images`` validation images) is compared with the best *measured* top-1 among
   the points of ``python -m nas.search +hw=local_cpu`` (the README's predictor-driven NSGA-II on the same embedded
   supernet) whose profile price is <= the derived network's price (the front at that latency).

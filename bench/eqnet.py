@@ -44,8 +44,8 @@ from bench._supernet_runs import step_config, train
 from nas.data import create_data
 from nas.embedded import load as load_embedded
 from nas.evaluation import EvalSet, evaluate_subnets
-from nas.train.samplers_eqnet import EQNetSampler
-from nas.train.samplers_sorted import FixedArchSampler
+from nas.train.samplers.eqnet import EQNetSampler
+from nas.train.samplers.fixed import FixedArchSampler
 from search_spaces import create_space
 from search_spaces.quant import JointArch, JointSpace
 from search_spaces.quant_costs import average_bits, model_size_bytes

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench._supernet_runs import step_config, test_top1, train  # noqa: E402
 from nas.data import create_data  # noqa: E402
 from nas.train import SandwichSampler  # noqa: E402
-from nas.train.samplers_sorted import FixedArchSampler  # noqa: E402
+from nas.train.samplers.fixed import FixedArchSampler  # noqa: E402
 from supernets import create_supernet  # noqa: E402
 
 VARIANTS = {"plain": {}, "mos_layer": {"mos_experts": 2, "mos_mode": "layer"},

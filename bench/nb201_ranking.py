@@ -48,8 +48,8 @@ from bench.nb201_truth import agreement  # noqa: E402
 from nas.data import DataModule  # noqa: E402
 from nas.standalone import evaluate_accuracy  # noqa: E402
 from nas.train import Sampler, TrainConfig, Trainer, create_sampler  # noqa: E402
-from nas.train.samplers_pada import PADASampler  # noqa: E402
-from nas.train.samplers_shiftnas import ShiftNASSampler  # noqa: E402
+from nas.train.samplers.pada import PADASampler  # noqa: E402
+from nas.train.samplers.shiftnas import ShiftNASSampler  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from search_spaces.base import SearchSpace  # noqa: E402
 from supernets import create_supernet, recalibrate_bn  # noqa: E402

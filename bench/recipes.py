@@ -31,11 +31,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
+from nas.checkpoints import load_supernet
 from nas.conf import CONF_DIR
 from nas.data import DataModule, create_data
 from nas.evaluation import EvalSet, evaluate_subnets
 from nas.standalone import evaluate_accuracy, train_standalone
-from nas.train import load_supernet
 from nas.train.resize import resize_to
 from nas.train.run import run_train
 from nas.train.samplers.supertickets import global_magnitude_masks, prunable_parameters

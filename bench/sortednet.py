@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._supernet_runs import step_config, test_top1, train  # noqa: E402
 from nas.data import create_data  # noqa: E402
-from nas.train.samplers_sorted import FixedArchSampler, SortedNetSampler  # noqa: E402
+from nas.train.samplers.fixed import FixedArchSampler  # noqa: E402
+from nas.train.samplers.sortednet import SortedNetSampler  # noqa: E402
 from search_spaces.sorted import SortedChain  # noqa: E402
 from supernets import create_supernet  # noqa: E402
 

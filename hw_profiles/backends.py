@@ -55,6 +55,16 @@ class TimingBackend(abc.ABC):
         """Context entered around a whole timing loop (threads, inference mode)."""
         yield
 
+    def forms(self, space: Any, build_layer: Callable[[Any], Any],
+              build_network: Callable[[list[Any]], Any] | None) -> tuple[Any, Callable[[Any], Any], Any]:
+        """The space as this runtime runs it (its ``layers(arch)`` are the signatures measured) and the module
+        builders for them; float runtimes run every layer as given (identity)."""
+        return space, build_layer, build_network
+
+    def runs_as(self, spec: Any) -> str | None:
+        """What kernel a measured signature runs as, recorded per profile entry (None: not recorded)."""
+        return None
+
     def overhead_runner(self, batch: int = 1) -> Runner | None:
         """A runner of a trivial graph when the runtime has a per-call cost that a network pays once but isolated
         layers pay each (ONNX Runtime's ``session.run``); ``None`` when layers inside a network pay it too (eager
@@ -113,20 +123,30 @@ class OnnxRuntimeBackend(TimingBackend):
     def prepare(self, module: Any, input_shape: tuple[int, ...]) -> Runner:
         import torch
 
-        buf = io.BytesIO()
         x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+        sess = self.session_for(self.to_onnx(module, x))
+        feed = {"input": x.numpy()}
+        return lambda: sess.run(None, feed)
+
+    def to_onnx(self, module: Any, x: Any) -> bytes:
+        """``module`` on example input ``x`` as an ONNX model (input ``input``, output ``output``)."""
+        import torch
+
+        buf = io.BytesIO()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deliberate (fast)
             torch.onnx.export(module.eval(), (x,), buf, input_names=["input"], output_names=["output"],
                               opset_version=self.opset, dynamo=False)
+        return buf.getvalue()
+
+    def session_for(self, model: bytes) -> Any:
+        """An inference session of ``model`` with this backend's threads, sequential, all graph optimisations."""
         opts = self._ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = self._ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-        feed = {"input": x.numpy()}
-        return lambda: sess.run(None, feed)
+        return self._ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
     def overhead_runner(self, batch: int = 1) -> Runner | None:
         import torch

@@ -224,6 +224,8 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     if config.context and build_network is None:
         raise BadInputError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
     backend = backend or create_backend(config.runtime, threads=config.threads)
+    # the signatures this runtime actually runs (an int8 runtime: every quantised layer in its int8 form)
+    space, build_layer, build_network = backend.forms(space, build_layer, build_network)
     out = Path(out)
     meta = ProfileMeta(name=name, device=cpu_name(), soc=None, runtime=backend.name, runtime_version=backend.version,
                        threads=backend.threads, batch=config.batch, units="ms", method=config.method(),
@@ -265,7 +267,8 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
         profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
         if call and not profile.meta.network_overhead:
             profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
-        profile = profile.with_entries({s.key(): _entry(t * factor) for s, t in zip(chunk, times)})
+        profile = profile.with_entries({s.key(): replace(_entry(t * factor), runs_as=backend.runs_as(s))
+                                        for s, t in zip(chunk, times)})
         profile.save(out)
         measured += [s.key() for s in chunk]
         if progress is not None:

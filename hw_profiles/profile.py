@@ -56,6 +56,8 @@ class Entry:
     std: float = 0.0
     count: int = 1
     median: float | None = None
+    #: the kernel the signature actually ran as (e.g. ``int8`` for a quantised layer in ONNX Runtime); None: as named
+    runs_as: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "std") + (("median",) if self.median is not None else ()):
@@ -68,6 +70,8 @@ class Entry:
             raise ProfileFormatError(f"std must be >= 0, got {self.std!r}")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
             raise ProfileFormatError(f"count must be an int >= 1, got {self.count!r}")
+        if self.runs_as is not None and (not isinstance(self.runs_as, str) or not self.runs_as):
+            raise ProfileFormatError(f"runs_as must be a non-empty string or absent, got {self.runs_as!r}")
 
     @property
     def value(self) -> float:
@@ -80,14 +84,13 @@ class Entry:
         return self.std / math.sqrt(self.count)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d if self.median is not None else {k: v for k, v in d.items() if k != "median"}
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("median", "runs_as")}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "entry") -> Entry:
         if not isinstance(d, Mapping):
             raise ProfileFormatError(f"{where}: expected a mapping with mean/std/count, got {type(d).__name__}")
-        _check_keys(where, d, ("mean",), ("std", "count", "median"))
+        _check_keys(where, d, ("mean",), ("std", "count", "median", "runs_as"))
         try:
             return cls(**d)
         except ProfileFormatError as exc:

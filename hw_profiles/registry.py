@@ -1,7 +1,8 @@
 """The ``HW_PROFILES`` registry: every objective a search can name, created by name (``hw=snapdragon855``).
 
 Latency profiles (``snapdragon855``: shipped calibrated model; ``local_cpu`` / ``lut``: tables built by
-``python -m nas.profile``) and analytic objectives (``macs``, ``flops``, ``params``, ``size``) share the
+``python -m nas.profile``; ``local_cpu_int8``: quantised spaces timed in ONNX Runtime's int8 kernels)
+and analytic objectives (``macs``, ``flops``, ``params``, ``size``) share the
 :class:`~hw_profiles.cost.CostModel` interface.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from hw_profiles.cost import CostModel, bitops_cost, flops_cost, macs_cost, params_cost, size_cost
 from hw_profiles.latency import LatencyModel, load_calibrated, load_calibrated_domain
+from hw_profiles.ort_quant import local_cpu_int8
 from hw_profiles.profile import HardwareProfile, load_ofa_tables
 from search_spaces.errors import MissingFileError
 from search_spaces.registry import Registry
@@ -47,6 +49,9 @@ def _from_file(path: str | Path, hint: str, strict: bool) -> LatencyModel:
 def local_cpu(path: str | Path = DEFAULT_LOCAL_PROFILE, *, strict: bool = False) -> LatencyModel:
     """This machine's CPU, from a profile built by ``python -m nas.profile hw=local_cpu``."""
     return _from_file(path, "build it with `python -m nas.profile hw=local_cpu`", strict)
+
+
+HW_PROFILES.add("local_cpu_int8", local_cpu_int8)  # quantised spaces in ONNX Runtime int8 (hw_profiles/ort_quant.py)
 
 
 @HW_PROFILES.register("lut")

@@ -91,6 +91,8 @@ def _worker(request_path: str, out_path: str) -> None:
     rng = np.random.default_rng([req["seed"], 24])  # disjoint from the builder's seeds
     archs = [space.sample(rng) for _ in range(req["nets"])]
     backend = create_backend(meta.runtime, threads=meta.threads or 1)
+    # the space as the runtime runs it (an int8 runtime: quantised layers in their int8 form, as its table holds)
+    space, _, build_network = backend.forms(space, build_network, build_network)
     medians, spreads = [], []
     for start in range(0, len(archs), req["group"]):
         layers = [space.layers(a) for a in archs[start:start + req["group"]]]

@@ -1,9 +1,9 @@
 """An architecture as a user types it on the command line: JSON, a dict, or the canonical id a search printed.
 
-The id form is resolved by the space when it can parse ids (an optional ``from_id(text)`` capability), else by
-looking the id up among architectures the engine has already seen and written down: the rows of a search's
-``evaluated.csv`` and of a supernet directory's ``measurements.csv``. Every failure names the value and the
-forms that are allowed.
+The id form is parsed by the space (the ``from_id(text)`` capability: every built-in space has it, so an id needs no
+results file); for a user's space without it, the id is looked up among architectures the engine has already seen
+and written down: the rows of a search's ``evaluated.csv`` and of a supernet directory's ``measurements.csv``.
+Every failure names the value and the forms that are allowed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search_spaces.errors import BadInputError
+from search_spaces.base import has_capability
+from search_spaces.errors import BadInputError, MissingCapabilityError
+from search_spaces.quant import InvalidPolicyError
 
 __all__ = ["ArchInputError", "parse_arch", "FORMS"]
 
@@ -33,6 +35,12 @@ def _allowed() -> str:
 def _from_dict(space: Any, d: Mapping[str, Any], shown: str) -> Any:
     try:
         return space.from_dict(dict(d))
+    except InvalidPolicyError as exc:  # the JSON would bury the point: name the architecture and the slot
+        arch = d.get("arch") if isinstance(d.get("arch"), Mapping) else {}
+        raise ArchInputError(f"the quantisation policy in arch= is not one for its architecture "
+                             f"{json.dumps(dict(arch), default=str)} (space {space.name!r}): {exc}. A policy holds "
+                             "one setting per layer its own architecture runs (None for the others); export the "
+                             "(arch, policy) pair the search found") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ArchInputError(f"arch={shown} is not an architecture of space {space.name!r}: {exc}") from None
 
@@ -66,13 +74,13 @@ def parse_arch(space: Any, value: Any, *, lookup: Iterable[str | Path] = ()) -> 
         if not isinstance(d, dict):
             raise ArchInputError(f"arch={text!r} is JSON but not an object; {_allowed()}")
         return _from_dict(space, d, repr(text))
-    from_id = getattr(space, "from_id", None)
-    if callable(from_id):
+    if has_capability(space, "from_id"):
         try:
-            return from_id(text)
+            return space.from_id(text)
+        except MissingCapabilityError:
+            pass  # e.g. a joint space over a user's base space that cannot parse ids: look the id up below
         except (ValueError, KeyError) as exc:
-            raise ArchInputError(f"arch={text!r} is not an arch id of space {space.name!r}: {exc}; "
-                                 f"{_allowed()}") from None
+            raise ArchInputError(f"arch does not parse: {exc}. Other forms: {FORMS[0]}; {FORMS[2]}") from None
     files: list[Path] = []
     for src in map(Path, lookup):
         files += [src / "evaluated.csv", src / "measurements.csv"] if src.is_dir() else [src]

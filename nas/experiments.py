@@ -53,8 +53,8 @@ def fmnist_default(*, directory: str | None = None, predictor: str = "ridge_svr"
     """The embedded default: a supernet trained on Fashion-MNIST by ``nas.train`` and measured subnet accuracies
     (both committed under ``nas/embedded/``); accuracy is predicted by a predictor fitted on those measurements."""
     from nas import embedded
+    from nas.checkpoints import load_supernet
     from nas.evaluation import read_measurements
-    from nas.train.checkpoint import load_supernet
 
     root = Path(directory) if directory else embedded.path(embedded.DEFAULT)
     if not (root / "measurements.csv").is_file():

@@ -3,6 +3,8 @@
     python -m nas.export results=<search dir> rank=0 [out=<dir>] [checkpoint=<supernet>] [data=fashion_mnist]
     python -m nas.export checkpoint=<supernet> arch='{"ks": [...], "e": [...], "d": [...], "r": 32}' data=fashion_mnist
     python -m nas.export checkpoint=<supernet> arch=<arch id a search printed> data=fashion_mnist [results=<dir>]
+    ... format=onnx_int8|torch_int8|fake_quant [fallback=fake_quant] [calib_images=N calib_batch=B]  (a quantised
+    supernet's policy; see nas.export_quant)
 
 Thin hydra entry over :mod:`nas.export_subnet` (config ``nas/conf/export.yaml``).
 """
@@ -41,10 +43,10 @@ def run_export(cfg: DictConfig) -> str:
             return (f"exported ticket {meta['arch_id']} to {out}: measured sparsity {t['measured_sparsity']:.3f} "
                     f"(target {t['target_sparsity']:.3f}, supernet {t['supernet_sparsity']:.3f})")
         meta = export_arch(str(cfg.checkpoint), arch, str(out), data=data, recalibrate=recal, lookup=lookup,
-                           overwrite=overwrite)
+                           overwrite=overwrite, **_quant_options(cfg))
         top1 = meta.get("measured_test_top1")
         return (f"exported {meta['arch_id']} to {out}: {meta['macs'] / 1e6:.2f} M MACs, {meta['params']} params"
-                + (f", measured test top-1 {top1:.2f}%" if top1 is not None else ""))
+                + (f", measured test top-1 {top1:.2f}%" if top1 is not None else "") + _quant_line(meta))
     if not cfg.get("results"):
         raise ExportError("nothing to export: give results=<search dir> rank=N, or checkpoint=<supernet> arch=<JSON "
                           "or arch id>")
@@ -54,7 +56,23 @@ def run_export(cfg: DictConfig) -> str:
         data = OmegaConf.to_container(saved.export_data, resolve=True)
     out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
     return export_front_point(str(cfg.results), rank=int(cfg.rank), out=out, data=data, recalibrate=recal,
-                              checkpoint=str(checkpoint) if checkpoint else None, overwrite=overwrite)
+                              checkpoint=str(checkpoint) if checkpoint else None, overwrite=overwrite,
+                              **_quant_options(cfg))
+
+
+def _quant_options(cfg: DictConfig) -> dict[str, Any]:
+    return {"fmt": str(cfg.get("format") or "fake_quant"),
+            "fallback": None if cfg.get("fallback") in (None, "null", "none") else str(cfg.fallback),
+            "calib_images": int(cfg.get("calib_images", 2000)), "calib_batch": int(cfg.get("calib_batch", 200))}
+
+
+def _quant_line(meta: dict[str, Any]) -> str:
+    exp = (meta.get("quantization") or {}).get("export")
+    if not exp:
+        return ""
+    if exp.get("fallback"):
+        return f"; format={exp['requested_format']} fell back to fake_quant: {exp['fallback_reason']}"
+    return f"; {exp['format']} model {exp['file']}: measured test top-1 {exp['measured_test_top1']:.2f}%"
 
 
 @hydra.main(version_base=None, config_path=SEARCH_PATH, config_name="export")

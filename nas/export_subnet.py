@@ -21,9 +21,11 @@ from torch import nn
 from nas.arch_input import parse_arch
 from nas.data import create_data
 from nas.evaluation import EvalSet, evaluate_arch
+from nas.export_quant import check_format, check_policy, int8_artifact, policy_metadata
 from nas.resolve import load_trained_supernet
 from search_spaces.base import require
 from search_spaces.errors import BadInputError
+from search_spaces.quant import JointSpace
 from supernets import recalibrated, save_subnet
 from supernets.export import check_overwritable
 
@@ -57,15 +59,18 @@ def _resize_note(native: int, res: int) -> dict[str, Any]:
 def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dict[str, Any] | None = None,
                 recalibrate: bool = True, calib_images: int = 2000, calib_batch: int = 200, seed: int = 0,
                 overwrite: bool = False, onnx: bool = True, lookup: tuple[str | Path, ...] = (),
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None, fmt: str = "fake_quant",
+                fallback: str | None = None) -> dict[str, Any]:
     """Recalibrate, export and save ``arch`` (an arch value, its dict, JSON or id); returns the metadata written.
 
     ``data`` (``{"name": ..., "kwargs": {...}}``) is recalibrated on (training split) and measured on (test split).
-    Without it a supernet with BN is refused unless ``recalibrate`` is false."""
+    Without it a supernet with BN is refused unless ``recalibrate`` is false. A quantised supernet's policy is
+    exported as ``fmt`` (:data:`nas.export_quant.FORMATS`; ``fallback``: see :mod:`nas.export_quant`)."""
     out, path = Path(out), Path(checkpoint)
     check_overwritable(out, overwrite)  # before the slow part: refuse a target we may not write
     net = load_trained_supernet(path).eval()
     space = net.space
+    check_format(fmt, fallback, space, data=data, calib_images=calib_images, calib_batch=calib_batch)
     arch = parse_arch(space, arch, lookup=(*lookup, path)) if not _is_arch(space, arch) else space.validate(arch)
     bn = has_batch_norm(net)
     if bn and recalibrate and not data:
@@ -77,7 +82,11 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
                             "resolution": res, "macs": int(space.macs(arch)), "params": int(space.params(arch)),
                             "source_checkpoint": str(checkpoint), "source_sha256": _checkpoint_hash(path),
                             **(extra or {})}
+    if isinstance(space, JointSpace):
+        check_policy(fmt, fallback, space, arch)  # before the slow part
+        meta["quantization"] = policy_metadata(space, arch)
     do_recal = bn and recalibrate
+    write_int8 = None
     if data:
         dm = create_data(data["name"], **dict(data.get("kwargs") or {}))
         evalset = EvalSet(dm, split="test", calib_images=calib_images, calib_batch=calib_batch, seed=seed)
@@ -85,6 +94,10 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
         with net.use(arch), (recalibrated(net, calib) if do_recal else nullcontext(net)):
             meta["measured_test_top1"] = evaluate_arch(net, arch, evalset, recalibrate=False)["top1"]
             module = net.export(arch).module.eval()
+        if fmt != "fake_quant":
+            meta["quantization"]["export"], write_int8 = int8_artifact(fmt, fallback, space, arch, module, calib,
+                                                                       evalset.at(res or dm.image_size)[1],
+                                                                       evalset.targets)
         meta["measured_on"] = {"data": data["name"], "kwargs": dict(data.get("kwargs") or {}), "split": "test",
                                "images": evalset.n_images}
         meta["preprocessing"] = {**dm.preprocessing(), "resize": _resize_note(dm.image_size, res or dm.image_size)}
@@ -98,6 +111,8 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
                                  if bn else "no BatchNorm"})
     save_subnet(out, module, net.export(arch).config, meta, overwrite=overwrite,
                 onnx_input_shape=(1, chans, res, res) if onnx else None)
+    if write_int8 is not None:
+        write_int8(out)
     return meta
 
 
@@ -107,11 +122,12 @@ def _is_arch(space: Any, arch: Any) -> bool:
 
 def export_front_point(results: str | Path, *, rank: int, out: str | Path, checkpoint: str | Path | None = None,
                        data: dict[str, Any] | None = None, recalibrate: bool = True,
-                       overwrite: bool = False) -> str:
+                       overwrite: bool = False, **formats: Any) -> str:
     """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``).
 
     Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
-    one when ``data`` is given."""
+    one when ``data`` is given; ``formats`` (``fmt``, ``fallback``, ``calib_images``, ``calib_batch``) go to
+    :func:`export_arch`."""
     from nas.search.results import read_results_dir  # nas.search imports this module
 
     results = Path(results)
@@ -128,7 +144,7 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, check
     extra = {"search_results": str(results), "front_rank": rank,
              "predicted": {k: v for k, v in point.items() if isinstance(v, float)}, "search_config": config}
     meta = export_arch(checkpoint, point["arch"], out, data=data, recalibrate=recalibrate, overwrite=overwrite,
-                       extra=extra)
+                       extra=extra, **formats)
     pred = point.get("top1")
     measured = meta.get("measured_test_top1")
     line = f"exported rank {rank} {meta['arch_id']} to {out}"

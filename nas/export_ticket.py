@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from nas.arch_input import parse_arch
+from nas.checkpoints import load_checkpoint, load_supernet
 from nas.export_subnet import export_arch
-from nas.train.checkpoint import load_checkpoint, load_supernet
 from nas.train.samplers.supertickets import global_magnitude_masks, mask_sparsity
 from search_spaces.errors import BadInputError, CorruptFileError
 

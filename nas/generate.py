@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from nas.checkpoints import load_checkpoint
 from nas.cli import run_command
-from nas.train.checkpoint import load_checkpoint
-from nas.train.shiftnas_generator import ArchGenerator
+from nas.train.samplers.shiftnas_generator import ArchGenerator
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 

@@ -122,15 +122,17 @@ def import_run_plugins(path: str | Path) -> None:
 
     cfg = OmegaConf.load(cfg_file)
     sp, sn = cfg.get("search_space"), cfg.get("supernet")
-    if sp is not None and is_spec(str(sp.get("name", ""))):
+    user_space = sp is not None and is_spec(str(sp.get("name", "")))
+    user_net = sn is not None and is_spec(str(sn.get("name", "")))
+    if user_space or (user_net and sp is not None):  # a user supernet may serve a registered space
         space = resolve_space(sp)
-        if sn is not None and is_spec(str(sn.get("name", ""))):
+        if user_net:
             resolve_supernet(sn, space)
 
 
 def load_trained_supernet(path: str | Path) -> Any:
-    """:func:`nas.train.checkpoint.load_supernet` for any supernet, a user's included (see module docstring)."""
-    from nas.train.checkpoint import load_supernet
+    """:func:`nas.checkpoints.load_supernet` for any supernet, a user's included (see module docstring)."""
+    from nas.checkpoints import load_supernet
 
     import_run_plugins(path)
     return load_supernet(path)

@@ -12,21 +12,19 @@ CPU launcher (``torch.backends.xeon.run_cpu``) gets the same effect by preloadin
 
 The trade-off is the one a caching allocator makes (PyTorch's CUDA allocator does it for GPU memory): the process
 keeps its peak heap and reuses it instead of returning freed memory to the operating system. The setting is
-process-wide and stays on; the train, evaluate, search and search-worker CLIs turn it on (config key
-``retain_memory``, default true; ``nas.profile`` leaves the allocator alone so latency tables keep measuring the
-default), and ``NAS_RETAIN_MEMORY=0`` in the environment turns it off everywhere. A no-op off Linux/glibc.
+process-wide and stays on, so no library function calls this: each command's ``__main__`` applies the ``runtime``
+config group (``runtime.retain_memory``, default true; :func:`nas.commands.apply_runtime`), and that config key is
+the one switch (no environment variable is read). A no-op off Linux/glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import sys
 
-__all__ = ["retain_freed_memory", "retaining_freed_memory", "supported", "ENV_VAR"]
+__all__ = ["retain_freed_memory", "retaining_freed_memory", "supported"]
 
-ENV_VAR = "NAS_RETAIN_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc malloc.h
 _INT_MAX = 2**31 - 1
 _active = False
@@ -45,15 +43,13 @@ def retaining_freed_memory() -> bool:
 def retain_freed_memory(enabled: bool = True) -> bool:
     """Serve large blocks from the reusable heap (no per-block mmap) and never trim it; True if now in effect.
 
-    Returns False without changing anything when ``enabled`` is false, when ``NAS_RETAIN_MEMORY=0``, or off
+    Returns False without changing anything when ``enabled`` is false (and it is not already on), or off
     Linux/glibc. Idempotent.
     """
     global _active
     if _active:
         return True
-    if not enabled or os.environ.get(ENV_VAR, "1").strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    if not supported():
+    if not enabled or not supported():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -8,9 +8,10 @@ architecture (a kernel of a block beyond its stage's depth does not).
 
 Everything else the engine knows about a space lives on the space as small optional *capabilities* (the
 :class:`typing.Protocol` classes below, optuna-style small interfaces): the priced layer list, the input shape, a
-vectorised active mask, an additive layer table for pricing whole populations, a quantisation layout and a sorted
-sub-model grid. A space implements the ones it supports; a consumer asks with :func:`require`, which raises
-:class:`~search_spaces.errors.MissingCapabilityError` naming the space and the capability. No table outside a
+vectorised active mask, an additive layer table for pricing whole populations, a quantisation layout, a sorted
+sub-model grid and parsing of canonical arch ids. A space implements the ones it supports; a consumer asks with
+:func:`require`, which raises :class:`~search_spaces.errors.MissingCapabilityError` naming the space and the
+capability. No table outside a
 space is keyed by a space's class or name.
 """
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
     from search_spaces.sorted import SortedGrid
 
 __all__ = ["Gene", "SearchSpace", "InvalidArchError", "SPACES", "create_space", "as_generator", "CAPABILITIES",
-           "Layered", "InputShaped", "VectorActive", "Tabulated", "QuantLayoutOwner", "SortedGridOwner", "require",
-           "has_capability"]
+           "Layered", "InputShaped", "VectorActive", "Tabulated", "QuantLayoutOwner", "SortedGridOwner", "IdParsing",
+           "require", "has_capability"]
 
 
 class InvalidArchError(BadInputError):
@@ -199,6 +200,11 @@ class SearchSpace(abc.ABC):
     def arch_id(self, arch: Any) -> str:
         return str(self.validate(arch).id)
 
+    def id_error(self, text: str, why: str) -> InvalidArchError:
+        """The error a ``from_id`` raises: the string, this space, why, and a valid id to copy."""
+        return InvalidArchError(f"{_short(text)!r} is not an arch id of space {self.name!r}: {why}; "
+                                f"a valid id looks like {_short(self.arch_id(self.max_arch()))!r}")
+
     # -- serialisation ----------------------------------------------------------------------------
     def to_dict(self, arch: Any) -> dict[str, Any]:
         return {"space": self.name, **self.validate(arch).to_dict()}
@@ -227,6 +233,12 @@ class SearchSpace(abc.ABC):
         # Only constructor fields: derived ``init=False`` fields (cached genes) are not arguments.
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "name"}
         return {"name": self.name, **fields}
+
+
+def _short(text: Any, limit: int = 160) -> str:
+    """``text`` itself, or its head and tail around an ellipsis when longer than ``limit`` (quantised ids are long)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 40]}...{text[-37:]}"
 
 
 # -- capabilities ---------------------------------------------------------------------------------
@@ -275,10 +287,19 @@ class SortedGridOwner(Protocol):
     def sorted_grid(self, dims: Sequence[str] | None = None, fixed: Any = None) -> SortedGrid: ...
 
 
+@runtime_checkable
+class IdParsing(Protocol):
+    """``from_id(text)``: the architecture whose canonical id (``arch.id``, what search prints) is ``text``; the
+    exact inverse of ``arch_id``. A string that is no id of the space raises :class:`InvalidArchError` naming the
+    string, the space and a valid id (:meth:`SearchSpace.id_error`)."""
+
+    def from_id(self, text: str) -> Any: ...
+
+
 #: capability name (also the method a space defines) -> its protocol
 CAPABILITIES: dict[str, type] = {"layers": Layered, "input_shape": InputShaped, "active_mask": VectorActive,
                                  "layer_table": Tabulated, "quant_layout": QuantLayoutOwner,
-                                 "sorted_grid": SortedGridOwner}
+                                 "sorted_grid": SortedGridOwner, "from_id": IdParsing}
 
 
 def has_capability(space: object, capability: str) -> bool:

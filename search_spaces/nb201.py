@@ -111,6 +111,13 @@ class NB201Space(SearchSpace):
     def parse(self, s: str) -> NB201Arch:
         return self.validate(NB201Arch.from_str(s))
 
+    def from_id(self, text: str) -> NB201Arch:
+        """Inverse of :attr:`NB201Arch.id`, the benchmark's string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
+        try:
+            return self.parse(str(text))
+        except InvalidArchError as exc:
+            raise self.id_error(text, str(exc)) from None
+
     def ordinal(self, arch: NB201Arch) -> int:
         """This project's base-``len(ops)`` index (edge 0 most significant); not NAS-Bench-201's order."""
         n = 0

@@ -8,6 +8,7 @@ are inactive: their kernel/expand are stored as ``None`` so equal networks are e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,6 +90,10 @@ def _num(x: Any) -> int | float:
 
 def _fmt(x: Any) -> str:
     return str(x)
+
+
+_BLOCK_ID = re.compile(r"k(\d+)e(\d+(?:\.\d+)?)")
+_STAGE_ID = re.compile(rf"{_BLOCK_ID.pattern}(?:\.{_BLOCK_ID.pattern})*")
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,32 @@ class OFAMobileNetV3Space(SearchSpace):
         per_block = len(self.kernels) * len(self.expands)
         per_stage = sum(per_block**d for d in self.depths)
         return per_stage**self.n_stages * len(self.resolutions)
+
+    def from_id(self, text: str) -> MBv3Arch:
+        """Inverse of :attr:`MBv3Arch.id`: ``r<res>-`` then one ``-``-separated group per stage of its active
+        blocks ``k<kernel>e<expand>`` joined by ``.`` (a group's length is the stage's depth)."""
+        head, *stages = str(text).strip().split("-")
+        if not re.fullmatch(r"r\d+", head):
+            raise self.id_error(text, f"it must start with r<resolution>-, got {head!r}")
+        if len(stages) != self.n_stages:
+            raise self.id_error(text, f"it has {len(stages)} stage groups after the resolution, the space has "
+                                      f"{self.n_stages}")
+        ks: list[int | None] = []
+        e: list[float | None] = []
+        for s, group in enumerate(stages):
+            if not _STAGE_ID.fullmatch(group):
+                raise self.id_error(text, f"stage {s} {group!r} is not blocks k<kernel>e<expand> joined by '.'")
+            blocks = [(int(k), _num(x)) for k, x in _BLOCK_ID.findall(group)]
+            if len(blocks) > self.max_depth:
+                raise self.id_error(text, f"stage {s} has {len(blocks)} blocks, at most {self.max_depth} allowed")
+            pad = [None] * (self.max_depth - len(blocks))
+            ks += [k for k, _ in blocks] + pad
+            e += [x for _, x in blocks] + pad
+        depths = tuple(len(_BLOCK_ID.findall(g)) for g in stages)
+        try:
+            return self.validate(MBv3Arch(ks=tuple(ks), e=tuple(e), d=depths, r=int(head[1:])))
+        except InvalidArchError as exc:
+            raise self.id_error(text, str(exc)) from None
 
     # -- concrete network -------------------------------------------------------------------------
     def input_shape(self, arch: MBv3Arch) -> tuple[int, int, int]:

@@ -393,6 +393,20 @@ class JointSpace(SearchSpace):
             raise InvalidArchError(f"a joint architecture dict has keys 'arch' and 'policy', got {sorted(d)}")
         return self.validate(JointArch(self.base.from_dict(d["arch"]), QuantPolicy.from_dict(d["policy"])))
 
+    def from_id(self, text: str) -> JointArch:
+        """Inverse of :attr:`JointArch.id`: the base space's id, ``@``, then one token per layout slot joined by
+        ``-`` (:attr:`LayerQuant.token` such as ``w4cs.a4a``, ``x`` for a slot the architecture does not run)."""
+        base_id, at, policy_id = str(text).strip().rpartition("@")
+        if not at:
+            raise self.id_error(text, "a quantised arch id is <base arch id>@<one token per slot>")
+        try:
+            arch = require(self.base, "from_id", needed_by=f"parsing arch ids of {self.name!r}")(base_id)
+            tokens = policy_id.split("-")
+            policy = QuantPolicy(tuple(None if t == "x" else LayerQuant.parse(t) for t in tokens))
+            return self.validate(JointArch(arch, policy))
+        except InvalidArchError as exc:
+            raise self.id_error(text, str(exc)) from None
+
     def spec(self) -> dict[str, Any]:
         if self.layout is not None and self.layout != layout_for(self.base):
             raise ValueError(f"space {self.name!r} uses a custom layout, which a spec cannot describe; "

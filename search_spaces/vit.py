@@ -13,6 +13,7 @@ product (patch embedding, q/k/v/projection, the two attention products, MLP, hea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["ViTArch", "ViTSpace", "ViTBlockDims"]
 
 POOLS = ("cls", "mean")
+_BLOCK_ID = re.compile(r"h(\d+)m(\d+(?:\.\d+)?)")
+_ID = re.compile(rf"e(?P<embed>\d+)-d(?P<depth>\d+)-(?P<blocks>{_BLOCK_ID.pattern}(?:\.{_BLOCK_ID.pattern})*)")
 
 
 def _num(x: Any) -> int | float:
@@ -167,6 +170,24 @@ class ViTSpace(SearchSpace):
         if isinstance(arch, ViTArch) and len(arch.heads) != self.max_depth:
             raise InvalidArchError(f"space {self.name!r} has {self.max_depth} blocks; got {len(arch.heads)}")
         return super().validate(arch)
+
+    def from_id(self, text: str) -> ViTArch:
+        """Inverse of :attr:`ViTArch.id`: ``e<embed>-d<depth>-`` then one ``h<heads>m<mlp ratio>`` per block
+        joined by ``.``."""
+        m = _ID.fullmatch(str(text).strip())
+        if m is None:
+            raise self.id_error(text, "it must read e<embed>-d<depth>-h<heads>m<mlp>.h<heads>m<mlp>...")
+        blocks = [(int(h), _num(r)) for h, r in _BLOCK_ID.findall(m["blocks"])]
+        depth = int(m["depth"])
+        if len(blocks) != depth or depth > self.max_depth:
+            raise self.id_error(text, f"depth d{depth} needs {depth} blocks (at most {self.max_depth}), "
+                                      f"got {len(blocks)}")
+        pad = [None] * (self.max_depth - depth)
+        try:
+            return self.validate(ViTArch(embed=int(m["embed"]), depth=depth, heads=(*[h for h, _ in blocks], *pad),
+                                         mlp=(*[r for _, r in blocks], *pad)))
+        except InvalidArchError as exc:
+            raise self.id_error(text, str(exc)) from None
 
     def active(self, arch: ViTArch) -> np.ndarray:
         blocks = np.arange(self.max_depth) < arch.depth

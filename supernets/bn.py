@@ -19,7 +19,7 @@ from torch import nn
 
 from supernets.bn_stats import one_pass_moments
 
-__all__ = ["bn_recalibration", "recalibrate_bn", "recalibrated"]
+__all__ = ["bn_recalibration", "recalibrate_bn", "recalibrated", "batch_statistics"]
 
 
 def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -131,3 +131,23 @@ def recalibrated(model: nn.Module, batches: Iterable[torch.Tensor],
                 bn.running_mean.copy_(mean)
                 bn.running_var.copy_(var)
                 bn.num_batches_tracked.copy_(count)
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """BatchNorm normalises with the batch's own statistics; running statistics and all modes are restored."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = {m: m.training for m in model.modules()}
+    saved = [{k: v.clone() for k, v in bn.named_buffers(recurse=False)} for bn in bns]
+    try:
+        model.eval()
+        for bn in bns:
+            bn.train()
+        yield model
+    finally:
+        with torch.no_grad():
+            for bn, buffers in zip(bns, saved):
+                for k, v in buffers.items():
+                    getattr(bn, k).copy_(v)
+        for m, mode in modes.items():
+            m.training = mode

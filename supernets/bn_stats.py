@@ -17,7 +17,8 @@ plain forward in interleaved runs. Compiling costs 1-4 s once per process (induc
 processes). Where it cannot compile (no C++ compiler) it warns once and uses two reductions, reducing a large input
 a few MiB of rows at a time so the second pass reads rows the first has just brought into cache (on a 32 MiB L3:
 10.2 -> 8.3 ms on a 200x96x44x44 activation; rows shorter than :data:`CHUNK_MIN_ROW` gain nothing and are reduced
-whole). ``NAS_FUSED_BN_STATS=0`` in the environment turns the compiled kernel off.
+whole). :func:`use_fused_kernel` turns the compiled kernel off for the process; only a command's ``__main__`` calls it,
+from the ``runtime`` config group's ``fused_bn_stats`` (no environment variable is read).
 
 ``E[x^2] - E[x]^2`` loses precision when a channel's mean is large against its spread; a layer with any channel
 whose variance is under :data:`MIN_RELATIVE_VARIANCE` of its second moment falls back to torch's exact kernel, as
@@ -26,7 +27,6 @@ do other layouts, devices and autograd-enabled calls (the fast path is measured 
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["use_fused_kernel",
-           "MIN_RELATIVE_VARIANCE", "CHUNK_BYTES", "CHUNK_MIN_ROW", "FUSED_MIN_BYTES", "FUSED_MAX_ROW", "FUSED_ENV_VAR",
+           "MIN_RELATIVE_VARIANCE", "CHUNK_BYTES", "CHUNK_MIN_ROW", "FUSED_MIN_BYTES", "FUSED_MAX_ROW",
            "batch_norm", "one_pass_moments", "row_moments"]
 
 #: the one-pass variance is used only where var >= this x E[x^2] (relative error then ~1e-5 in float32)
@@ -47,8 +47,6 @@ CHUNK_MIN_ROW = 256
 FUSED_MIN_BYTES = 2**20
 #: rows longer than this are cut into equal pieces no longer than it (inductor's row kernel is 2x slower on 7744)
 FUSED_MAX_ROW = 4096
-#: environment variable; ``0``/``false``/``no``/``off`` keeps the compiled kernel off
-FUSED_ENV_VAR = "NAS_FUSED_BN_STATS"
 
 _fused: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 _fused_failed = False
@@ -70,8 +68,7 @@ def use_fused_kernel(enabled: bool) -> None:
 
 def _fused_kernel() -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
     global _fused
-    if _fused_failed or not _use_fused or os.environ.get(FUSED_ENV_VAR, "1").strip().lower() in {"0", "false", "no",
-                                                                                                  "off"}:
+    if _fused_failed or not _use_fused:
         return None
     if _fused is None:
         _fused = torch.compile(_sums_and_squares, dynamic=True, fullgraph=True)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from hw_profiles import create_hw_profile
-from nas.testing.sweep import BareSpace, check_space
+from nas.testing.sweep import BareSpace, check_ids, check_space
 from search_spaces import SPACES, create_space
+from search_spaces.base import has_capability
 from search_spaces.errors import MissingCapabilityError
 
 # the full-size quantised OFA spaces export on the CPU (their quantisers cannot run on the meta device); the tiny
@@ -18,6 +19,15 @@ _SLOW = {"quant_ofa_mbv3", "quant_ofa_mbv3_w12"}
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in SPACES.names()])
 def test_registered_space_sweep(name: str) -> None:
     check_space(create_space(name), n=2)
+
+
+def test_every_registered_space_parses_its_arch_ids() -> None:
+    """Ids parse without any results file: ``from_id`` is on every built-in space (the sweep checks it inverts)."""
+    for name in SPACES.names():
+        assert has_capability(create_space(name), "from_id"), name
+    space = create_space("ofa_mbv3_fmnist", expands=(2, 2.5, 4))  # a fractional expand ratio in the id
+    check_ids(space, n=50)
+    assert "e2.5" in "".join(space.arch_id(space.sample(s)) for s in range(20))
 
 
 def test_every_registered_space_is_priced_by_macs_and_params() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nas.checkpoints import SPEC, WEIGHTS, load_supernet
 from nas.evaluation import read_measurements
-from nas.train.checkpoint import SPEC, WEIGHTS, load_supernet
 from supernets import Supernet
 
 __all__ = ["DEFAULT", "QUANT_DEFAULT", "ROOT", "available", "path", "load", "load_default", "load_measurements"]

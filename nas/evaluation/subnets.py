@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from nas.arch_input import parse_arch
 from nas.checks import as_bool, as_int
 from nas.data import DataModule, check_compatible
 from search_spaces.errors import BadInputError
@@ -143,7 +145,7 @@ def write_measurements(path: str | Path, rows: Sequence[dict[str, Any]], extra: 
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    from nas.train.checkpoint import atomic_write
+    from nas.checkpoints import atomic_write
 
     return atomic_write(path, lambda tmp: tmp.write_text(buf.getvalue()))
 
@@ -182,8 +184,8 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     data = create_data(cfg.data.name, **dict(cfg.data.get("kwargs") or {}))
     check_compatible(model.space, data, model=str(cfg.checkpoint))
     if cfg.get("archs"):
-        archs = [model.space.from_dict(dict(a)) if not isinstance(a, str) else model.space.from_json(a)
-                 for a in cfg.archs]
+        given = [cfg.archs] if isinstance(cfg.archs, str) else OmegaConf.to_container(cfg.archs, resolve=True)
+        archs = [parse_arch(model.space, a, lookup=(cfg.checkpoint,)) for a in given]
     else:
         n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),

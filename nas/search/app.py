@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,9 @@ def _describe_extrapolation(report: dict[str, Any] | None) -> str:
             f"architectures have extrapolated layers ({report['extrapolated_layers']} layers in all)")
 
 
-def front_table(result: SearchResult, limit: int = 20) -> str:
-    """The front as a fixed-width table (rank, arch id, every metric; MACs added when not an objective)."""
+def front_table(result: SearchResult, limit: int = 20, labels: Callable[[dict[str, Any]], str] | None = None) -> str:
+    """The front as a fixed-width table (rank, arch id, every metric; MACs added when not an objective); ``labels``
+    adds a last column (what the latency profile priced each point as running in, e.g. int8 kernels)."""
     rows = result.records(result.front_indices())
     acc = [o["name"] for o in result.objectives][0]
     rows.sort(key=lambda r: -r[acc])
@@ -80,9 +82,11 @@ def front_table(result: SearchResult, limit: int = 20) -> str:
         cols.append("macs_M")
     width = max([48, *(len(r["arch_id"]) for r in rows[:limit])])  # whole ids: nas.export arch=<id> takes them
     head = f"{'rank':>4}  {'arch id':<{width}} " + " ".join(f"{c:>10}" for c in cols)
+    head += "  runs as" if labels is not None else ""
     lines = [head, "-" * len(head)]
     for rank, r in enumerate(rows[:limit]):
-        lines.append(f"{rank:>4}  {r['arch_id']:<{width}} " + " ".join(f"{r[c]:>10.3f}" for c in cols))
+        lines.append(f"{rank:>4}  {r['arch_id']:<{width}} " + " ".join(f"{r[c]:>10.3f}" for c in cols)
+                     + (f"  {labels(r)}" if labels is not None else ""))
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more in front.csv")
     return "\n".join(lines)
@@ -145,6 +149,11 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
         result.notes["latency_pricing"] = extrapolation_report(cost_model, exp.space, result)
         atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
     ranked = front_ranked(result)
+    runs_as = getattr(cost_model, "runs_as_of", None)  # int8 profiles: what each point's layers run as
+    labels = (lambda r: runs_as(exp.space, exp.space.from_dict(r["arch"]))) if callable(runs_as) else None
+    if labels is not None:
+        for row in ranked:
+            row["runs_as"] = labels(row)
     atomic_write_text(out / "front_ranked.json", json.dumps(ranked, indent=1))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.update({"resolved_supernet": str(exp.supernet_path) if exp.supernet_path else None,  # type: ignore
@@ -153,7 +162,7 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
     if keyed:
         point_latest(out)
-    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result),
+    outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result, labels=labels),
                             notes=tuple(o.note() for o in objectives if getattr(o, "note", None)))
     if export is not None:
         from nas.export_subnet import export_front_point

@@ -60,10 +60,42 @@ def accuracy_source(cfg: DictConfig) -> Experiment:
     exp = _experiment(cfg)
     if space is not None:
         if cfg.experiment.name != "custom":
-            raise ComposeError("search_space=... with accuracy from a preset needs experiment=custom (accuracy from "
-                               "experiment.kwargs.measurements), accuracy=predictor or accuracy=measured")
+            raise ComposeError(_no_accuracy_message(cfg, space, exp))
         exp.space = space
     return exp
+
+
+def measurement_commands(cfg: DictConfig, space: Any) -> list[str]:
+    """The commands that give ``space`` measured accuracies (train, evaluate) and then search on them, as typed."""
+    given = plain(cfg.search_space)
+    sp = f"search_space=custom search_space.name={given['name']}" if is_spec(str(given["name"])) else \
+        f"search_space={given['name']}"
+    sp += "".join(f" +search_space.kwargs.{k}={v}" for k, v in _data_geometry(space).items())
+    net = f"supernet={space.supernet_name}" if space.supernet_name else "supernet=custom supernet.name=<module:factory>"
+    run = f"outputs/train/{space.name}"
+    hw = f" +hw={cfg.hw.name}" if cfg.get("hw") else ""
+    lines = [f"python -m nas.train {sp} {net} out_dir={run}",
+             f"python -m nas.evaluate checkpoint={run} n_random=300 out={run}/measurements.csv"]
+    if hw == " +hw=local_cpu":
+        geometry = "".join(f" +space.kwargs.{k}={v}" for k, v in _data_geometry(space).items())
+        lines.append(f"python -m nas.profile hw=local_cpu space.name={given['name']}{geometry}")
+    lines.append(f"python -m nas.search {sp} accuracy=predictor accuracy.measurements={run}/measurements.csv{hw}")
+    return lines
+
+
+def _data_geometry(space: Any) -> dict[str, int]:
+    """Fields of the space to set so it takes the default data (Fashion-MNIST: 1 channel, 28 px, 10 classes)."""
+    want = {"in_chans": 1, "n_classes": 10, "resolution": 28}
+    return {k: v for k, v in want.items() if isinstance(getattr(space, k, None), int) and getattr(space, k) != v
+            and not isinstance(type(space).__dict__.get(k), property)}
+
+
+def _no_accuracy_message(cfg: DictConfig, space: Any, exp: Experiment) -> str:
+    commands = "\n  ".join(measurement_commands(cfg, space))
+    return (f"search_space={space.name!r} has no accuracy to search with: experiment={cfg.experiment.name} measured "
+            f"space {exp.space.name!r} only. Measure yours, then search on the measurements:\n  {commands}\n"
+            "(or accuracy=measured accuracy.checkpoint=<trained run>, or experiment=custom "
+            "experiment.kwargs.measurements=<csv>)")
 
 
 def _experiment(cfg: DictConfig) -> Experiment:

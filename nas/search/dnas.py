@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from nas.checkpoints import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from nas.data import DataModule
 from nas.evaluation import EvalSet, evaluate_arch
 from nas.search.dnas_derive import derive_near_target
 from nas.search.dnas_latency import ExpectedLatency
 from nas.search.results import SearchResult, atomic_write_text
-from nas.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from nas.train.resize import resize_to
 from supernets import Supernet
 from supernets.mixture import ArchParameters, MixtureError, SoftArch, check_mode, fbnet_loss, gumbel_temperature

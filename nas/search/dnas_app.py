@@ -3,7 +3,7 @@
 The space's input geometry (``in_chans``, ``n_classes``, ``resolution`` where the space has such fields) follows the
 data module, so ``search_space=nb201`` runs on Fashion-MNIST; its other settings (NB201's C and N) are the user's.
 The supernet is the one named by ``supernet=...``, else the registered supernet that accepts the space and has a
-mixture form.
+mixture form. Space and supernet are registered names or a user's ``module:factory`` (:mod:`nas.resolve`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nas.data import create_data
+from nas.resolve import resolve_space, resolve_supernet
 from nas.search.dnas import DnasResult, DnasSettings, run_dnas
 from nas.search.dnas_latency import expected_latency
-from search_spaces import SearchSpace, create_space
+from search_spaces import SearchSpace
 from supernets import SUPERNETS, Supernet, create_supernet
 from supernets.mixture import MixtureError
 
@@ -45,7 +46,7 @@ def _fit_to_data(space: SearchSpace, data: Any) -> SearchSpace:
 def mixture_supernet(space: SearchSpace, mode: str, spec: dict[str, Any] | None = None) -> Supernet:
     """The named supernet, or the first registered one that accepts ``space`` and can mix in ``mode``."""
     if spec:
-        net = create_supernet(spec["name"], space, **dict(spec.get("kwargs") or {}))
+        net = resolve_supernet(spec, space)
         net.mixture_choices(mode)
         return net
     tried = []
@@ -71,7 +72,7 @@ def dnas_from_config(cfg: DictConfig) -> DnasResult:
                                                       if k != "mode" and k in cfg})
     data_cfg = _plain(cfg.data)
     data = create_data(data_cfg["name"], **dict(data_cfg.get("kwargs") or {}))
-    space = create_space(str(cfg.search_space.name), **dict(_plain(cfg.search_space.get("kwargs")) or {}))
+    space = resolve_space(cfg.search_space)
     space = _fit_to_data(space, data)
     net = mixture_supernet(space, str(cfg.mode), _plain(cfg.get("supernet")))
     resolution = cfg.get("resolution") or getattr(space, "resolution", None) or data.image_size

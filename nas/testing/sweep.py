@@ -4,8 +4,9 @@
 (MACs and parameters summed over layers equal ``space.macs``/``space.params`` and, exactly, what
 ``torch.utils.flop_counter`` and ``numel`` count on the module a registered supernet exports); that a ``layer_table``
 yields the same layers and the same population prices as ``layers``; that an ``active_mask`` equals ``active`` row by
-row; bit-ops of quantised spaces; and that every capability the space lacks raises a
-:class:`~search_spaces.errors.MissingCapabilityError` naming the space and the capability.
+row; that ``from_id`` inverts ``arch_id`` on 200 random architectures; bit-ops of quantised spaces; and that every
+capability the space lacks raises a :class:`~search_spaces.errors.MissingCapabilityError` naming the space and the
+capability.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_spaces.base import CAPABILITIES, Gene, SearchSpace, has_capability, require
+from search_spaces.base import CAPABILITIES, Gene, InvalidArchError, SearchSpace, has_capability, require
 from search_spaces.errors import MissingCapabilityError
 from search_spaces.layers import layer_bitops, layer_macs, layer_params
 from supernets import SUPERNETS, create_supernet
 
-__all__ = ["check_space", "exported_counts", "sweep_archs", "BareSpace"]
+__all__ = ["check_space", "check_ids", "exported_counts", "sweep_archs", "BareSpace"]
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,14 @@ def exported_counts(space: SearchSpace, arch: Any) -> tuple[int, int] | None:
     return None
 
 
-def check_space(space: SearchSpace, *, n: int = 3, seed: int = 0, export: bool = True) -> None:
+def check_space(space: SearchSpace, *, n: int = 3, seed: int = 0, export: bool = True, n_ids: int = 200) -> None:
     """Assert every capability claim of ``space`` (see the module docstring)."""
     archs = sweep_archs(space, n, seed)
     for a in archs:
         assert space.decode(space.encode(a)) == a, f"{space.name}: decode(encode(a)) != a for {a}"
     _check_missing(space)
+    if has_capability(space, "from_id"):
+        check_ids(space, n=n_ids, seed=seed)
     if not has_capability(space, "layers"):
         return
     for a in archs:
@@ -110,6 +113,24 @@ def check_space(space: SearchSpace, *, n: int = 3, seed: int = 0, export: bool =
         assert counted == (sum(map(layer_macs, layers)), sum(map(layer_params, layers))), \
             f"{space.name}: exported module counts {counted} differ from layers()"
     _check_table(space, archs)
+
+
+def check_ids(space: SearchSpace, *, n: int = 200, seed: int = 0) -> None:
+    """``from_id`` is the exact inverse of ``arch_id`` on ``n`` random architectures and both extremes, and a
+    string that is no id is an :class:`InvalidArchError` naming the string, the space and a valid id."""
+    for a in sweep_archs(space, n, seed):
+        text = space.arch_id(a)
+        back = space.from_id(text)  # type: ignore[attr-defined]
+        assert back == a and space.arch_id(back) == text, f"{space.name}: from_id({text!r}) gave {back}"
+    example = space.arch_id(space.max_arch())
+    for bad in ("", "not-an-arch-id", example + "-1", example[:-1] + "?"):
+        try:
+            space.from_id(bad)  # type: ignore[attr-defined]
+        except InvalidArchError as exc:
+            assert space.name in str(exc) and repr(bad)[1:-1][:40] in str(exc), str(exc)
+            assert "a valid id looks like" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"{space.name}: from_id({bad!r}) did not raise")
 
 
 def _check_table(space: SearchSpace, archs: list[Any]) -> None:

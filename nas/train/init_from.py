@@ -18,7 +18,7 @@ __all__ = ["init_from"]
 
 def init_from(model: Supernet, path: str | Path) -> Supernet:
     """Load the weights at ``path`` into ``model`` (in place) and return it."""
-    from nas.train.checkpoint import load_supernet
+    from nas.checkpoints import load_supernet
     from supernets.quant import QuantSupernet
 
     if not Path(path).exists():

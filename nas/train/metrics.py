@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.train.checkpoint import atomic_write
+from nas.checkpoints import atomic_write
 
 __all__ = ["CSVLog", "TensorBoardLog"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nas.checkpoints import atomic_write, load_weights, save_weights
 from nas.data import DataModule
-from nas.train.checkpoint import atomic_write, load_weights, save_weights
 from nas.train.distributed import LocalRun
 from nas.train.samplers.base import PhasedSampler
 from nas.train.trainer import CHECKPOINT, TrainConfig, Trainer, TrainResult

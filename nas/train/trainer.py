@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from nas.checkpoints import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from nas.checks import as_float, as_int
 from nas.data import Batch, DataModule
 from nas.evaluation import EvalSet, evaluate_subnets
-from nas.train.checkpoint import check_spec, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from nas.train.distributed import LocalRun, NullLog, resolve_device
 from nas.train.init import dropout_rates, set_dropout
 from nas.train.losses import weighted_mean

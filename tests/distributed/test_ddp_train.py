@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.train.checkpoint import load_checkpoint
+from nas.checkpoints import load_checkpoint
 from nas.train.run import run_train
 from nas.train.trainer import CHECKPOINT
 from tests.distributed.helpers import (

@@ -24,10 +24,10 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from nas.checkpoints import save_weights
 from nas.data import create_data
 from nas.search.worker_storage import FileClaims, SQLClaims, claims_for, open_worker_storage
 from nas.search.workers import SupernetEvaluator, run_worker, study_summary
-from nas.train.checkpoint import save_weights
 from search_spaces import create_space
 from supernets import create_supernet
 from tests.distributed.postgres import TempPostgres

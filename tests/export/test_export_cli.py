@@ -133,6 +133,40 @@ def test_json_arch_as_the_readme_shows_it(tmp_path):
     assert abs(_deploy_top1(tmp_path / "sub") - meta["measured_test_top1"]) <= 0.1  # <= 1 of 1000 images
 
 
+@pytest.fixture()
+def bare_weights(tmp_path) -> Path:
+    """The embedded supernet's weights alone: no measurements.csv, no search results anywhere."""
+    import shutil
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    for name in ("supernet.json", "supernet.safetensors"):
+        shutil.copy(EMBEDDED / name, out / name)
+    return out
+
+
+def test_arch_id_exports_with_no_results_or_measurements_file(bare_weights, tmp_path):
+    """``arch=<id>`` is parsed by the space itself; a 200-image test subset keeps it short."""
+    arch_id = "r32-k7e2.k5e3-k7e2-k5e3-k3e3.k5e4-k3e3.k3e2"
+    proc = nas("nas.export", f"checkpoint={bare_weights}", f"arch={arch_id}", "data=fashion_mnist",
+               "+data.kwargs.test_limit=200", "out=sub", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "sub" / "metadata.json").read_text())
+    assert meta["arch_id"] == arch_id and meta["resolution"] == 32 and meta["arch"]["d"] == [2, 1, 1, 2, 2]
+    assert not (bare_weights / "measurements.csv").exists()
+
+
+def test_an_id_that_does_not_parse_names_the_string_the_space_and_a_valid_id(bare_weights, tmp_path):
+    proc = nas("nas.export", f"checkpoint={bare_weights}", "arch=r32-k7e2.k5e3-k7e2-k5e3-k3e3.k5e4-k3e3.k3e9",
+               "data=fashion_mnist", "out=sub", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "'r32-k7e2.k5e3-k7e2-k5e3-k3e3.k5e4-k3e3.k3e9'" in err and "space 'ofa_mbv3_fmnist'" in err
+    assert "e9" in err and "a valid id looks like 'r32-k7e4.k7e4-" in err
+    assert not (tmp_path / "sub").exists()
+
+
 def test_recalibrate_false_exports_the_shared_statistics(tmp_path):
     import torch
 
@@ -143,7 +177,7 @@ def test_recalibrate_false_exports_the_shared_statistics(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sub = load_subnet(tmp_path / "sub")
     assert sub.metadata["bn_recalibration"]["recalibrated"] is False and sub.metadata["preprocessing"] is None
-    from nas.train.checkpoint import load_supernet
+    from nas.checkpoints import load_supernet
 
     net = load_supernet(EMBEDDED).eval()
     x = torch.randn(4, 1, 28, 28)
@@ -217,7 +251,7 @@ def test_export_md_of_a_preset_without_a_supernet_runs_once_its_variables_are_se
     """ofa_imagenet ships no supernet: EXPORT.md's command works with CHECKPOINT set to a supernet of its space."""
     import torch
 
-    from nas.train.checkpoint import save_weights
+    from nas.checkpoints import save_weights
     from supernets import create_supernet
 
     proc = nas("nas.search", "experiment=ofa_imagenet", "budget=60", "progress=false", "out_dir=imagenet",

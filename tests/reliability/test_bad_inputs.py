@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.checkpoints import save_weights
 from nas.conf import CONF_DIR
-from nas.train.checkpoint import save_weights
 from supernets import create_supernet
 from tests.reliability.conftest import REPO, run_cli
 
@@ -130,7 +130,13 @@ CASES = [
     ("nas.evaluate", [*EV, "batch_size=0"], 2, "batch_size must be an integer >= 1, got 0"),
     ("nas.evaluate", [*EV, "device=gpu9"], 2, "device='gpu9' is not a device; use cpu, cuda or cuda:<index>"),
     ("nas.evaluate", [*EV[:1], "archs=[{ks: [7,7,7,7,7,7,7,7,7,7], e: [4,4,4,4,4,4,4,4,4,4], d: [5,2,2,2,2], "
-                      "r: 32}]"], 2, "d0=5 is not allowed; choose one of [1, 2]"),
+                      "r: 32}]"], 2, 'arch={"ks": [7, 7, 7, 7, 7, 7, 7, 7, 7, 7], "e": [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], '
+     '"d": [5, 2, 2, 2, 2], "r": 32} is not an architecture of space \'ofa_mbv3_tiny\': d0=5 is not allowed; '
+     "choose one of [1, 2]"),
+    ("nas.evaluate", [*EV[:1], "archs=[r32-k3e2]"], 2,
+     "arch does not parse: 'r32-k3e2' is not an arch id of space 'ofa_mbv3_tiny': it has 1 stage groups after the "
+     "resolution, the space has 5; a valid id looks like 'r32-k7e4.k7e4-k7e4.k7e4-k7e4.k7e4-k7e4.k7e4-k7e4.k7e4'. "
+     "Other forms: JSON such as '{\"ks\": [...], \"e\": [...], \"d\": [...], \"r\": 32}'; results=<search dir> rank=N"),
     ("nas.evaluate", [f"checkpoint={T}/two_class", "n_random=1"], 2,
      f"data 'fashion_mnist' has 1 channel(s) and 10 classes, but the supernet {T}/two_class expects in_chans=1, "
      "n_classes=2; pass the data it was trained on (data=...)"),

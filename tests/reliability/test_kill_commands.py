@@ -12,9 +12,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hw_profiles.profile import HardwareProfile
+from nas.checkpoints import load_checkpoint, load_supernet
 from nas.conf import CONF_DIR
 from nas.evaluation import read_measurements
-from nas.train.checkpoint import load_checkpoint, load_supernet
 from tests.reliability.conftest import REPO, kill_when
 
 T = "{tmp}"

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from nas.conf import CONF_DIR
-from nas.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 from supernets import SubnetFormatError, create_supernet, load_subnet, save_subnet

@@ -76,3 +76,38 @@ def test_bad_names_are_refused_before_anything_is_written(user_dir, args, messag
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (user_dir / "r").exists()
+
+
+def test_a_space_without_accuracy_lists_the_commands_that_measure_it(tmp_path):
+    """``nas.search search_space=nb201 +hw=local_cpu``: the error lists train, evaluate, profile and search commands,
+    and each one composes into a config whose space takes the default data (checked without running them)."""
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+
+    from nas.conf import CONF_DIR
+    from nas.data import check_compatible, create_data
+    from nas.resolve import resolve_space
+    from nas.search.compose import ComposeError, accuracy_source
+
+    proc = search("search_space=nb201", "+hw=local_cpu", f"hydra.run.dir={tmp_path}/h", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith("python -m ")]
+    assert [ln.split()[2] for ln in lines] == ["nas.train", "nas.evaluate", "nas.profile", "nas.search"]
+    assert not (tmp_path / "r").exists()
+    data = create_data("fashion_mnist")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        for line in lines:
+            command, args = line.split()[2], shlex.split(line)[3:]
+            cfg = compose(config_name=command.split(".")[1], overrides=args)
+            if command in ("nas.train", "nas.search"):
+                space = resolve_space(cfg.search_space)
+                assert space.name == "nb201"
+                check_compatible(space, data)  # raises if the command would not run on the default data
+            if command == "nas.profile":
+                assert resolve_space(cfg.space).input_shape(space.min_arch()) == (1, 28, 28)
+            if command == "nas.search":
+                assert cfg.accuracy.source == "predictor" and cfg.accuracy.measurements.endswith("measurements.csv")
+        cfg = compose(config_name="search", overrides=["search_space=nb201", "+hw=local_cpu"])
+    with pytest.raises(ComposeError, match="nas.train search_space=nb201"):
+        accuracy_source(cfg)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nas import embedded
-from nas.train.checkpoint import load_supernet
+from nas.checkpoints import load_supernet
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from nas.checkpoints import load_supernet
 from nas.export_subnet import ExportError, _check_same_space
-from nas.train.checkpoint import load_supernet
 from search_spaces.quant_costs import average_bits
 
 from .test_readme_commands import readme_commands

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from nas.checkpoints import load_supernet
 from nas.conf import CONF_DIR
 from nas.data import create_data
 from nas.evaluation import EvalSet, evaluate_subnets
 from nas.search.app import search_from_config
 from nas.search.measured import SupernetConfigError
-from nas.train.checkpoint import load_supernet
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "nas" / "embedded" / "ofa_mbv3_fmnist"

@@ -104,7 +104,7 @@ def test_recalibration_hooks_without_patching_forward_and_removes_them_even_on_e
 def _fused_state(monkeypatch, **consts):
     monkeypatch.setattr(bn_stats, "_fused", None)
     monkeypatch.setattr(bn_stats, "_fused_failed", False)
-    monkeypatch.delenv(bn_stats.FUSED_ENV_VAR, raising=False)
+    monkeypatch.setattr(bn_stats, "_use_fused", True)
     for name, value in consts.items():
         monkeypatch.setattr(bn_stats, name, value)
 
@@ -142,9 +142,10 @@ def test_compile_failure_warns_once_and_falls_back_to_two_reductions(monkeypatch
         assert torch.allclose(mean, ref_mean, atol=1e-6) and torch.allclose(var, ref_var, rtol=1e-5)
 
 
-def test_environment_variable_keeps_the_compiled_kernel_off(monkeypatch):
+def test_use_fused_kernel_false_keeps_the_compiled_kernel_off(monkeypatch):
     _fused_state(monkeypatch, FUSED_MIN_BYTES=0)
-    monkeypatch.setenv(bn_stats.FUSED_ENV_VAR, "0")
+    monkeypatch.setenv("NAS_FUSED_BN_STATS", "1")  # the old environment switch is not read
+    bn_stats.use_fused_kernel(False)
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("torch.compile must not be called"))
     x = torch.randn(4, 3, 6, 6)
     mean, _, _ = one_pass_moments(x)
@@ -208,7 +209,7 @@ def test_inplace_and_compiled_recalibration_match_the_plain_path_end_to_end(monk
     _fused_state(monkeypatch, FUSED_MIN_BYTES=0)
     monkeypatch.setattr(ElasticBatchNorm2d, "INPLACE_MIN_NUMEL", 0)
     fast_stats, fast_out = recalibrated_outputs()
-    monkeypatch.setenv(bn_stats.FUSED_ENV_VAR, "0")
+    bn_stats.use_fused_kernel(False)
     for m in net.modules():
         if isinstance(m, ElasticBatchNorm2d):
             monkeypatch.setattr(m, "inplace", False)

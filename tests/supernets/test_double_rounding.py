@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from nas.checkpoints import load_supernet
 from nas.data import create_data
 from nas.train import TrainConfig, Trainer
-from nas.train.checkpoint import load_supernet
-from nas.train.samplers_eqnet import EQNetSampler
+from nas.train.samplers.eqnet import EQNetSampler
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 from supernets import create_supernet

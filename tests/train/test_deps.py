@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.train import Trainer, load_supernet
-from nas.train.checkpoint import load_checkpoint
+from nas.checkpoints import load_checkpoint, load_supernet
+from nas.train import Trainer
 from nas.train.samplers import create_sampler
 from nas.train.samplers.deps import DepsSampler, DepsSchedule, MaskedGradAggregator
 from supernets import create_supernet

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nas.data import Batch, create_data
 from nas.train import SAMPLERS, TrainConfig, Trainer, create_sampler
 from nas.train.run import run_train
-from nas.train.samplers_eqnet import EQNetSampler
+from nas.train.samplers.eqnet import EQNetSampler
 from search_spaces import create_space
 from supernets import create_supernet
 from supernets.quant import quant_layers
@@ -137,7 +137,7 @@ def test_random_draw_cqap_spreads_the_random_subnets_average_bits() -> None:
 
 
 def test_cli_trains_a_double_rounding_supernet_that_loads_and_exports(tmp_path) -> None:
-    from nas.train.checkpoint import load_supernet
+    from nas.checkpoints import load_supernet
     from supernets.quant.double_rounding import DoubleRoundingQuantizer
 
     cfg = tiny_config(tmp_path, "search_space=quant_nb201_tiny", "supernet=quant", "sampler=eqnet",

@@ -8,10 +8,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.checkpoints import save_weights
 from nas.conf import CONF_DIR
 from nas.data import create_data
 from nas.evaluate import EvalSet, evaluate_subnets, read_measurements, run_evaluate, sample_archs
-from nas.train import save_weights
 from nas.train.schedule import create_schedule
 from supernets import create_supernet
 
@@ -65,6 +65,19 @@ def test_evaluate_cli_writes_measurements(setup, tmp_path):
     assert len(rows) == 5 and rows[0]["arch"] == net.space.min_arch() and rows[1]["arch"] == net.space.max_arch()
     assert [r["top1"] for r in rows] == [round(r["top1"], 4) for r in res.rows]
     assert all(0.0 <= r["top1"] <= 100.0 and r["params"] == net.space.params(r["arch"]) for r in rows)
+
+
+def test_evaluate_takes_arch_ids_and_dicts(setup, tmp_path):
+    """``archs=[<id>, {...}]``: ids parsed by the space (no measurements file next to the weights)."""
+    net, _ = setup
+    save_weights(tmp_path / "w", net)
+    a, b = net.space.sample(1), net.space.sample(2)
+    b_dict = "{" + ", ".join(f"{k}: {v}".replace("None", "null") for k, v in b.to_dict().items()) + "}"
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="evaluate", overrides=[
+            f"checkpoint={tmp_path / 'w'}", f"archs=[{a.id},{b_dict}]", "n_images=50", "calib_images=50",
+            "calib_batch=50", "data.kwargs.train_limit=100", "data.kwargs.val_size=100", "progress=false"])
+    assert [r["arch_id"] for r in run_evaluate(cfg).rows] == [a.id, b.id]
 
 
 def _lrs(name, total=100, **kw):

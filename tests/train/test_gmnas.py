@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from nas.checkpoints import load_checkpoint, load_supernet
 from nas.data import create_data
-from nas.train import Trainer, load_supernet
-from nas.train.checkpoint import load_checkpoint
+from nas.train import Trainer
 from nas.train.samplers.gmnas import GMNASSampler, filter_cosine_distance, min_cut_partition
 from search_spaces import create_space
 from search_spaces.errors import BadInputError

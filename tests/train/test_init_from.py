@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas import embedded
-from nas.train.checkpoint import load_checkpoint, load_supernet
+from nas.checkpoints import load_checkpoint, load_supernet
 from nas.train.init_from import init_from
 from search_spaces import create_space
 from search_spaces.errors import BadInputError

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from nas.checkpoints import load_checkpoint
 from nas.data import create_data
 from nas.train import SAMPLERS, TrainConfig, Trainer, create_sampler
-from nas.train.checkpoint import load_checkpoint
-from nas.train.samplers_pada import PADASampler
-from nas.train.samplers_shiftnas import ShiftNASSampler
+from nas.train.samplers.pada import PADASampler
+from nas.train.samplers.shiftnas import ShiftNASSampler
 from search_spaces import create_space
 from supernets import create_supernet
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from nas.checkpoints import load_checkpoint
 from nas.generate import generate_arch
-from nas.train.checkpoint import load_checkpoint
-from nas.train.shiftnas_core import ComplexityBins
-from nas.train.shiftnas_generator import GeneratorTrainer
+from nas.train.samplers.shiftnas import ComplexityBins
+from nas.train.samplers.shiftnas_generator import GeneratorTrainer
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 

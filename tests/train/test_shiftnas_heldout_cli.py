@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.train.checkpoint import load_checkpoint
+from nas.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["search_space=ofa_mbv3_tiny", "data.kwargs.train_limit=128", "data.kwargs.val_size=500",

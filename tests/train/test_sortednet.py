@@ -8,7 +8,8 @@ import torch
 
 from nas.data import DataModule
 from nas.train import SAMPLERS, TrainConfig, Trainer, create_sampler
-from nas.train.samplers_sorted import FixedArchSampler, SortedNetSampler
+from nas.train.samplers.fixed import FixedArchSampler
+from nas.train.samplers.sortednet import SortedNetSampler
 from search_spaces import create_space
 from search_spaces.sorted import SortedChain, sorted_grid
 from supernets import create_supernet

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nas.checkpoints import load_checkpoint, load_supernet
 from nas.export_ticket import export_ticket, magnitude_prune
-from nas.train import Trainer, load_supernet
-from nas.train.checkpoint import load_checkpoint
+from nas.train import Trainer
 from nas.train.samplers.supertickets import SuperTicketsSampler, global_magnitude_masks, mask_sparsity
 from search_spaces.errors import BadInputError
 from supernets import create_supernet

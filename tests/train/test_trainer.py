@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from nas.checkpoints import CheckpointError, atomic_write, load_checkpoint, load_supernet, load_weights
 from nas.data import create_data
-from nas.train import CheckpointError, TrainConfig, Trainer, load_supernet, load_weights
-from nas.train.checkpoint import atomic_write, load_checkpoint
+from nas.train import TrainConfig, Trainer
 from nas.train.run import run_train
 from nas.train.samplers import SandwichSampler, UniformSampler
 from search_spaces.errors import BadInputError

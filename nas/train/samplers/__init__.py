@@ -1,5 +1,6 @@
-"""Samplers (registry ``SAMPLERS``): ``uniform``, ``sandwich`` (BigNAS), ``progressive`` (OFA phases), ``deps``,
-``supertickets`` and ``gmnas`` (one module each here), and the samplers registered beside the trainer."""
+"""Samplers (registry ``SAMPLERS``), one module each: ``uniform`` and ``sandwich`` (BigNAS; ``basic``),
+``progressive`` (OFA phases), ``deps``, ``supertickets``, ``gmnas``, ``pada``, ``shiftnas`` (with its architecture
+generator in ``shiftnas_generator``), ``sortednet``, ``fixed`` and ``eqnet``."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ __all__ = [
     "SandwichSampler", "UniformSampler", "OFA_PHASES", "ProgressiveShrinking",
 ]
 
-# PA&DA and ShiftNAS live beside the trainer; importing them registers "pada" and "shiftnas".
-from nas.train import samplers_eqnet as _eqnet  # noqa: E402,F401  (registers "eqnet")
-from nas.train import samplers_pada as _pada  # noqa: E402,F401
-from nas.train import samplers_shiftnas as _shiftnas  # noqa: E402,F401
-from nas.train import samplers_sorted as _sorted  # noqa: E402,F401  (registers "sortednet" and "fixed")
-from nas.train.samplers import deps as _deps  # noqa: E402,F401  (registers "deps")
-from nas.train.samplers import gmnas as _gmnas  # noqa: E402,F401  (registers "gmnas")
-from nas.train.samplers import supertickets as _supertickets  # noqa: E402,F401  (registers "supertickets")
+# Importing each module registers its sampler.
+from nas.train.samplers import deps as _deps  # noqa: E402,F401
+from nas.train.samplers import eqnet as _eqnet  # noqa: E402,F401
+from nas.train.samplers import fixed as _fixed  # noqa: E402,F401
+from nas.train.samplers import gmnas as _gmnas  # noqa: E402,F401
+from nas.train.samplers import pada as _pada  # noqa: E402,F401
+from nas.train.samplers import shiftnas as _shiftnas  # noqa: E402,F401
+from nas.train.samplers import sortednet as _sortednet  # noqa: E402,F401
+from nas.train.samplers import supertickets as _supertickets  # noqa: E402,F401

@@ -37,9 +37,9 @@ from nas.train.losses import LossRecipe
 from nas.train.plan import StepPlan, SubnetTask
 from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import SAMPLERS, Sampler, TrainContext
-from nas.train.shiftnas_core import batch_statistics
 from search_spaces import SearchSpace
 from search_spaces.errors import BadInputError
+from supernets.bn import batch_statistics
 from supernets.fewshot import FewShotSupernet
 
 __all__ = ["GMNASSampler", "filter_cosine_distance", "min_cut_partition"]

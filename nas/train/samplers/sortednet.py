@@ -1,4 +1,4 @@
-"""SortedNet many-in-one training (Valipour et al., arXiv 2309.00255) as a sampler, plus a fixed-arch sampler.
+"""SortedNet many-in-one training (Valipour et al., arXiv 2309.00255) as a sampler (registry name ``sortednet``).
 
 Each step draws ``g_acc`` sub-models from a configurable distribution over a sorted grid of nested sub-models
 (:mod:`search_spaces.sorted`): by default each grid dimension uniformly and independently (the paper's P_B), or
@@ -8,10 +8,6 @@ accumulates their gradients before one optimizer step, so the step minimises
 the supernet's final norm and head. ``always=("smallest",)`` (or ``"largest"``, or both) puts those ends of the
 chain into every step and draws the other ``g_acc - len(always)`` sub-models, the sandwich rule's cure for the
 smallest sub-model getting only ``g_acc / N`` of the updates. The RNG is the only state (saved in checkpoints).
-
-``fixed`` trains one architecture inside the supernet; since only the arch's prefix slices get gradients, this
-is the same computation as training the exported subnet alone from the same initial weights (the stand-alone
-baseline of the SortedNet and Mixture-of-Supernets benchmarks, run by the same trainer and schedule).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from search_spaces import SearchSpace
 from search_spaces.errors import BadInputError
 from search_spaces.sorted import SortedGrid, sorted_grid
 
-__all__ = ["SortedNetSampler", "FixedArchSampler", "DISTRIBUTIONS"]
+__all__ = ["SortedNetSampler", "DISTRIBUTIONS"]
 
 DISTRIBUTIONS = ("grid", "chain")
 
@@ -89,29 +85,7 @@ class SortedNetSampler(Sampler):
         return [self.grid.arch(i) for i in self.chain]
 
 
-class FixedArchSampler(Sampler):
-    """Always the same architecture: stand-alone training of one subnet through the supernet trainer."""
-
-    tags = ("fixed",)
-
-    def __init__(self, space: SearchSpace, *, arch: Any, label_smoothing: float = 0.0, seed: int = 0) -> None:
-        super().__init__(space, seed=seed)
-        if isinstance(arch, Mapping):
-            arch = space.from_dict(dict(arch))
-        self.arch = space.validate(arch)
-        self.recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
-
-    def plan(self, step: int, batch: Batch) -> StepPlan:
-        return StepPlan([SubnetTask(self.arch, self.recipe, tag="fixed")])
-
-
 @SAMPLERS.register("sortednet")
 def sortednet(**kwargs: Any) -> SortedNetSampler:
     """SortedNet many-in-one: ``g_acc`` nested sub-models per step from the sorted grid."""
     return SortedNetSampler(**kwargs)
-
-
-@SAMPLERS.register("fixed")
-def fixed(**kwargs: Any) -> FixedArchSampler:
-    """One fixed architecture (stand-alone baseline inside the supernet trainer)."""
-    return FixedArchSampler(**kwargs)

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from nas.train.grad_attribution import gene_grad_norms, path_grad_norm
-from nas.train.pada_core import DataImportance, PathImportance, logit_grad_norms, tau_ramp
-from nas.train.shiftnas_core import ComplexityBins, ShiftNASBins, batch_statistics, bin_val_losses
+from nas.train.samplers.pada import DataImportance, PathImportance, logit_grad_norms, tau_ramp
+from nas.train.samplers.shiftnas import ComplexityBins, ShiftNASBins, bin_val_losses
 from search_spaces import create_space
 from search_spaces.errors import MissingCapabilityError
 from supernets import create_supernet
+from supernets.bn import batch_statistics
 
 
 def _valid(p: np.ndarray, floor: float = 0.0) -> bool:

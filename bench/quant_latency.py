@@ -1,0 +1,192 @@
+"""Exported int8 model vs fp32 in ONNX Runtime: latency ratio at batch 1 and batch 32 (issue #21's export goal).
+
+Two networks, each exported fp32 (``torch.onnx``, dynamic batch) and int8 (the same model through
+:func:`hw_profiles.ort_quant.quantize_qdq`, i.e. ``nas.export format=onnx_int8``'s path: ORT's ``quantize_static``,
+QDQ, fused by ORT into QLinearConv):
+
+- ``224``: the largest OFA-MobileNetV3 w1.0 subnet at 224 px (space ``ofa_mbv3``, random weights, random calibration);
+- ``fmnist``: the largest subnet of the embedded Fashion-MNIST supernet (trained weights, 32 px, real calibration).
+
+Protocol: one intra-op thread (the machine is shared; ``cpu`` clock = the calling thread's CPU time, which ORT
+computes on with one thread, so preemption by other processes is not counted), fp32 and int8 sessions timed
+interleaved; each repeat builds fresh sessions and takes medians; speed-up = fp32 / int8 median; mean and 95 %
+t-interval over ``--repeats`` repeats. Prints the CPU's ISA flags and load average, and, where int8 is below 1.5x at
+batch 1 on 224 px, ORT's own per-operator profile of the int8 model (which op types take the time).
+
+    python bench/quant_latency.py [--repeats 5] [--quick]
+
+Ends with ``RESULT int8_b1_speedup_224=.. int8_b32_speedup_224=.. int8_b1_speedup_fmnist=..
+int8_b32_speedup_fmnist=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hw_profiles.backends import time_interleaved  # noqa: E402
+from hw_profiles.ort_quant import quantize_qdq  # noqa: E402
+from search_spaces import create_space  # noqa: E402
+from supernets.static import build_network  # noqa: E402
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "nas" / "embedded" / "ofa_mbv3_fmnist"
+ISA = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def isa_flags() -> dict[str, bool]:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return {}
+    flags = set(line.split(":", 1)[1].split())
+    return {f: f in flags for f in ISA}
+
+
+def to_onnx(module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.zeros(*shape),), buf, input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamo=False, dynamic_axes={"input": {0: "b"}, "output": {0: "b"}})
+    return buf.getvalue()
+
+
+def session(model: bytes, profile: str | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def networks(quick: bool) -> dict[str, tuple[bytes, bytes, tuple[int, ...]]]:
+    """name -> (fp32 ONNX, int8 ONNX, per-image input shape)."""
+    out = {}
+    torch.manual_seed(0)
+    space = create_space("ofa_mbv3", width_mult=1.0)
+    arch = space.max_arch()  # kernel 7, expand 6, depth 4 everywhere, 224 px
+    shape = space.input_shape(arch)
+    assert shape == (3, 224, 224), shape
+    net = build_network(space.layers(arch))
+    fp32 = to_onnx(net, (1, *shape))
+    calib = [np.random.default_rng(i).standard_normal((4, *shape)).astype(np.float32) for i in range(2 if quick else 4)]
+    out["224"] = (fp32, quantize_qdq(fp32, calib), shape)
+
+    from nas.data import create_data
+    from nas.resolve import load_trained_supernet
+
+    sup = load_trained_supernet(EMBEDDED).eval()
+    arch = sup.space.max_arch()
+    module = sup.export(arch).module.eval()
+    res = sup.space.input_shape(arch)[1]
+    imgs = create_data("fashion_mnist").calibration_batches(200, 100, 0, "train")
+    calib = [torch.nn.functional.interpolate(x, size=(res, res), mode="bilinear").numpy() for x in imgs]
+    fp32 = to_onnx(module, (1, 1, res, res))
+    out["fmnist"] = (fp32, quantize_qdq(fp32, calib), (1, res, res))
+    return out
+
+
+def speedups(fp32: bytes, int8: bytes, shape: tuple[int, ...], batch: int, *, repeats: int, runs: int,
+             seed: int) -> tuple[np.ndarray, float, float]:
+    """fp32/int8 median ratio per repeat, and the last repeat's fp32 and int8 medians (ms)."""
+    x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+    ratios, last = [], (0.0, 0.0)
+    for r in range(repeats):
+        sessions = [session(fp32), session(int8)]
+        runners = [lambda s=s: s.run(None, {"input": x}) for s in sessions]
+        t = np.median(time_interleaved(runners, warmup=3, repeats=runs, seed=seed + r, clock="cpu"), axis=1)
+        ratios.append(t[0] / t[1])
+        last = (float(t[0]), float(t[1]))
+    return np.array(ratios), *last
+
+
+def interval(v: np.ndarray) -> tuple[float, float]:
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return float(v.mean()), float(half)
+
+
+def op_profile(int8: bytes, shape: tuple[int, ...], runs: int = 10) -> list[tuple[str, float]]:
+    """Share of the int8 model's batch-1 kernel time per op type (ORT's profiler)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = session(int8, profile=os.path.join(tmp, "ort"))
+        x = np.zeros((1, *shape), np.float32)
+        for _ in range(runs):
+            sess.run(None, {"input": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per[e["args"].get("op_name", "?")] += e["dur"]
+    total = sum(per.values()) or 1.0
+    return sorted(((k, v / total) for k, v in per.items()), key=lambda kv: -kv[1])
+
+
+def graph_ops(model: bytes) -> tuple[dict[str, int], list[str]]:
+    """Op types of the model after ORT's optimisations (QDQ fused into QLinear* where ORT can), and the convs ORT
+    left in fp32 (name, groups, kernel)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        counts: dict[str, int] = defaultdict(int)
+        floats = []
+        for n in onnx.load(opts.optimized_model_filepath).graph.node:
+            counts[n.op_type] += 1
+            if n.op_type == "Conv":
+                a = {x.name: list(x.ints) or x.i for x in n.attribute}
+                name = n.name.replace("/conv/Conv", "")
+                floats.append(f"{name} (groups {a.get('group', 1)}, k {a.get('kernel_shape')})")
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])), floats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="3 repeats, fewer runs (a smoke run)")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else max(3, args.repeats)
+    print(f"CPU ISA flags: {isa_flags()}; load average {os.getloadavg()}; {os.cpu_count()} CPUs; "
+          f"onnxruntime {ort.__version__}; 1 intra-op thread, cpu clock")
+    results: dict[str, float] = {}
+    for name, (fp32, int8, shape) in networks(args.quick).items():
+        for batch in (1, 32):
+            runs = (10 if args.quick else 30) if batch == 1 else (3 if args.quick else 8)
+            if name == "fmnist":
+                runs *= 3
+            ratios, t32, t8 = speedups(fp32, int8, shape, batch, repeats=repeats, runs=runs, seed=batch)
+            mean, half = interval(ratios)
+            results[f"int8_b{batch}_speedup_{name}"] = mean
+            print(f"{name:>6} batch {batch:>2}: fp32 {t32:8.2f} ms, int8 {t8:8.2f} ms; int8 speed-up {mean:.2f}x "
+                  f"+- {half:.2f} (95% t-interval, {repeats} repeats: {np.round(ratios, 2).tolist()})")
+        if name == "224":
+            ops, floats = graph_ops(int8)
+            print(f"   int8 graph after ORT fusion: {ops}")
+            print(f"   convs ORT left as DequantizeLinear + fp32 Conv (no QLinearConv fusion): {floats}")
+            if results["int8_b1_speedup_224"] < 1.5:
+                share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in op_profile(int8, shape)[:8])
+                print(f"   int8 < 1.5x at batch 1 on 224 px; int8 kernel time by op type: {share}")
+    print(f"load average at the end {os.getloadavg()}")
+    print("RESULT " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    main()

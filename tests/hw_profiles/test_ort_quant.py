@@ -1,0 +1,137 @@
+"""hw=local_cpu_int8: quantised layers timed in ONNX Runtime's int8 kernels (built by the real command on a tiny
+quantised space), priced by what they run as, never at a sub-8-bit speed-up; uncovered ops refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from hw_profiles import HardwareProfile, create_hw_profile
+from hw_profiles.domain import UncoveredOpError
+from hw_profiles.ort_quant import OrtInt8Backend, quantize_qdq, runs_as, runtime_form
+from hw_profiles.profile import ProfileFormatError
+from search_spaces import create_space
+from search_spaces.layers import LayerSpec
+from supernets.static import build_layer
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"resolutions": [28], "kernels": [3], "expands": [2, 4], "depths": [1]}
+
+
+def _space():
+    return create_space("quant_ofa_mbv3_tiny", base_kwargs={k: tuple(v) for k, v in TINY.items()},
+                        w_bits=(4, 8), a_bits=(4, 8))
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    """The README command on a tiny quantised space (16 runtime forms), few repeats."""
+    out = tmp_path_factory.mktemp("int8") / "int8.json"
+    base = "{" + ", ".join(f"{k}: {v}" for k, v in TINY.items()) + "}"
+    cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu_int8", "space.name=quant_ofa_mbv3_tiny",
+           f"+space.kwargs.base_kwargs={base}", "+space.kwargs.w_bits=[4,8]", "+space.kwargs.a_bits=[4,8]",
+           f"out={out}", "hw.build.repeats=5", "hw.build.warmup=2", "hw.build.calibration_nets=3",
+           "hydra.run.dir=" + str(out.parent / "hydra")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "16 layers, 16 measured now" in r.stdout
+    return out
+
+
+def test_entries_are_runtime_forms_with_runs_as(table: Path) -> None:
+    doc = json.loads(table.read_text())
+    assert doc["meta"]["runtime"] == "onnxruntime_int8"
+    kinds = {k: e["runs_as"] for k, e in doc["entries"].items()}
+    assert set(kinds.values()) == {"int8", "fp32"}
+    for key, kind in kinds.items():  # a conv layer is measured only in its W8A8 form; pooling in fp32
+        assert (kind == "int8") == ("-q:w8a8" in key)
+        assert "w4" not in key and "a4" not in key
+    assert HardwareProfile.load(table).entries[next(iter(kinds))].runs_as in ("int8", "fp32")
+
+
+def test_sub_8_bit_policy_priced_as_the_int8_kernels_it_runs_in(table: Path) -> None:
+    space, model = _space(), create_hw_profile("local_cpu_int8", path=table)
+    model.check_space(space)  # the table covers the space's runtime forms
+    arch = space.base.sample(np.random.default_rng(0))
+    w8, w4 = space.policy_for(arch, 8, 8), space.policy_for(arch, 4, 4)
+    cost = model(space, [w8, w4])
+    assert cost[0] == cost[1] > 0  # no fictitious speed-up for 4 bits
+    report = model.evaluate(space, w4)
+    assert all(c.source == "table" for c in report.layers)
+    assert any(runs_as(s) == "int8 (W4A4 held in int8)" for s in space.layers(w4))
+    assert model.runs_as_of(space, w4) == "int8 (W4 A4 held in int8)" and model.runs_as_of(space, w8) == "int8"
+    assert "int8 holding sub-8-bit values" in model.pricing_note() and "no sub-8-bit speed-up" in model.pricing_note()
+
+
+def test_table_lacking_an_op_names_it(table: Path, tmp_path: Path) -> None:
+    space = _space()
+    arch = space.policy_for(space.base.max_arch(), 4, 8)
+    victim = next(s for s in space.layers(arch) if s.op == "mbconv")
+    profile = HardwareProfile.load(table)
+    entries = {k: v for k, v in profile.entries.items() if k != runtime_form(victim).key()}
+    replace(profile, entries=entries).save(tmp_path / "holey.json")
+    model = create_hw_profile("local_cpu_int8", path=tmp_path / "holey.json")
+    with pytest.raises(UncoveredOpError, match="no entry for op") as err:
+        model(space, [arch])
+    assert victim.key() in str(err.value) and "runs as int8 (W4A8 held in int8)" in str(err.value)
+
+
+def test_fp32_table_is_refused(table: Path, tmp_path: Path) -> None:
+    profile = HardwareProfile.load(table)
+    replace(profile, meta=replace(profile.meta, runtime="onnxruntime")).save(tmp_path / "fp32.json")
+    with pytest.raises(ProfileFormatError, match="needs a table measured with runtime 'onnxruntime_int8'"):
+        create_hw_profile("local_cpu_int8", path=tmp_path / "fp32.json")
+
+
+def test_float_space_is_refused_by_the_int8_builder() -> None:
+    with pytest.raises(ProfileFormatError, match="not a quantised space"):
+        OrtInt8Backend().forms(create_space("ofa_mbv3_tiny"), build_layer, None)
+
+
+def test_quantize_qdq_runs_as_qlinear_conv(tmp_path: Path) -> None:
+    spec = LayerSpec("mbconv", 14, 16, 16, kernel=3, stride=1, mid_c=32, act="relu")
+    module = build_layer(spec).eval()
+    backend = OrtInt8Backend()
+    x = torch.randn(*spec.input_shape(2), generator=torch.Generator().manual_seed(0))
+    blob = quantize_qdq(backend.to_onnx(module, x), [x.numpy()])
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    sess = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert "QLinearConv" in ops
+    with torch.no_grad():
+        ref = module(x).numpy()
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()  # int8 computes the same layer
+
+
+def test_search_front_shows_what_points_run_as(table: Path) -> None:
+    """The search front table's 'runs as' column, from the int8 profile's prices of real archs."""
+    from nas.search.app import front_table
+    from nas.search.results import SearchResult
+
+    space, model = _space(), create_hw_profile("local_cpu_int8", path=table)
+    arch = space.base.max_arch()
+    joints = [space.policy_for(arch, 8, 8), space.policy_for(space.base.min_arch(), 4, 8)]
+    lat = model(space, joints)
+    values = np.array([[90.0, lat[0]], [80.0, lat[1]]])
+    result = SearchResult(space=space, objectives=[{"name": "top1", "direction": "max", "expensive": True},
+                                                   {"name": "latency_ms", "direction": "min", "expensive": False}],
+                          constraints=[], metric_names=["top1", "latency_ms"], X=space.encode_many(joints),
+                          values=values, F=values * np.array([-1.0, 1.0]), G=np.zeros((2, 0)))
+    text = front_table(result, labels=lambda r: model.runs_as_of(space, space.from_dict(r["arch"])))
+    rows = text.splitlines()
+    assert rows[0].endswith("runs as")
+    assert rows[2].endswith("  int8") and rows[3].endswith("int8 (W4 A8 held in int8)")
