@@ -72,6 +72,20 @@ def fmnist_default(*, directory: str | None = None, predictor: str = "ridge_svr"
         supernet_path=root, data={"name": "fashion_mnist", "kwargs": {}}, measured=measured)
 
 
+@EXPERIMENTS.register("eqnet_fmnist")
+def eqnet_fmnist(*, directory: str | None = None, predictor: str = "ridge_svr", seed: int = 0) -> Experiment:
+    """The embedded quantised default: an EQ-Net supernet over the Fashion-MNIST OFA-MBv3 space x per-layer bits
+    (``nas/embedded/quant_ofa_mbv3_fmnist``) and the measured top-1 of (arch, policy) pairs drawn the CQAP way."""
+    from nas import embedded
+
+    exp = fmnist_default(directory=directory or str(embedded.path(embedded.QUANT_DEFAULT)), predictor=predictor,
+                         seed=seed)
+    exp.name = "eqnet_fmnist"
+    exp.accuracy_note = exp.accuracy_note.replace("embedded Fashion-MNIST supernet",
+                                                  "embedded quantised (EQ-Net) Fashion-MNIST supernet")
+    return exp
+
+
 @EXPERIMENTS.register("ofa_imagenet")
 def ofa_imagenet(*, resolution: int = 224) -> Experiment:
     """OFA-MobileNetV3 (w1.0) on ImageNet: the shipped predictor fitted on measured ImageNet top-1 of OFA subnets."""

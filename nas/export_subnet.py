@@ -162,7 +162,9 @@ def _check_same_space(results: Path, point: dict[str, Any], checkpoint: str | Pa
     spec_file = Path(checkpoint) / "supernet.json"
     if found is None or not spec_file.is_file():
         return
-    want = json.loads(spec_file.read_text())["spec"]["space"].get("name")
+    space = json.loads(spec_file.read_text())["spec"]["space"]
+    # a joint (quantised) space's spec names its factory ('quant') and the space itself ('space_name') apart
+    want = space.get("space_name") or space.get("name")
     if want != found:
         raise ExportError(f"results={str(results)!r} holds a search of space {found!r}, but checkpoint="
                           f"{str(checkpoint)!r} is a supernet of space {want!r}; pass the results of a search of "

@@ -9,8 +9,9 @@ Registered in :data:`PREDICTORS` (``create_predictor(name, space=...)``):
 * ``gbt``: gradient-boosted trees over a linear cost prior;
 * ``ensemble``: weighted average of registered predictors (default GP + MLP).
 
-Features come only from the space (:mod:`predictors.features`). ``save``/``load_predictor`` use JSON +
-safetensors; :func:`load_pretrained` gives the shipped OFA-MBv3 ImageNet predictor.
+Features come only from the space (:mod:`predictors.features`; ``cqap``: EQ-Net's policy encoding).
+``save``/``load_predictor`` use JSON + safetensors; :func:`load_pretrained` gives the shipped OFA-MBv3 ImageNet
+predictor.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from predictors.base import (
 )
 from predictors.ensemble import EnsemblePredictor
 from predictors.features import FEATURES, FeatureEncoder, FeatureUnavailableError, Featurizer
+from predictors.features_cqap import CQAPEncoding
 from predictors.gp import GPPredictor
 from predictors.linear import RidgeSVRPredictor
 from predictors.metrics import kendall_tau, rmse, score, spearman_rho, top_k_precision
@@ -41,5 +43,5 @@ __all__ = [
     "SpaceMismatchError", "create_predictor", "load_predictor", "register", "EnsemblePredictor", "FEATURES",
     "FeatureEncoder", "Featurizer", "FeatureUnavailableError", "GPPredictor", "RidgeSVRPredictor", "kendall_tau",
     "rmse", "score", "spearman_rho", "top_k_precision", "MLPEnsemble", "MLPPredictor", "available_pretrained",
-    "load_pretrained", "GBTPredictor",
+    "load_pretrained", "GBTPredictor", "CQAPEncoding",
 ]

@@ -311,11 +311,13 @@ class JointSpace(SearchSpace):
             raise InvalidPolicyError(f"policy has {len(layers)} layers, space {self.name!r} has {n} slots")
         on = self.lay.active(joint.arch)
         for i, (q, active) in enumerate(zip(layers, on)):
-            if active and q is None:
-                raise InvalidPolicyError(f"slot {i} ({self.slots[i]}) runs in this architecture but has no policy")
-            if not active and q is not None:
-                raise InvalidPolicyError(f"slot {i} ({self.slots[i]}) does not run in this architecture; "
-                                         "its policy must be None (canonical form)")
+            if active != (q is not None):
+                given = sum(q is not None for q in layers)
+                raise InvalidPolicyError(
+                    f"the policy does not fit architecture {joint.arch.id}: slot {i} ({self.slots[i]}) "
+                    + ("runs in it but has no policy" if active else "does not run in it but has a policy")
+                    + f"; the policy sets {given} slots, the architecture runs {int(on.sum())} (a policy written "
+                    "for another architecture? slots that do not run hold None)")
             if q is not None and i in self.fixed_slots and (q.w_bits, q.a_bits) != (self.fixed_bits,) * 2:
                 raise InvalidPolicyError(
                     f"slot {i} ({self.slots[i]}) is a first/last layer, fixed at W{self.fixed_bits}A{self.fixed_bits}; "

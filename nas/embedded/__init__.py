@@ -15,10 +15,12 @@ from nas.checkpoints import SPEC, WEIGHTS, load_supernet
 from nas.evaluation import read_measurements
 from supernets import Supernet
 
-__all__ = ["DEFAULT", "ROOT", "available", "path", "load", "load_default", "load_measurements"]
+__all__ = ["DEFAULT", "QUANT_DEFAULT", "ROOT", "available", "path", "load", "load_default", "load_measurements"]
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT = "ofa_mbv3_fmnist"
+#: the quantised default: EQ-Net supernet over the same space x per-layer bit-widths
+QUANT_DEFAULT = "quant_ofa_mbv3_fmnist"
 MEASUREMENTS = "measurements.csv"
 
 

@@ -107,15 +107,31 @@ def evaluate_subnets(model: Supernet, archs: Sequence[Any], evalset: EvalSet, *,
     return rows
 
 
-def sample_archs(space: Any, n: int, seed: int, *, include_extremes: bool = True) -> list[Any]:
-    """``n`` distinct seeded random architectures, after min and max when ``include_extremes``."""
+DRAWS = ("uniform", "cqap")
+
+
+def sample_archs(space: Any, n: int, seed: int, *, include_extremes: bool = True, draw: str = "uniform") -> list[Any]:
+    """``n`` distinct seeded random architectures, after min and max when ``include_extremes``.
+
+    ``draw="uniform"`` samples the space's genes uniformly; ``"cqap"`` (joint quantisation spaces) draws EQ-Net's
+    way: a target average bit-width uniformly, then per-layer bits from the probability map
+    (:mod:`search_spaces.quant_cqap`), so low, middle and high average bits are covered evenly.
+    """
+    if draw not in DRAWS:
+        raise BadInputError(f"draw={draw!r} is not a way to sample architectures; choose one of {list(DRAWS)}")
     rng = np.random.default_rng(seed)
+    sample = space.sample
+    if draw == "cqap":
+        from search_spaces.quant_cqap import build_bit_map
+
+        bit_map = build_bit_map(space, seed=seed)
+        sample = bit_map.draw
     out = [space.min_arch(), space.max_arch()] if include_extremes else []
     seen = {a.id for a in out}
     limit = space.cardinality()
     attempts = 0
     while len(out) < n + (2 if include_extremes else 0) and len(seen) < limit and attempts < 100 * (n + 1):
-        a = space.sample(rng)
+        a = sample(rng)
         attempts += 1
         if a.id not in seen:
             seen.add(a.id)
@@ -173,7 +189,7 @@ def run_evaluate(cfg: Any) -> EvaluateResult:
     else:
         n_random = as_int(cfg.n_random, "n_random", minimum=0 if as_bool(cfg.extremes, "extremes") else 1)
         archs = sample_archs(model.space, n_random, as_int(cfg.seed, "seed", minimum=0),
-                             include_extremes=bool(cfg.extremes))
+                             include_extremes=bool(cfg.extremes), draw=str(cfg.get("draw", "uniform")))
     evalset = EvalSet(data, split=cfg.split, n_images=n_images, seed=cfg.seed, device=device,
                       channels_last=as_bool(cfg.get("channels_last", True), "channels_last"), **sizes)
     rows = evaluate_subnets(model, archs, evalset, progress=bool(cfg.progress))

@@ -130,6 +130,7 @@ def _hw_objective(space: Any, hw: DictConfig) -> Objective:
         raise ComposeError(f"hardware profile {hw.name!r} prices layers, but space {space.name!r} does not implement "
                            "the 'layers' capability; use the macs objective (no +hw) or give the space layers(arch)")
     kwargs = plain(hw.get("kwargs"))
+    _check_float_table(space, hw)
     if "path" in kwargs:  # a measured table of this machine: one per space, measured on first use
         from hw_profiles.builder import profile_for_space
         from supernets.static import build_layer, build_network
@@ -144,6 +145,22 @@ def _hw_objective(space: Any, hw: DictConfig) -> Objective:
     return Objective(name, lambda archs: model(space, archs), "min",
                      fn_x=lambda X: model.evaluate_encoded(space, X).values, model=model,
                      note=getattr(model, "pricing_note", None))
+
+
+#: runtimes of measured tables that time float layers only
+FLOAT_RUNTIMES = ("torch", "onnxruntime")
+
+
+def _check_float_table(space: Any, hw: DictConfig) -> None:
+    """A float table cannot price a quantised space: its keys carry every conv's bits, so a first-use build would
+    time a float layer per sampled bit combination (tens of thousands) and still price bits as float."""
+    from search_spaces.quant import JointSpace
+
+    runtime = (hw.get("build") or {}).get("runtime")
+    if isinstance(space, JointSpace) and runtime in FLOAT_RUNTIMES:
+        raise ComposeError(f"hardware profile {hw.name!r} times float layers ({runtime}); space {space.name!r} is "
+                           "quantised: use a bit-aware profile (+hw=local_cpu_int8: ONNX Runtime int8 kernels) or "
+                           "no +hw (MACs; model_size and avg_bits are exact objectives)")
 
 
 def _objective(entry: Any, key: str, cfg: DictConfig, exp: Experiment) -> Objective:

@@ -18,6 +18,7 @@ from nas.checks import as_bool
 from nas.data import DataModule, check_compatible, create_data
 from nas.resolve import resolve_space, resolve_supernet
 from nas.train.distributed import LocalRun, init_distributed
+from nas.train.init_from import init_from
 from nas.train.phases import PhasedResult, phase_dirs, train_phased
 from nas.train.resize import arch_resolution, resize_to
 from nas.train.samplers.base import PhasedSampler, create_sampler
@@ -89,9 +90,12 @@ def _run_train(cfg: Mapping[str, Any], tcfg: TrainConfig, dist: LocalRun) -> Tra
     if heldout:
         bind_heldout(sampler, data, space, heldout, seed=tcfg.seed)
 
+    init_path = cfg.get("init_from")
+
     def make_model() -> Supernet:
         torch.manual_seed(tcfg.seed)
-        return dist.prepare(build_supernet(cfg["supernet"], space))
+        model = build_supernet(cfg["supernet"], space)
+        return dist.prepare(init_from(model, init_path) if init_path else model)
 
     build_supernet(cfg["supernet"], space)  # a bad supernet spec fails here, before anything is written
     existing = [out_dir / CHECKPOINT] + ([d / CHECKPOINT for d in phase_dirs(out_dir, sampler)]

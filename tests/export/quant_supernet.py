@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from nas.checkpoints import save_weights
 
+from nas.checkpoints import save_weights
 from nas.data import create_data
 from nas.resolve import load_trained_supernet
 from search_spaces import create_space

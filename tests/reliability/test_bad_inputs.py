@@ -52,16 +52,16 @@ CASES = [
     ("nas.search", ["progress=3"], 2, "progress must be true or false, got 3"),
     ("nas.search", ["runtime.retain_memory=yes"], 2, "runtime.retain_memory must be true or false, got 'yes'"),
     ("nas.search", ["searcher.name=nope"], 2,
-     "searcher.name='nope'; allowed: bayesian_linear, evolution, optuna_nsga2, optuna_tpe, pymoo_ga, pymoo_nsga2, "
-     "pymoo_nsga3, pymoo_unsga3, random, regularized_evolution, linas or 'package.module:factory'"),
+     "searcher.name='nope'; allowed: bayesian_linear, eqnet_ga, evolution, optuna_nsga2, optuna_tpe, pymoo_ga, "
+     "pymoo_nsga2, pymoo_nsga3, pymoo_unsga3, random, regularized_evolution, linas or 'package.module:factory'"),
     ("nas.search", ["+searcher.kwargs.bogus=1", "budget=5", f"out_dir={T}/s"], 2,
      "searcher 'pymoo_nsga2': PymooSearcher.__init__() got an unexpected keyword argument 'bogus'"),
     ("nas.search", ["searcher.kwargs.pop_size=0", "budget=5", f"out_dir={T}/s"], 2, "pop_size must be >= 2, got 0"),
     ("nas.search", ["experiment.name=nope"], 2,
-     "unknown experiment 'nope' Available: custom, fmnist_default, ofa_imagenet"),
+     "unknown experiment 'nope' Available: custom, eqnet_fmnist, fmnist_default, ofa_imagenet"),
     ("nas.search", ["+hw=local_cpu", "hw.name=nope"], 2,
-     "unknown hardware profile 'nope'; available: ['bitops', 'flops', 'local_cpu', 'lut', 'macs', 'params', 'size', "
-     "'snapdragon855']"),
+     "unknown hardware profile 'nope'; available: ['bitops', 'flops', 'local_cpu', 'local_cpu_int8', 'lut', 'macs', "
+     "'params', 'size', 'snapdragon855']"),
     ("nas.search", ["+hw=local_cpu", f"hw.kwargs.path={T}/tiny_profile.json", "budget=5", f"out_dir={T}/s"], 3,
      "hardware profile 'local_cpu' was built for space 'ofa_mbv3_tiny'; it measured 6 of the 226 layer signatures "
      "of space 'ofa_mbv3_fmnist', so the rest would be extrapolated. Build a profile for this space: python -m "
@@ -188,7 +188,7 @@ CASES = [
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "+hw.build.bogus=1", f"out={T}/p.json"], 2,
      "hw.build got an unexpected keyword argument 'bogus'"),
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.runtime=nope", f"out={T}/p.json"], 2,
-     "unknown timing backend 'nope' Available: onnxruntime, torch"),
+     "unknown timing backend 'nope' Available: onnxruntime, onnxruntime_int8, torch"),
 ]
 
 MODULES = {"nas.search": "nas.search.__main__", "nas.train": "nas.train.__main__", "nas.evaluate": "nas.evaluate",

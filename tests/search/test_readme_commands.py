@@ -69,7 +69,9 @@ def test_main_job_then_default_search_then_main_job_again(tmp_path):
 def test_every_readme_search_variation_runs_in_sequence(tmp_path):
     """All README search lines that need nothing but the package (not a training run or a profile of this machine),
     then the README's export of the latest front point."""
-    commands = [c for c in readme_commands("python -m nas.search") if "checkpoint=" not in c and "local_cpu" not in c]
+    # the quantised preset's lines run in tests/search/test_eqnet_cli.py (this sequence is near its timeout already)
+    commands = [c for c in readme_commands("python -m nas.search") if "checkpoint=" not in c and "local_cpu" not in c
+                and "experiment=eqnet_fmnist" not in c]
     dirs = set()
     for command in commands:
         proc = run(command, tmp_path)

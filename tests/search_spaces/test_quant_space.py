@@ -63,7 +63,7 @@ def test_bad_policies_in_a_space_are_rejected() -> None:
         space.validate(JointArch(arch, QuantPolicy((LayerQuant(4, 4),) + tuple(layers[1:]))))
     inactive = int(np.flatnonzero(~space.lay.active(arch))[0])
     layers[inactive] = LayerQuant(4, 4)
-    with pytest.raises(InvalidPolicyError, match="does not run in this architecture"):
+    with pytest.raises(InvalidPolicyError, match="does not fit architecture .*does not run in it but has a policy"):
         space.validate(JointArch(arch, QuantPolicy(tuple(layers))))
     mixed = list(good.policy.layers)
     mixed[1] = LayerQuant(4, 4, "per_channel")

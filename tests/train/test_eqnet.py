@@ -121,6 +121,21 @@ def test_cli_trains_a_quantised_supernet(tmp_path) -> None:
     assert (tmp_path / "supernet.safetensors").exists() or any(tmp_path.glob("*.safetensors"))
 
 
+def test_random_draw_cqap_spreads_the_random_subnets_average_bits() -> None:
+    from search_spaces.quant_costs import average_bits
+
+    space = create_space("quant_ofa_mbv3_fmnist", w_bits=[3, 4, 5, 6, 7, 8], a_bits=[3, 4, 5, 6, 7, 8])
+    batch = _batch(2)
+    spread = {}
+    for draw in ("uniform", "cqap"):
+        sampler = create_sampler("eqnet", space, seed=0, random_draw=draw)
+        rand = [t.arch for step in range(40) for t in sampler.plan(step, batch).tasks if t.tag == "random"]
+        spread[draw] = np.std([average_bits(space, j, "w") for j in rand])
+    assert spread["cqap"] > 2.5 * spread["uniform"]
+    with pytest.raises(ValueError, match="random_draw='gauss'; choose 'uniform'"):
+        create_sampler("eqnet", space, random_draw="gauss")
+
+
 def test_cli_trains_a_double_rounding_supernet_that_loads_and_exports(tmp_path) -> None:
     from nas.checkpoints import load_supernet
     from supernets.quant.double_rounding import DoubleRoundingQuantizer

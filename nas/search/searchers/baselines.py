@@ -164,7 +164,7 @@ class Evolution(Searcher):
                 break
             m = np.ceil(need / self._accept_rate).astype(np.int64) + np.where(need > 0, 2, 0)
             C = self.problem.view.canonical(np.concatenate([self._mutants(int(m[0])), self._crossovers(int(m[1]))]))
-            ok = self.problem.cheap_violation(C) <= 0
+            ok = self._acceptable(C)
             self._accept_rate = float(np.clip(0.5 * self._accept_rate + 0.5 * ok.mean(), 0.05, 1.0))
             for k, part in enumerate((slice(0, m[0]), slice(m[0], m[0] + m[1]))):
                 got[k].append(C[part][ok[part]])
@@ -176,6 +176,10 @@ class Evolution(Searcher):
                 C = np.concatenate([C, self.parents[self.rng.integers(0, len(self.parents), want[k] - len(C))]])
             out.append(C)
         return np.concatenate(out)
+
+    def _acceptable(self, C: np.ndarray) -> np.ndarray:
+        """Which candidate children may join (here: those meeting the cheap constraints)."""
+        return self.problem.cheap_violation(C) <= 0
 
     def tell(self, X: np.ndarray, evaluation: Evaluation) -> None:
         X = np.asarray(X)

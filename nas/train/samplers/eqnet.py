@@ -11,7 +11,10 @@ one optimizer step.
 Granularity and symmetry of every subnet, including the highest and lowest, are drawn through the joint space's
 own mode genes, i.e. exactly as a searcher or evaluation samples them (global or per layer, as the space says).
 With a free architecture the highest-bit subnet also uses the largest architecture and the lowest-bit subnet the
-smallest (BigNAS sandwich). On a fresh run the quantisers are initialised from the first batch (L_p clipping
+smallest (BigNAS sandwich). The random subnets are uniform over the genes (``random_draw="uniform"``, as EQ-Net
+trains) or drawn the CQAP way (``"cqap"``: a target average bit-width uniformly, then per-layer bits from the
+probability map of :mod:`search_spaces.quant_cqap`, which covers low and high average bits evenly).
+On a fresh run the quantisers are initialised from the first batch (L_p clipping
 search over ``calib_steps`` ranges, ``calib_images`` images) unless they already are.
 """
 
@@ -27,6 +30,7 @@ from nas.train.plan import StepPlan, SubnetTask
 from nas.train.samplers.base import SAMPLERS, Sampler
 from search_spaces.errors import BadInputError
 from search_spaces.quant import JointArch, JointSpace
+from search_spaces.quant_cqap import build_bit_map
 from supernets.quant import QuantSupernet, calibrate, quant_layers
 from supernets.quant.wdr import wdr_loss
 
@@ -40,7 +44,8 @@ class EQNetSampler(Sampler):
 
     def __init__(self, space: JointSpace, *, lam: float = 0.5, n_random: int = 1, label_smoothing: float = 0.0,
                  temperature: float = 1.0, skew_weight: float = 1.0, kurt_weight: float = 0.015,
-                 target_kurtosis: float = 1.8, calib_images: int = 256, calib_steps: int = 80, seed: int = 0) -> None:
+                 target_kurtosis: float = 1.8, calib_images: int = 256, calib_steps: int = 80,
+                 random_draw: str = "uniform", seed: int = 0) -> None:
         if not isinstance(space, JointSpace):
             raise TypeError(f"the eqnet sampler needs a joint (arch x quantisation policy) space, "
                             f"got {type(space).__name__}; use e.g. search_space=quant_nb201_tiny")
@@ -48,8 +53,12 @@ class EQNetSampler(Sampler):
             raise BadInputError(f"lam must be in [0, 1) (weight of the distillation term), got {lam}")
         if n_random < 0:
             raise BadInputError(f"n_random must be >= 0, got {n_random}")
+        if random_draw not in ("uniform", "cqap"):
+            raise BadInputError(f"random_draw={random_draw!r}; choose 'uniform' (every gene uniformly) or 'cqap' "
+                                "(target average bits uniformly, per-layer bits from EQ-Net's probability map)")
         super().__init__(space, seed=seed)
         self.space: JointSpace = space
+        self._draw = build_bit_map(space, seed=seed).draw if random_draw == "cqap" else space.sample
         self.n_random, self.calib_images, self.calib_steps = n_random, calib_images, calib_steps
         self.skew_weight, self.kurt_weight, self.target_kurtosis = skew_weight, kurt_weight, target_kurtosis
         self.label_recipe = LossRecipe(hard=1.0, label_smoothing=label_smoothing)
@@ -84,7 +93,7 @@ class EQNetSampler(Sampler):
                       steps=self.calib_steps)
             self._model = None
         tasks = [SubnetTask(self.highest(), self.label_recipe, teacher=True, tag="high")]
-        tasks += [SubnetTask(self.space.sample(self.rng), self.chain_recipe, teacher=True, tag="random")
+        tasks += [SubnetTask(self._draw(self.rng), self.chain_recipe, teacher=True, tag="random")
                   for _ in range(self.n_random)]
         tasks.append(SubnetTask(self.lowest(), self.chain_recipe, tag="low"))
         return StepPlan(tasks)
