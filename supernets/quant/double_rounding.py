@@ -37,7 +37,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from supernets.quant.quantizers import BITS, EPS, WEIGHT_QUANTIZERS, _subsample, grad_scale, int_range, round_ste
+from supernets.quant.quantizers import (
+    BITS,
+    EPS,
+    WEIGHT_QUANTIZERS,
+    _subsample,
+    grad_scale,
+    int_range,
+    pick_best,
+    round_ste,
+    shrunk_ranges,
+)
 
 __all__ = ["TOP_BITS", "INIT_BITS", "DoubleRoundingQuantizer", "round_shift", "switch_bits", "double_round"]
 
@@ -197,19 +207,9 @@ def dr_lp_init(rows: torch.Tensor, symmetric: bool, *, p: float = 2.4, steps: in
     """Per-row 8-bit (step, zero) minimising the L_p error of the double-rounded rows averaged over ``bits``."""
     rows = rows.float()
     qn, qp = int_range(TOP_BITS)
-    if symmetric:
-        hi = rows.abs().amax(1)
-        lo = -hi
-    else:
-        hi, lo = rows.amax(1).clamp_min(0), rows.amin(1).clamp_max(0)
-    shrink = 1.0 - 0.01 * torch.arange(steps, dtype=rows.dtype, device=rows.device)[:, None]  # (steps, 1)
-    s = ((hi - lo)[None] * shrink / (qp - qn)).clamp_min(EPS)[..., None]  # (steps, R, 1)
-    z = torch.zeros_like(s) if symmetric else torch.clamp(torch.round(qn - lo[None, :, None] * shrink[..., None] / s),
-                                                          qn, qp)
+    s, z = shrunk_ranges(rows, qn, qp, symmetric, steps)
     err = sum((rows - double_round(rows, s, z, b)).abs_().pow_(p).mean(2) for b in bits)  # (steps, R)
-    best = err.argmin(0)  # type: ignore[union-attr]
-    cols = torch.arange(rows.size(0), device=rows.device)
-    return s[best, cols, 0], z[best, cols, 0]
+    return pick_best(s, z, err)  # type: ignore[arg-type]
 
 
 @WEIGHT_QUANTIZERS.register("double_rounding")

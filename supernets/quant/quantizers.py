@@ -98,6 +98,18 @@ def lp_init(rows: torch.Tensor, qn: int, qp: int, symmetric: bool, *, p: float =
     ``[min, max] (1 - 0.01 i)`` with the zero point rounded to an integer.
     """
     rows = rows.float()
+    s, z = shrunk_ranges(rows, qn, qp, symmetric, steps)
+    err = (rows - s * (torch.clamp(torch.round(rows / s + z), qn, qp) - z)).abs_().pow_(p).mean(2)  # (steps, R)
+    return pick_best(s, z, err)
+
+
+def shrunk_ranges(rows: torch.Tensor, qn: int, qp: int, symmetric: bool,
+                  steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate (scale, zero) per row, shape ``(steps, R, 1)``: the row's range shrunk by 1 % per step.
+
+    Symmetric: ``[-m, m]`` (``[0, m]`` when unsigned, ``qn == 0``); asymmetric: ``[min, max]`` with the zero point
+    rounded to an integer in ``[qn, qp]``.
+    """
     unsigned = qn == 0
     if symmetric:
         hi = rows.amax(1) if unsigned else rows.abs().amax(1)
@@ -108,11 +120,14 @@ def lp_init(rows: torch.Tensor, qn: int, qp: int, symmetric: bool, *, p: float =
     s = ((hi - lo)[None] * shrink / (qp - qn)).clamp_min(EPS)[..., None]  # (steps, R, 1)
     z = torch.zeros_like(s) if symmetric else torch.clamp(torch.round(qn - lo[None, :, None] * shrink[..., None] / s),
                                                           qn, qp)
-    err = (rows - s * (torch.clamp(torch.round(rows / s + z), qn, qp) - z)).abs_().pow_(p).mean(2)  # (steps, R)
-    best = err.argmin(0)  # the widest range wins ties
-    cols = torch.arange(rows.size(0), device=rows.device)
-    scale, zero = s[best, cols, 0], z[best, cols, 0]
-    return scale, zero
+    return s, z
+
+
+def pick_best(s: torch.Tensor, z: torch.Tensor, err: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the candidate of :func:`shrunk_ranges` with the least ``err`` (``(steps, R)``; the widest wins ties)."""
+    best = err.argmin(0)
+    cols = torch.arange(s.size(1), device=s.device)
+    return s[best, cols, 0], z[best, cols, 0]
 
 
 def _subsample(x: torch.Tensor, max_samples: int, generator: torch.Generator | None) -> torch.Tensor:
