@@ -217,15 +217,16 @@ def main(argv: list[str] | None = None) -> None:
     report(args, samplers, seeds, truth, self_tau)
 
 
-def truth_of(table: list[dict[str, str]], space: SearchSpace) -> tuple[dict[str, float], list[Any], float | None]:
-    """(mean accuracy per cell, the cells in table order, seed-to-seed tau of the table or None)."""
+def truth_of(table: list[dict[str, str]], space: SearchSpace) -> tuple[dict[str, float], list[Any], dict[str, float]]:
+    """(mean accuracy per cell, the cells in table order, the table's self-agreement (``nb201_truth.agreement``;
+    empty for a one-seed table))."""
     accs: dict[str, list[float]] = {}
     ordinals: dict[str, int] = {}
     for r in table:
         accs.setdefault(r["arch_str"], []).append(float(r["test_acc"]))
         ordinals[r["arch_str"]] = int(r["ordinal"])
     seeds = sorted({int(r["seed"]) for r in table}) if "seed" in table[0] else [0]
-    self_tau = agreement(table, seeds).get("tau_seed_pairs_mean") if len(seeds) > 1 else None
+    self_tau = agreement(table, seeds) if len(seeds) > 1 else {}
     if len(seeds) > 1:  # only cells finished in every seed
         accs = {k: v for k, v in accs.items() if len(v) == len(seeds)}
     truth = {k: float(np.mean(v)) for k, v in accs.items()}
@@ -247,7 +248,7 @@ def top_precision(truth: list[float], inherited: list[float], frac: float = 0.1)
 
 
 def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], truth: dict[str, float],
-           self_tau: float | None = None) -> None:
+           self_tau: dict[str, float] | None = None) -> None:
     print(f"\nstand-alone cells: {len(truth)}; epochs={args.epochs}; seeds={seeds}")
     print("tau_trained: Kendall tau over the cells that learn at all (stand-alone accuracy > 0.15); train_s is the "
           "wall time of the last (possibly resumed) training process on a shared CPU")
@@ -255,6 +256,7 @@ def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], trut
           f"{'train_s':>8}")
     mean_tau: dict[str, float] = {}
     half: dict[str, float] = {}
+    top10: dict[str, float] = {}
     per_seed: dict[str, dict[int, float]] = {}
     for name in samplers:
         taus, rhos, lives, tops = [], [], [], []
@@ -277,6 +279,7 @@ def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], trut
                   f"{meta['train_seconds']:8.0f}  top10 {tops[-1]:.3f}")
         if taus:
             mean_tau[name], half[name] = _interval(taus)
+            top10[name] = float(np.mean(tops))
             print(f"{name:<10} {'mean':>4} {np.mean(taus):11.4f} {np.mean(rhos):9.4f} {np.mean(lives):11.4f}"
                   f"   +-{half[name]:.4f} (95% t, {len(taus)} seeds)  top10 {np.mean(tops):.3f}")
     base = per_seed.get("uniform", {})
@@ -287,8 +290,12 @@ def report(args: argparse.Namespace, samplers: list[str], seeds: list[int], trut
         diff, hw = _interval([per_seed[name][s] - base[s] for s in common])
         verdict = "significant" if abs(diff) > hw else "not significant"
         print(f"paired {name} - uniform: {diff:+.4f} +- {hw:.4f} over seeds {common}: {verdict}")
-    parts = ([f"tau_truth_self={self_tau:.4f}"] if self_tau is not None else [])
+    self_tau = self_tau or {}
+    parts = [f"tau_truth_self={self_tau['tau_seed_pairs_mean']:.4f}"] if "tau_seed_pairs_mean" in self_tau else []
+    if "tau_half_means" in self_tau:  # two disjoint means of half the seeds each: the truth's own reproducibility
+        parts.append(f"tau_truth_halves={self_tau['tau_half_means']:.4f}")
     parts += [f"tau_{k}={v:.4f}" for k, v in mean_tau.items()] + [f"hw_{k}={v:.4f}" for k, v in half.items()]
+    parts += [f"top10_{k}={v:.3f}" for k, v in top10.items()]
     print("RESULT " + " ".join(parts))
 
 
