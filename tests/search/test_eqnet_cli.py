@@ -75,3 +75,48 @@ def test_a_front_point_of_the_quantised_search_matches_its_checkpoint(tmp_path):
     _check_same_space(tmp_path, {"arch": {"space": "quant_ofa_mbv3_fmnist"}}, ckpt)
     with pytest.raises(ExportError, match="is a supernet of space 'quant_ofa_mbv3_fmnist'"):
         _check_same_space(tmp_path, {"arch": {"space": "ofa_mbv3_fmnist"}}, ckpt)
+
+
+def test_readme_search_with_int8_latency_then_export(tmp_path):
+    """The README's bit-aware search: `+hw=local_cpu_int8` prices (arch, policy) pairs from an ONNX Runtime int8
+    table of this machine, honours a latency and an average-bits bound, says what the points run as; the most
+    accurate point then exports by its arch id (fake-quant, any bits), and the int8 runtime refuses its sub-8-bit
+    layers with the documented fallback."""
+    import numpy as np
+
+    from hw_profiles import create_hw_profile
+
+    readme = [c for c in readme_commands("python -m nas.search experiment=eqnet_fmnist +hw=local_cpu_int8")]
+    assert readme == ["python -m nas.search experiment=eqnet_fmnist +hw=local_cpu_int8 "
+                      "constraints=\"['latency_ms<=0.17', 'avg_bits<=5']\""]
+    table = tmp_path / "int8.json"
+    build = [f"hw.kwargs.path={table}", "hw.build.repeats=5", "hw.build.warmup=2", "hw.build.calibration_nets=3"]
+    prof = subprocess.run([sys.executable, "-m", "nas.profile", "hw=local_cpu_int8", "space.name=quant_ofa_mbv3_fmnist",
+                           f"out={table}", *build[1:], f"hydra.run.dir={tmp_path / 'hydra_p'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert prof.returncode == 0, prof.stderr[-2000:]
+    # the README's bound is this machine's; here the median price of random pairs, so about half are feasible
+    space = load_supernet(REPO / "nas/embedded/quant_ofa_mbv3_fmnist").space
+    price = create_hw_profile("local_cpu_int8", path=table)
+    bound = float(np.median(price(space, [space.sample(i) for i in range(64)])))
+    args = shlex.split(readme[0].replace("latency_ms<=0.17", f"latency_ms<={bound:.4f}"))[3:]
+    proc, out = _search(tmp_path, *args, *build, "budget=300")
+    assert "runs as" in proc.stdout and "int8 (W3-8 A3-8 held in int8)" in proc.stdout
+    assert "priced from measured entries" in proc.stdout
+    cols, rows = _front(out)
+    assert cols[2:6] == ["top1", "latency_ms", "size_kB", "avg_w_bits"] and len(rows) >= 3
+    assert all(float(r["latency_ms"]) <= bound + 1e-9 and float(r["avg_w_bits"]) <= 5 + 1e-9 for r in rows)
+    best = json.loads((out / "front_ranked.json").read_text())[0]["arch_id"]
+    ckpt = REPO / "nas/embedded/quant_ofa_mbv3_fmnist"
+    export = [sys.executable, "-m", "nas.export", f"checkpoint={ckpt}", f"arch={best}", "data=fashion_mnist",
+              "data.kwargs.test_limit=500"]
+    ok = subprocess.run([*export, f"out={tmp_path / 'fq'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    meta = json.loads((tmp_path / "fq" / "metadata.json").read_text())
+    assert meta["arch_id"] == best and "measured_test_top1" in meta
+    bits = {(q["w_bits"], q["a_bits"]) for q in meta["quantization"]["layers"]}
+    assert min(w for w, _ in bits) < 8  # a mixed policy, recorded per layer
+    refused = subprocess.run([*export, "format=onnx_int8", f"out={tmp_path / 'int8'}"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "runs 8-bit integer kernels only" in refused.stderr
+    assert "fallback=fake_quant" in refused.stderr and not (tmp_path / "int8").exists()
