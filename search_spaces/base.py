@@ -197,6 +197,11 @@ class SearchSpace(abc.ABC):
     def max_arch(self) -> Any:
         return self._from_values([g.choices[-1] for g in self.genes()])
 
+    def anchors(self) -> list[Any]:
+        """Corner architectures a searcher seeds its first population with (here the smallest and the largest):
+        points a random start rarely draws in a large space, and the ends of an accuracy-cost front."""
+        return [self.min_arch(), self.max_arch()]
+
     def arch_id(self, arch: Any) -> str:
         return str(self.validate(arch).id)
 

@@ -355,6 +355,14 @@ class JointSpace(SearchSpace):
         )
         return self.validate(JointArch(arch, QuantPolicy(layers)))
 
+    def anchors(self) -> list[JointArch]:
+        """The base space's anchors at every uniform bit-width ``W{b}A{b}`` (default modes): a per-layer random
+        start almost never draws a policy with every layer at high bits, so without these a searched front misses
+        its accurate end."""
+        base = [self.fixed_arch] if self.fixed_arch is not None else self.base.anchors()
+        bits = sorted(set(self.w_bits) & set(self.a_bits))
+        return [self.policy_for(a, b, b) for a in base for b in bits]
+
     def with_bits(self, joint: JointArch, w_bits: int | Sequence[int], a_bits: int | Sequence[int]) -> JointArch:
         """Same architecture and modes, new bits for the free slots (a scalar or one value per free slot)."""
         free = self._free_slots()

@@ -23,6 +23,7 @@ from pymoo.core.algorithm import Algorithm
 from pymoo.core.crossover import Crossover
 from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.mutation import Mutation
+from pymoo.core.sampling import Sampling
 from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
@@ -36,6 +37,21 @@ from nas.search.problem import Evaluation
 from nas.search.searchers.base import SEARCHERS, Searcher, SearcherConfigError
 
 __all__ = ["PymooSearcher", "ArchDuplicateElimination", "OPERATORS", "reference_directions"]
+
+
+class AnchoredSampling(Sampling):
+    """``inner``'s random first population with its first rows replaced by the space's anchors
+    (``SearchSpace.anchors``: corner architectures a random start rarely draws), at most half of it."""
+
+    def __init__(self, inner: Sampling, anchors: np.ndarray) -> None:
+        super().__init__()
+        self.inner, self.anchors = inner, anchors
+
+    def _do(self, problem: Any, n_samples: int, **kwargs: Any) -> np.ndarray:
+        X = np.array(self.inner._do(problem, n_samples, **kwargs))
+        k = min(len(self.anchors), n_samples // 2)
+        X[:k] = self.anchors[:k]
+        return X
 
 
 class ArchDuplicateElimination(DuplicateElimination):
@@ -127,7 +143,7 @@ class PymooSearcher(Searcher):
 
     def __init__(self, algorithm: str, *, pop_size: int = 50, operators: str = "sbx_pm",
                  operator_kwargs: dict[str, Any] | None = None, eliminate_duplicates: bool = True,
-                 eliminate_known: bool = True, max_mating_iterations: int = 10) -> None:
+                 eliminate_known: bool = True, max_mating_iterations: int = 10, anchors: bool = True) -> None:
         if algorithm not in _ALGORITHMS:
             raise SearcherConfigError(f"unknown pymoo algorithm {algorithm!r}; choose from {sorted(_ALGORITHMS)}")
         OPERATORS.get(operators)  # fail early with the list of operator sets
@@ -140,10 +156,14 @@ class PymooSearcher(Searcher):
         # (an empty one ends the search).
         self.max_mating_iterations, self.eliminate_known = max_mating_iterations, eliminate_known
         self.max_objectives = _ALGORITHMS[algorithm][1]
+        self.anchors = anchors  # seed the first population with space.anchors()
 
     def _setup(self) -> None:
         view = self.problem.view
         ops = OPERATORS.create(self.operators, view=view, **self.operator_kwargs)
+        if self.anchors:
+            corners = view.canonical(view.encode(view.space.anchors()))
+            ops["sampling"] = AnchoredSampling(ops["sampling"], np.unique(corners, axis=0))
         known = self.problem.is_queried if self.eliminate_known else None
         dup: Any = ArchDuplicateElimination(view, known) if self.eliminate_duplicates else False
         self.algorithm = _ALGORITHMS[self.algorithm_name][0](self.problem.n_obj, self.pop_size, ops, dup)
@@ -172,7 +192,8 @@ class PymooSearcher(Searcher):
     def config(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm_name, "pop_size": self.pop_size, "operators": self.operators,
                 "operator_kwargs": self.operator_kwargs, "eliminate_duplicates": self.eliminate_duplicates,
-                "eliminate_known": self.eliminate_known, "max_mating_iterations": self.max_mating_iterations}
+                "eliminate_known": self.eliminate_known, "max_mating_iterations": self.max_mating_iterations,
+                "anchors": self.anchors}
 
 
 def _register(name: str, algorithm: str) -> None:
