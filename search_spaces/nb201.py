@@ -108,6 +108,14 @@ class NB201Space(SearchSpace):
     def _to_values(self, arch: NB201Arch) -> tuple[Any, ...]:
         return arch.ops
 
+    def anchors(self) -> list[NB201Arch]:
+        """The cell of every edge ``none`` (smallest) and of every edge the widest op this space allows (3x3 conv
+        when present): the choice order (avg-pool last) is not the cost order here."""
+        widest = next(op for op in ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none")
+                      if op in self.ops)
+        smallest = "none" if "none" in self.ops else self.ops[0]
+        return [self._from_values([smallest] * len(NB201_EDGES)), self._from_values([widest] * len(NB201_EDGES))]
+
     def parse(self, s: str) -> NB201Arch:
         return self.validate(NB201Arch.from_str(s))
 

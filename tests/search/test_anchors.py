@@ -46,3 +46,13 @@ def test_quantised_front_reaches_the_accurate_end() -> None:
     best = float(np.max(result.values[:, 0]))
     w8a8 = float(exp.accuracy([space.policy_for(space.base.max_arch(), 8, 8)])[0])
     assert best >= w8a8 - 1e-9
+
+
+def test_nb201_anchors_are_its_cheapest_and_costliest_cells() -> None:
+    """NB201's choice order puts avg-pool last, so the generic corners would not be the largest cell."""
+    space = create_space("nb201_tiny")
+    small, large = space.anchors()
+    X = np.stack([space.encode(space.sample(i)) for i in range(300)])
+    macs = [space.macs(space.decode(x)) for x in X]
+    assert space.macs(small) <= min(macs) and space.macs(large) >= max(macs)
+    assert set(large.ops) == {"nor_conv_3x3"}
