@@ -23,7 +23,7 @@ the one with the lower held-out RMSPE, and records the validation; the builder s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,7 @@ class OpFeatureModel:
             raise ValueError(f"floor must be > 0 and rel_error >= 0, got {self.floor}, {self.rel_error}")
 
     def feature_names(self) -> list[str]:
-        return [*FEATURE_NAMES, *(CHANNEL_FEATURE_NAMES if self.channel_terms else ())]
+        return _feature_names(self.channel_terms)
 
     def predict(self, specs: Sequence[LayerSpec]) -> np.ndarray:
         if not specs:
@@ -80,7 +80,7 @@ class OpFeatureModel:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OpFeatureModel:
         channel_terms = bool(d.get("channel_terms", False))
-        expected = [*FEATURE_NAMES, *(CHANNEL_FEATURE_NAMES if channel_terms else ())]
+        expected = _feature_names(channel_terms)
         if list(d.get("feature_names", ())) != expected:
             raise ValueError(f"model was fitted on features {d.get('feature_names')}, this code computes "
                              f"{expected}; refit it")
@@ -93,6 +93,10 @@ class OpFeatureModel:
 #: per-channel overheads appended to the physical features by ``channel_terms``: thousands of middle channels
 #: (expand width of a block; 0 for single convolutions) and of output channels
 CHANNEL_FEATURE_NAMES: tuple[str, ...] = ("mid_kch", "out_kch")
+
+
+def _feature_names(channel_terms: bool) -> list[str]:
+    return [*FEATURE_NAMES, *(CHANNEL_FEATURE_NAMES if channel_terms else ())]
 
 
 def op_features(specs: Sequence[LayerSpec], config: FeatureConfig | None = None, *,
@@ -205,7 +209,7 @@ def heldout_validation(specs: Sequence[LayerSpec], latencies: Sequence[float] | 
 def fit_fallback(specs: Sequence[LayerSpec], latencies: Sequence[float] | np.ndarray, *,
                  features: FeatureConfig | None = None) -> tuple[LinearCostModel | OpFeatureModel, dict[str, Any]]:
     """The candidate models (shared-only linear; op features; op features with per-channel terms) validated by
-    :func:`heldout_validation`; the simplest one whose held-out RMSPE is within 1 % of the lowest is
+    :func:`heldout_validation`; the simplest one whose held-out RMSPE is within 1 % + 0.001 of the lowest is
     refitted on everything, its ``rel_error`` the held-out RMSPE. Returns (model, validation of each candidate)."""
     y = np.asarray(latencies, dtype=float)
     candidates: dict[str, Fit] = {
@@ -216,18 +220,12 @@ def fit_fallback(specs: Sequence[LayerSpec], latencies: Sequence[float] | np.nda
     checks = {name: heldout_validation(specs, y, fit) for name, fit in candidates.items()}
     scored = {name: c["rmspe"] for name, c in checks.items() if "rmspe" in c}
     chosen = "linear"
-    if scored:  # the simplest candidate (dict order) within 1% (or 0.001) of the best held-out RMSPE
+    if scored:  # the simplest candidate (dict order) within 1% + 0.001 of the best held-out RMSPE
         best = min(scored.values())
         chosen = next(name for name in candidates if name in scored and scored[name] <= best * 1.01 + 1e-3)
     model = candidates[chosen](specs, y)
-    rel_error = scored.get(chosen, model.rel_error)
-    if isinstance(model, LinearCostModel):
-        model = LinearCostModel(coef=model.coef, floor=model.floor, rel_error=rel_error, features=model.features,
-                                info={**model.info, "heldout": checks[chosen]})
-    else:
-        model = OpFeatureModel(shared=model.shared, per_op=model.per_op, floor=model.floor, rel_error=rel_error,
-                               features=model.features, info={**model.info, "heldout": checks[chosen]},
-                               channel_terms=model.channel_terms)
+    model = replace(model, rel_error=scored.get(chosen, model.rel_error),
+                    info={**model.info, "heldout": checks[chosen]})
     return model, {"chosen": chosen, **checks}
 
 
@@ -240,9 +238,7 @@ def fallback_from_dict(d: dict[str, Any]) -> LinearCostModel | OpFeatureModel:
 
 def with_fallback(profile: Any) -> Any:
     """``profile`` (a :class:`~hw_profiles.profile.HardwareProfile`) with its validated fallback stored in
-    ``meta.provenance["fallback"]`` (model, chosen kind, held-out validation of both candidates)."""
-    from dataclasses import replace
-
+    ``meta.provenance["fallback"]`` (model, chosen kind, held-out validation of every candidate)."""
     specs = profile.specs()
     if len(specs) < 2:
         return profile
