@@ -18,18 +18,24 @@ Corrections that make the per-layer sum predict whole networks:
    isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
    stored once as ``meta.network_overhead``.
 4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end at the end
-   of the build and a map from (drift-normalised) layer sums to their raw end-to-end time is fitted and stored as
-   ``meta.calibration`` (:mod:`hw_profiles.calibration`), applied when pricing: priced networks are in the raw time
-   of the machine at the end of the build, not in the reference unit (the reference's drift is recorded).
+   of the build, in a freshly spawned Python process (``calibration_process="fresh"``: a long-lived process that has
+   loaded a supernet or trained times the same networks 5-45 % slower than a fresh one on this project's VM, and a
+   user's exported net runs in a fresh process), and a map from (drift-normalised) layer sums to their raw
+   end-to-end time is fitted and stored as ``meta.calibration`` (:mod:`hw_profiles.calibration`), applied when
+   pricing: priced networks are in the raw time of the machine at the end of the build, not in the reference unit
+   (the reference's drift is recorded).
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
 import platform
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,8 +80,14 @@ class MeasureConfig:
     #: choose warm-up and timed runs from a pilot run of the reference network (``warmup``/``repeats`` become the
     #: minimum), so the medians' standard error is ~1% of them (hw_profiles.timing.plan_runs)
     adaptive: bool = False
+    #: where the calibration networks are timed: ``fresh`` (a spawned interpreter, as a user's process meets the
+    #: network) or ``builder`` (this process)
+    calibration_process: str = "fresh"
 
     def __post_init__(self) -> None:
+        if self.calibration_process not in ("fresh", "builder"):
+            raise BadInputError(f"MeasureConfig.calibration_process must be 'fresh' or 'builder', got "
+                                f"{self.calibration_process!r}")
         if self.clock not in CLOCKS:
             raise BadInputError(f"MeasureConfig.clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
         if self.normalise and not self.context:
@@ -139,6 +151,21 @@ def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[i
     with backend.session():
         runners = [backend.prepare(m, shape) for m, shape in [*modules, *extra]]
         return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed, clock=clock)[: len(modules)]
+
+
+def _measure_child(runtime: str, threads: int, modules: Sequence[tuple[Any, tuple[int, ...]]], warmup: int,
+                   repeats: int, seed: int, clock: str) -> np.ndarray:
+    return measure_modules(create_backend(runtime, threads=threads), modules, warmup=warmup, repeats=repeats,
+                           seed=seed, clock=clock)
+
+
+def measure_modules_fresh(runtime: str, threads: int, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
+                          repeats: int, seed: int = 0, clock: str = "wall") -> np.ndarray:
+    """:func:`measure_modules` in a freshly spawned Python interpreter (nothing of this process's heap, threads or
+    caches), the modules sent over by pickling. Raises what the child raised, or ``OSError``/``BrokenProcessPool``
+    when the child cannot start."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_measure_child, runtime, threads, list(modules), warmup, repeats, seed, clock).result()
 
 
 Module = tuple[Any, tuple[int, ...]]
@@ -221,6 +248,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     measured so far even if this call is interrupted.
     """
     config = config or MeasureConfig()
+    injected = backend is not None  # a backend object (tests' fakes) cannot be recreated in a fresh process
     if config.context and build_network is None:
         raise BadInputError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
     backend = backend or create_backend(config.runtime, threads=config.threads)
@@ -243,7 +271,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     pinned = pin_cpus() if config.pin else None
     try:
         return _build(space, out, profile, todo, wanted, reference, ref_arch, backend, config, build_layer,
-                      build_network, progress, pinned is not None)
+                      build_network, progress, pinned is not None, fresh=not injected)
     finally:
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
@@ -253,7 +281,7 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
            wanted: dict[str, LayerSpec], reference: Module | None, ref_arch: Any, backend: TimingBackend,
            config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
            build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
-           pinned: bool) -> BuildResult:
+           pinned: bool, fresh: bool = True) -> BuildResult:
     measured: list[str] = []
     if config.adaptive and todo:
         config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
@@ -274,7 +302,7 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
         if progress is not None:
             progress(len(measured), len(todo))
     if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
-        calibrated = _calibrate(space, profile, backend, config, build_network, reference)
+        calibrated = _calibrate(space, profile, backend, config, build_network, reference, fresh=fresh)
         if calibrated is not profile:
             profile = calibrated
             profile.save(out)
@@ -294,9 +322,13 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
 
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
-               build_network: Callable[[list[LayerSpec]], Any], reference: Module | None) -> HardwareProfile:
+               build_network: Callable[[list[LayerSpec]], Any], reference: Module | None,
+               fresh: bool = True) -> HardwareProfile:
     """Time ``config.calibration_nets`` networks spanning the space end to end and store the fitted
-    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``).
+    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``). With
+    ``config.calibration_process == "fresh"`` (and ``fresh``: the backend was created from the config) they are timed
+    in a spawned interpreter; if that cannot start or the modules cannot be sent, in this process, with a warning
+    (``conditions["process"]`` records which).
 
     Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
     """
@@ -309,8 +341,18 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     if with_ref:
         modules.append(reference)  # type: ignore[arg-type]
     # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
-    times = measure_modules(backend, modules, warmup=max(config.warmup, 3), repeats=max(config.repeats, 30),
-                            seed=config.seed + 1, clock=config.clock)
+    runs = {"warmup": max(config.warmup, 3), "repeats": max(config.repeats, 30), "seed": config.seed + 1,
+            "clock": config.clock}
+    process = "builder"
+    if fresh and config.calibration_process == "fresh":
+        try:
+            times = measure_modules_fresh(backend.name, backend.threads, modules, **runs)
+            process = "fresh"
+        except Exception as exc:  # noqa: BLE001 - unpicklable modules, no spawn: fall back, say so
+            warnings.warn(f"calibration networks could not be timed in a fresh process ({type(exc).__name__}: "
+                          f"{exc}); timing them in the builder process", RuntimeWarning, stacklevel=2)
+    if process == "builder":
+        times = measure_modules(backend, modules, **runs)
     medians = np.median(times, axis=1)
     # no drift normalisation here: the entries are in the unit of the build's first chunk, the calibration maps
     # their sums to the end-to-end time measured now, at the end of the build (closest to the user's use of it)
@@ -319,7 +361,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     sums = [op_sums(layers, [profile.entries[s.key()].value for s in layers]) for layers in nets]
     conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
                                     batch=config.batch, clock=config.clock, warmup=config.warmup,
-                                    repeats=max(config.repeats, 30), drift_normalised=False,
+                                    repeats=max(config.repeats, 30), drift_normalised=False, process=process,
                                     reference_drift=drift,
                                     spread=run_spread(times[: len(nets)]))
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),

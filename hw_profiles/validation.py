@@ -44,8 +44,11 @@ def error_stats(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | 
 def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str, Any] | None = None, *,
                      nets: int = 100, seed: int = 0, warmup: int = 3, repeats: int = 10, group: int = 10,
                      clock: str | None = None, network_builder: str = DEFAULT_NETWORK_BUILDER,
-                     timeout: float | None = None) -> dict[str, Any]:
+                     timeout: float | None = None, archs: Sequence[str] | None = None) -> dict[str, Any]:
     """Time ``nets`` random subnets of ``space`` in a separate process and compare with the profile at ``profile``.
+
+    ``archs``: architecture ids (``space.from_id``) to time instead of random subnets (e.g. the ones a search
+    derived), in that order.
 
     ``clock`` defaults to the clock the profile's calibration was measured on (``wall`` if none). Returns a dict with
     ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` / ``predicted`` /
@@ -53,7 +56,10 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
-               "group": int(group), "clock": clock, "network_builder": network_builder}
+               "group": int(group), "clock": clock, "network_builder": network_builder,
+               "archs": None if archs is None else [str(a) for a in archs]}
+    if archs is not None and not archs:
+        raise ValueError("archs, when given, must name at least one architecture")
     if nets < 1 or repeats < 1 or group < 1 or warmup < 0:
         raise ValueError(f"need nets, repeats, group >= 1 and warmup >= 0, got {request}")
     with tempfile.TemporaryDirectory(prefix="nas-validate-") as tmp:
@@ -88,8 +94,11 @@ def _worker(request_path: str, out_path: str) -> None:
     build_network = getattr(importlib.import_module(module), fn)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in req["space_kwargs"].items()}  # JSON lists
     space = create_space(req["space"], **kwargs)
-    rng = np.random.default_rng([req["seed"], 24])  # disjoint from the builder's seeds
-    archs = [space.sample(rng) for _ in range(req["nets"])]
+    if req.get("archs"):
+        archs = [space.from_id(a) for a in req["archs"]]
+    else:
+        rng = np.random.default_rng([req["seed"], 24])  # disjoint from the builder's seeds
+        archs = [space.sample(rng) for _ in range(req["nets"])]
     backend = create_backend(meta.runtime, threads=meta.threads or 1)
     # the space as the runtime runs it (an int8 runtime: quantised layers in their int8 form, as its table holds)
     space, _, build_network = backend.forms(space, build_network, build_network)

@@ -14,6 +14,7 @@ from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.calibration import NetworkCalibration, calibration_archs, fit_calibration, op_sums
 from hw_profiles.latency import LatencyModel
 from search_spaces import create_space
+from search_spaces.errors import BadInputError
 from search_spaces.layers import layer_macs
 from supernets.static import build_layer, build_network
 
@@ -117,6 +118,7 @@ def test_real_timing_calibration_on_by_default_is_applied(tmp_path: Path) -> Non
     meta = HardwareProfile.load(result.path).meta
     cal = NetworkCalibration.from_dict(meta.calibration)
     assert cal.conditions["runtime"] == "torch" and cal.conditions["threads"] == 1 and cal.conditions["batch"] == 1
+    assert cal.conditions["process"] == "fresh"  # timed in a spawned interpreter, as a user's process meets them
     assert len(cal.networks) == config.calibration_nets and cal.kind in ("scale", "affine", "per_op")
     model = LatencyModel.from_profile(HardwareProfile.load(result.path))
     prof = result.profile
@@ -131,3 +133,16 @@ def test_real_timing_calibration_on_by_default_is_applied(tmp_path: Path) -> Non
     measured = np.array([n["measured"] for n in cal.networks])
     pred = np.array([model.evaluate(space, a).value for a in archs])
     assert np.allclose((pred - measured) / measured, cal.residuals, atol=1e-3)
+
+
+def test_calibration_in_the_builder_process_on_request_and_bad_value_refused(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny", resolutions=(28,))
+    config = MeasureConfig(warmup=1, repeats=3, chunk=96, clock="cpu", calibration_nets=3,
+                           calibration_process="builder")
+    result = build_profile(space, tmp_path / "b.json", build_layer=build_layer, build_network=build_network,
+                           config=config)
+    cal = NetworkCalibration.from_dict(HardwareProfile.load(result.path).meta.calibration)
+    assert cal.conditions["process"] == "builder" and len(cal.networks) == 3
+    assert all(n["measured"] > 0 for n in cal.networks)
+    with pytest.raises(BadInputError, match="calibration_process must be 'fresh' or 'builder'"):
+        MeasureConfig(calibration_process="elsewhere")

@@ -43,6 +43,13 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     assert report["fallback_layers"] == 0 and report["uncalibrated_stats"]["n"] == 6
     with pytest.raises(ValidationError, match="no hardware profile"):
         validate_profile(tmp_path / "missing.json", "ofa_mbv3_tiny", nets=1, repeats=1)
+    # given architectures (e.g. what a search derived) instead of random ones, priced and timed in that order
+    ids = [archs[4].id, archs[0].id]
+    named = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, archs=ids, warmup=1, repeats=5)
+    assert named["nets"] == 2 and len(named["measured"]) == 2 and np.all(np.array(named["measured"]) > 0)
+    assert np.allclose(named["predicted"], ours[[4, 0]])
+    with pytest.raises(ValueError, match="at least one architecture"):
+        validate_profile(path, "ofa_mbv3_tiny", archs=[])
 
 
 def test_profile_command_validates_in_a_separate_process(tmp_path: Path) -> None:
