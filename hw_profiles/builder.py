@@ -18,12 +18,12 @@ Corrections that make the per-layer sum predict whole networks:
    isolated layers pay each; it is timed on a trivial graph in the same rounds, subtracted from every layer, and
    stored once as ``meta.network_overhead``.
 4. *Calibration* (on by default): ``calibration_nets`` networks spanning the space are timed end to end at the end
-   of the build, in a freshly spawned Python process (``calibration_process="fresh"``: a long-lived process that has
-   loaded a supernet or trained times the same networks 5-45 % slower than a fresh one on this project's VM, and a
-   user's exported net runs in a fresh process), and a map from (drift-normalised) layer sums to their raw
-   end-to-end time is fitted and stored as ``meta.calibration`` (:mod:`hw_profiles.calibration`), applied when
-   pricing: priced networks are in the raw time of the machine at the end of the build, not in the reference unit
-   (the reference's drift is recorded).
+   of the build, in freshly spawned Python processes (``calibration_process="fresh"``, 3 pooled: a long-lived
+   process that has loaded a supernet or trained times the same networks 5-45 % slower than a fresh one on this
+   project's VM, and a user's exported net runs in a fresh process), and a map from (drift-normalised) layer sums
+   to their raw end-to-end time is fitted and stored as ``meta.calibration`` (:mod:`hw_profiles.calibration`),
+   applied when pricing: priced networks are in the raw time of the machine at the end of the build, not in the
+   reference unit (the reference's drift is recorded).
 Each entry stores the median, mean, standard deviation and count. The profile file is rewritten atomically after
 every chunk, and a rerun skips every key already in the file, so an interrupted build resumes where it stopped.
 """
@@ -83,6 +83,9 @@ class MeasureConfig:
     #: where the calibration networks are timed: ``fresh`` (a spawned interpreter, as a user's process meets the
     #: network) or ``builder`` (this process)
     calibration_process: str = "fresh"
+    #: fresh processes the calibration networks are timed in (their runs pooled): each is one draw of the
+    #: process-level speed
+    calibration_processes: int = 3
 
     def __post_init__(self) -> None:
         if self.calibration_process not in ("fresh", "builder"):
@@ -94,7 +97,7 @@ class MeasureConfig:
             raise BadInputError("MeasureConfig.normalise=True times the context network: it needs context=True")
         if self.clock == "cpu" and self.threads != 1:
             raise BadInputError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
-        for name in ("threads", "batch", "repeats", "chunk"):
+        for name in ("threads", "batch", "repeats", "chunk", "calibration_processes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise BadInputError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
         for name in ("warmup", "calibration_nets"):
@@ -327,7 +330,9 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     """Time ``config.calibration_nets`` networks spanning the space end to end and store the fitted
     :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``). With
     ``config.calibration_process == "fresh"`` (and ``fresh``: the backend was created from the config) they are timed
-    in a spawned interpreter; if that cannot start or the modules cannot be sent, in this process, with a warning
+    in ``config.calibration_processes`` spawned interpreters, one after another, and their runs pooled (the
+    median of all); each process's level relative to the pool is stored (``conditions["process_levels"]``). If
+    that cannot start or the modules cannot be sent, they are timed in this process, with a warning
     (``conditions["process"]`` records which).
 
     Skipped (the profile is returned unchanged) while some layer of those networks is not measured yet.
@@ -343,10 +348,15 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
     runs = {"warmup": max(config.warmup, 3), "repeats": max(config.repeats, 30), "seed": config.seed + 1,
             "clock": config.clock}
-    process = "builder"
+    process, levels = "builder", None
     if fresh and config.calibration_process == "fresh":
         try:
-            times = measure_modules_fresh(backend.name, backend.threads, modules, **runs)
+            # one process is one draw of the process-level speed (fresh processes differ by 2-5 % here): pool several
+            parts = [measure_modules_fresh(backend.name, backend.threads, modules, **{**runs, "seed": runs["seed"] + k})
+                     for k in range(config.calibration_processes)]
+            times = np.concatenate(parts, axis=1)
+            pooled = np.median(times, axis=1)
+            levels = [round(float(np.median(np.median(p, axis=1) / pooled)), 4) for p in parts]
             process = "fresh"
         except Exception as exc:  # noqa: BLE001 - unpicklable modules, no spawn: fall back, say so
             warnings.warn(f"calibration networks could not be timed in a fresh process ({type(exc).__name__}: "
@@ -362,6 +372,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     conditions = machine_conditions(runtime=backend.name, runtime_version=backend.version, threads=backend.threads,
                                     batch=config.batch, clock=config.clock, warmup=config.warmup,
                                     repeats=max(config.repeats, 30), drift_normalised=False, process=process,
+                                    processes=len(levels) if levels else 1, process_levels=levels,
                                     reference_drift=drift,
                                     spread=run_spread(times[: len(nets)]))
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
