@@ -52,6 +52,8 @@ def table(tmp_path_factory) -> Path:
 def test_entries_are_runtime_forms_with_runs_as(table: Path) -> None:
     doc = json.loads(table.read_text())
     assert doc["meta"]["runtime"] == "onnxruntime_int8"
+    # the int8 calibration networks went to fresh processes too (the marked modules pickle, the backend is recreated)
+    assert doc["meta"]["calibration"]["conditions"]["process"] == "fresh"
     kinds = {k: e["runs_as"] for k, e in doc["entries"].items()}
     assert set(kinds.values()) == {"int8", "fp32"}
     for key, kind in kinds.items():  # a conv layer is measured only in its W8A8 form; pooling in fp32
