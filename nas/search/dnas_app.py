@@ -98,6 +98,13 @@ def dnas_from_config(cfg: DictConfig) -> DnasResult:
 
 def summarise(result: DnasResult) -> str:
     h = result.history[-1] if result.history else {}
+    start = result.history[0].get("entropy") if result.history else None
+    flat = ""
+    if start and h.get("entropy") is not None and h["entropy"] >= 0.97 * start:
+        flat = (f"\nnote: the logits have barely moved from uniform (mean entropy {h['entropy']:.3f}, "
+                f"{start:.3f} at the start), so this cell reflects early gradients: raise epochs (or a_lr)")
     return (f"found {h.get('arch_id')} after {len(result.history)} epochs (entropy {h.get('entropy', 0):.3f}); "
-            f"val top-1 {result.top1:.2f}% (BN recalibrated)\nresults: {result.out_dir} (front_ranked.json, "
-            f"history.json, supernet/); export: python -m nas.export results={result.out_dir} rank=0")
+            f"val top-1 {result.top1:.2f}% with the weights it inherits from the mixture supernet (BN recalibrated; "
+            f"weights trained as a mixture serve a single cell poorly, so DARTS-style searches retrain the found "
+            f"cell alone before use){flat}\nresults: {result.out_dir} (front_ranked.json, history.json, supernet/); "
+            f"export: python -m nas.export results={result.out_dir} rank=0")

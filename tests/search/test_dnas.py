@@ -305,7 +305,22 @@ def test_cli_search_then_export(tmp_path):
     assert len(hist) == 2 and all(np.isfinite(h["entropy"]) for h in hist)
     found = json.loads((out / "front_ranked.json").read_text())[0]
     assert found["arch_id"] == hist[-1]["arch_id"] and found["arch_id"] in r.stdout
+    # the summary says what the printed top-1 is, and that 4 steps leave the logits near uniform
+    assert "inherits from the mixture supernet" in r.stdout and "barely moved from uniform" in r.stdout
     e = _cli("nas.export", f"results={out}", "rank=0", f"out={tmp_path / 'subnet'}", cwd=tmp_path)
     assert e.returncode == 0, e.stderr[-3000:]
     meta = json.loads((tmp_path / "subnet" / "metadata.json").read_text())
     assert meta["arch_id"] == found["arch_id"] and 0 <= meta["measured_test_top1"] <= 100
+
+
+def test_summary_says_what_the_top1_is_and_flags_logits_that_never_moved(tmp_path):
+    from nas.search.dnas import DnasResult
+    from nas.search.dnas_app import summarise
+
+    flat = [{"entropy": 1.609, "arch_id": "a"}, {"entropy": 1.600, "arch_id": "b"}]
+    moved = [{"entropy": 1.609, "arch_id": "a"}, {"entropy": 0.9, "arch_id": "c"}]
+    text = summarise(DnasResult(arch=None, history=flat, top1=11.7, out_dir=tmp_path, seconds=1.0))
+    assert "found b after 2 epochs" in text and "inherits from the mixture supernet" in text
+    assert "barely moved from uniform (mean entropy 1.600, 1.609 at the start)" in text
+    text = summarise(DnasResult(arch=None, history=moved, top1=80.0, out_dir=tmp_path, seconds=1.0))
+    assert "found c" in text and "barely moved" not in text
