@@ -16,7 +16,8 @@ step of the largest cell (all 3x3 convs); on OFA-MBv3 (every choice entangled) a
 TangleNAS <= 1.3x memory; DARTS near the number of choices.
 
 FBNet with a local_cpu latency loss on OFA-MBv3 at two latency targets is measured by ``bench/dnas_latency_targets.py``
-(here ``fbnet_latency_err=nan``); 2026-12-06, 2 targets x 3 seeds, derived nets timed in a fresh process: mean
+(``--latency-targets 0,1,2`` runs it from here and reports its ``fbnet_latency_err``, else ``nan``); 2026-12-06,
+2 targets x 3 seeds, derived nets timed in a fresh process: mean
 |measured / target - 1| 4.6 % +- 1.1 (95 %), all 6 within 10 %, top-1 -0.15 +- 1.01 points from the evolutionary front.
 
 Measured 2026-12-04 at the defaults (3 seeds, 4 epochs x 12 steps of 64 images, warm-up 1, C=8 N=1, 2000 training
@@ -204,6 +205,9 @@ def main() -> None:
     ap.add_argument("--a-lr", type=float, default=None,
                     help="logit learning rate for every mode (default: each mode's paper value, DARTS 3e-4, FBNet "
                          "0.01; at a few hundred steps DARTS' 3e-4 leaves the logits near uniform)")
+    ap.add_argument("--latency-targets", default=None, metavar="SEEDS",
+                    help="also run bench/dnas_latency_targets.py with these seeds (e.g. 0,1,2; about 80 s per seed "
+                         "and target) in a fresh process and report its fbnet_latency_err")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.memory_only:
@@ -261,7 +265,26 @@ def main() -> None:
           f"tangle_c10={mean(c10['tangle'])} random_c10={random_c10:.2f} evo_c10={mean(c10['evo'])} "
           f"darts_paramfree={mean(pfree['darts'])} tangle_paramfree={mean(pfree['tangle'])} "
           f"tangle_mem_ratio={mt['tangle'][0]:.2f} darts_mem_ratio={mt['darts'][0]:.2f} "
-          f"tangle_time_ratio={mt['tangle'][1]:.2f} tangle_mbv3_mem_ratio={mb['tangle']:.2f} fbnet_latency_err=nan")
+          f"tangle_time_ratio={mt['tangle'][1]:.2f} tangle_mbv3_mem_ratio={mb['tangle']:.2f} "
+          f"fbnet_latency_err={latency_targets(args.latency_targets)}")
+
+
+def latency_targets(seeds: str | None) -> str:
+    """``fbnet_latency_err`` of ``bench/dnas_latency_targets.py --seeds SEEDS`` run in a fresh process (``nan``
+    without ``--latency-targets``; its output is printed)."""
+    if not seeds:
+        return "nan"
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "dnas_latency_targets.py"), "--seeds", seeds],
+                          capture_output=True, text=True, cwd=ROOT)
+    print("".join(f"  | {line}\n" for line in proc.stdout.splitlines()), end="")  # nested: not this bench's RESULT
+    if proc.returncode != 0:
+        print(f"dnas_latency_targets failed ({proc.returncode}): {proc.stderr.strip()[-1000:]}")
+        return "nan"
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), "")
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    return fields.get("fbnet_latency_err", "nan")
 
 
 if __name__ == "__main__":
