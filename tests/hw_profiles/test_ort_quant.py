@@ -41,6 +41,7 @@ def table(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu_int8", "space.name=quant_ofa_mbv3_tiny",
            f"+space.kwargs.base_kwargs={base}", "+space.kwargs.w_bits=[4,8]", "+space.kwargs.a_bits=[4,8]",
            f"out={out}", "hw.build.repeats=5", "hw.build.warmup=2", "hw.build.calibration_nets=3",
+           "hw.build.calibration_processes=1",
            "hydra.run.dir=" + str(out.parent / "hydra")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -56,6 +56,7 @@ def test_profile_command_validates_in_a_separate_process(tmp_path: Path) -> None
     out = tmp_path / "cli.json"
     cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.warmup=1",
            "hw.build.repeats=2", "hw.build.chunk=96", "hw.build.resolutions=[28]", f"out={out}", "validate=4",
+           "hw.build.calibration_processes=1",
            f"hydra.run.dir={tmp_path / 'hydra'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
