@@ -152,12 +152,12 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
     cal, unc = rep["calibrated"], rep["uncalibrated_stats"]
     prof = HardwareProfile.load(first)
     c = prof.meta.calibration or {}
+    cond = c.get("conditions", {})
     print(f"\n## {runtime}: separate-process validation, {rep['nets']} random subnets, {rep['clock']} clock, "
           f"no drift normalisation (pid {rep['conditions']['pid']}, load {rep['conditions']['loadavg']})")
     print(f"calibration: {c.get('kind')} scale={c.get('scale', 1):.4f} offset={c.get('offset', 0):.4f} ms, "
-          f"held-out {c.get('heldout')}, spread of calibration runs {c.get('conditions', {}).get('spread')}, "
-          f"timed in {c.get('conditions', {}).get('processes', 1)} {c.get('conditions', {}).get('process')} "
-          f"process(es), levels {c.get('conditions', {}).get('process_levels')}")
+          f"held-out {c.get('heldout')}, spread of calibration runs {cond.get('spread')}, timed in "
+          f"{cond.get('processes', 1)} {cond.get('process')} process(es), levels {cond.get('process_levels')}")
     print(f"calibrated:   within5={cal['within5']:.3f} within10={cal['within10']:.3f} rmspe={cal['rmspe']:.4f} "
           f"bias={cal['bias']:+.4f}")
     if unc:

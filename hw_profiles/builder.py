@@ -251,7 +251,8 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     measured so far even if this call is interrupted.
     """
     config = config or MeasureConfig()
-    injected = backend is not None  # a backend object (tests' fakes) cannot be recreated in a fresh process
+    # a backend object (tests' fakes) cannot be recreated in a fresh process: time calibration here then
+    fresh = backend is None and config.calibration_process == "fresh"
     if config.context and build_network is None:
         raise BadInputError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
     backend = backend or create_backend(config.runtime, threads=config.threads)
@@ -274,7 +275,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     pinned = pin_cpus() if config.pin else None
     try:
         return _build(space, out, profile, todo, wanted, reference, ref_arch, backend, config, build_layer,
-                      build_network, progress, pinned is not None, fresh=not injected)
+                      build_network, progress, pinned is not None, fresh=fresh)
     finally:
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
@@ -284,7 +285,7 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
            wanted: dict[str, LayerSpec], reference: Module | None, ref_arch: Any, backend: TimingBackend,
            config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
            build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
-           pinned: bool, fresh: bool = True) -> BuildResult:
+           pinned: bool, fresh: bool) -> BuildResult:
     measured: list[str] = []
     if config.adaptive and todo:
         config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
@@ -326,10 +327,10 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
                build_network: Callable[[list[LayerSpec]], Any], reference: Module | None,
-               fresh: bool = True) -> HardwareProfile:
+               fresh: bool) -> HardwareProfile:
     """Time ``config.calibration_nets`` networks spanning the space end to end and store the fitted
-    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``). With
-    ``config.calibration_process == "fresh"`` (and ``fresh``: the backend was created from the config) they are timed
+    :class:`~hw_profiles.calibration.NetworkCalibration` (``meta.calibration``). With ``fresh``
+    (``config.calibration_process == "fresh"`` and the backend created from the config) they are timed
     in ``config.calibration_processes`` spawned interpreters, one after another, and their runs pooled (the
     median of all); each process's level relative to the pool is stored (``conditions["process_levels"]``). If
     that cannot start or the modules cannot be sent, they are timed in this process, with a warning
@@ -349,7 +350,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     runs = {"warmup": max(config.warmup, 3), "repeats": max(config.repeats, 30), "seed": config.seed + 1,
             "clock": config.clock}
     process, levels = "builder", None
-    if fresh and config.calibration_process == "fresh":
+    if fresh:
         try:
             # one process is one draw of the process-level speed (fresh processes differ by 2-5 % here): pool several
             parts = [measure_modules_fresh(backend.name, backend.threads, modules, **{**runs, "seed": runs["seed"] + k})
