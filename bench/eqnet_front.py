@@ -8,7 +8,12 @@ bits 3..8), for each seed:
 2. the uniform W8A8, W6A6 and W4A4 policies (per-channel symmetric weights, asymmetric activations) on three
    architectures of the space (the largest, a mid-size one, the smallest), measured;
 3. for each uniform point, the ``--top`` front points of at most its model size with the highest predicted top-1,
-   measured; the point is *held* when one of them is at least as accurate as the uniform policy.
+   measured; the point is *held* when one of them is at least as accurate as the uniform policy;
+4. with ``--verify K`` (default 60) the search also runs ``verify.top=K`` (:mod:`nas.search.verify`: K front points
+   spread over the front plus the space's anchors measured on the validation split, the front re-derived on the
+   measured top-1); for each uniform point the verified-front point of at most its size with the best
+   *validation* top-1 is then measured on the test images. The held counts and ``front_dominates`` use this
+   verified pick; the predicted pick of step 3 is reported beside it (``front_dominates_predicted``).
 
 Top-1 is measured on a fixed ``--test-images`` subset of the Fashion-MNIST test set after BN recalibration on
 ``--calib-images`` training images drawn with the seed (the seed varies the search and the recalibration images;
@@ -48,22 +53,29 @@ MODES = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
 UNIFORM = (8, 6, 4)
 
 
-def search_front(seed: int, out: Path, budget: int) -> list[dict[str, str]]:
+def search_front(seed: int, out: Path, budget: int, verify: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(the search's front rows, its verified rows on the verified front; empty without ``verify``)."""
     cmd = [sys.executable, "-m", "nas.search", "experiment=eqnet_fmnist", f"seed={seed}", f"budget={budget}",
-           f"results_root={out}", "progress=false", f"hydra.run.dir={out / 'hydra'}"]
+           f"results_root={out}", "progress=false", f"hydra.run.dir={out / 'hydra'}", f"verify.top={verify}"]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise SystemExit(f"search failed: {proc.stderr[-2000:]}")
-    with open((out / "latest").resolve() / "front.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    run = (out / "latest").resolve()
+    with open(run / "front.csv", newline="") as fh:
+        front = list(csv.DictReader(fh))
+    if not verify:
+        return front, []
+    with open(run / "verified.csv", newline="") as fh:
+        return front, [r for r in csv.DictReader(fh) if r["on_verified_front"] == "True"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budget", type=int, default=1500, help="architectures evaluated by each search (README: 1500)")
-    ap.add_argument("--top", type=int, default=3, help="front points measured per uniform point")
+    ap.add_argument("--top", type=int, default=3, help="front points measured per uniform point (predicted pick)")
+    ap.add_argument("--verify", type=int, default=60, help="verify.top of each search (0: predicted pick only)")
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--calib-images", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
@@ -80,55 +92,77 @@ def main() -> None:
     sizes = {k: model_size_bytes(space, p) / 1e3 for k, p in points.items()}
     data = create_data("fashion_mnist")
     uni: dict[str, list[float]] = {k: [] for k in points}
-    front_best: dict[str, list[float]] = {k: [] for k in points}
-    held = 0
+    picks = ("predicted", "verified") if a.verify else ("predicted",)
+    best: dict[str, dict[str, list[float]]] = {m: {k: [] for k in points} for m in picks}
+    held = {m: 0 for m in picks}
+    anchor_picks = 0
     errs: list[float] = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            rows = search_front(seed, Path(tmp) / f"s{seed}", a.budget)
+            rows, vrows = search_front(seed, Path(tmp) / f"s{seed}", a.budget, a.verify)
             evalset = EvalSet(data, split="test", n_images=a.test_images, calib_images=a.calib_images,
                               calib_batch=min(250, a.calib_images), seed=seed)
             measured = {r["arch_id"]: r["top1"] for r in evaluate_subnets(net, list(points.values()), evalset)}
-            cands: dict[str, list] = {}
+            cands: dict[str, dict[str, list]] = {m: {} for m in picks}
             pred: dict[str, list[float]] = {}
             for k in points:
                 fit = [r for r in rows if float(r["size_kB"]) <= sizes[k] + 1e-9]
                 fit.sort(key=lambda r: -float(r["top1"]))
-                cands[k] = [space.from_json(r["arch"]) for r in fit[: a.top]]
+                cands["predicted"][k] = [space.from_json(r["arch"]) for r in fit[: a.top]]
                 pred[k] = [float(r["top1"]) for r in fit[: a.top]]
-            todo = {str(j.id): j for js in cands.values() for j in js if str(j.id) not in measured}
+                if a.verify:  # the verified front's best validation top-1 at this size
+                    vfit = [r for r in vrows if float(r["size_kB"]) <= sizes[k] + 1e-9]
+                    vfit.sort(key=lambda r: -float(r["measured_top1"]))
+                    cands["verified"][k] = [space.from_json(r["arch"]) for r in vfit[:1]]
+                    anchor_picks += int(bool(vfit) and vfit[0]["anchor"] == "True")
+            todo = {str(j.id): j for c in cands.values() for js in c.values() for j in js if str(j.id) not in measured}
             measured |= {r["arch_id"]: r["top1"] for r in evaluate_subnets(net, list(todo.values()), evalset)}
             for k, p in points.items():
                 u = measured[str(p.id)]
-                got = [measured[str(j.id)] for j in cands[k]]
-                best = max(got, default=float("nan"))
-                errs.extend(np.subtract(pred[k], got).tolist())
                 uni[k].append(u)
-                front_best[k].append(best)
-                held += int(best >= u - 1e-9)  # accuracies are multiples of 0.1 on 1000 images: ties hold
-                print(f"seed {seed} {k:<10} size {sizes[k]:6.1f} kB  uniform {u:6.2f}  front (<= size, best of "
-                      f"{len(cands[k])}) {best:6.2f}  (predicted {', '.join(f'{x:.2f}' for x in pred[k])}; measured "
-                      f"{', '.join(f'{x:.2f}' for x in got)})", flush=True)
+                line = f"seed {seed} {k:<10} size {sizes[k]:6.1f} kB  uniform {u:6.2f}"
+                for m in picks:
+                    got = [measured[str(j.id)] for j in cands[m][k]]
+                    b = max(got, default=float("nan"))
+                    best[m][k].append(b)
+                    held[m] += int(b >= u - 1e-9)  # accuracies are multiples of 0.05 on 2000 images: ties hold
+                    line += f"  {m} pick {b:6.2f}"
+                    if m == "predicted":
+                        errs.extend(np.subtract(pred[k], got).tolist())
+                        line += (f" (pred {', '.join(f'{x:.2f}' for x in pred[k])}; "
+                                 f"test {', '.join(f'{x:.2f}' for x in got)})")
+                print(line, flush=True)
+    n = len(points) * len(seeds)
     print(f"\n{len(seeds)} seeds, {time.time() - t0:.0f} s; top-1 (%) on {a.test_images} test images, 95% t over seeds")
-    print("| uniform point | size (kB) | uniform top-1 | front top-1 (<= size) | front - uniform |")
-    print("|---|---|---|---|---|")
-    holds = []
+    head = "| uniform point | size (kB) | uniform top-1 |"
+    head += "".join(f" {m} pick (<= size) | {m} - uniform |" for m in picks)
+    print(head)
+    print("|---" * (3 + 2 * len(picks)) + "|")
+    holds: dict[str, list[bool]] = {m: [] for m in picks}
     for k in points:
-        u, f = interval(uni[k]), interval(front_best[k])
-        d = interval([x - y for x, y in zip(front_best[k], uni[k])])
-        holds.append(f[0] >= u[0] - 1e-9)
-        print(f"| {k} | {sizes[k]:.1f} | {u[0]:.2f} +- {u[1]:.2f} | {f[0]:.2f} +- {f[1]:.2f} | "
-              f"{d[0]:+.2f} +- {d[1]:.2f} |")
+        u = interval(uni[k])
+        line = f"| {k} | {sizes[k]:.1f} | {u[0]:.2f} +- {u[1]:.2f} |"
+        for m in picks:
+            f, d = interval(best[m][k]), interval([x - y for x, y in zip(best[m][k], uni[k])])
+            holds[m].append(f[0] >= u[0] - 1e-9)
+            line += f" {f[0]:.2f} +- {f[1]:.2f} | {d[0]:+.2f} +- {d[1]:.2f} |"
+        print(line)
     print(f"front points: predicted - measured top-1 {np.mean(errs):+.2f} points on average ({len(errs)} measured)")
-    res = [f"front_dominates={str(all(holds)).lower()}", f"held={held}/{len(points) * len(seeds)}"]
+    if a.verify:
+        print(f"verified picks that are the space's uniform anchors themselves: {anchor_picks}/{n}")
+    main_pick = "verified" if a.verify else "predicted"
+    res = [f"front_dominates={str(all(holds[main_pick])).lower()}", f"held={held[main_pick]}/{n}",
+           f"front_dominates_predicted={str(all(holds['predicted'])).lower()}",
+           f"held_predicted={held['predicted']}/{n}"]
     for b in UNIFORM:
         ks = [k for k in points if k.endswith(f"w{b}a{b}")]
-        diffs = [np.mean([front_best[k][i] - uni[k][i] for k in ks]) for i in range(len(seeds))]
+        diffs = [np.mean([best[main_pick][k][i] - uni[k][i] for k in ks]) for i in range(len(seeds))]
         res += [f"w{b}a{b}={np.mean([np.mean(uni[k]) for k in ks]):.2f}",
-                f"front_at_w{b}a{b}={np.mean([np.mean(front_best[k]) for k in ks]):.2f}",
+                f"front_at_w{b}a{b}={np.mean([np.mean(best[main_pick][k]) for k in ks]):.2f}",
                 f"gain_w{b}a{b}_hw={interval(diffs)[1]:.2f}"]
-    res.append(f"front_pred_bias={np.mean(errs):.2f}")
+    res += [f"front_pred_bias={np.mean(errs):.2f}",
+            f"anchor_picks={anchor_picks}/{n}" if a.verify else "anchor_picks=nan"]
     print("RESULT " + " ".join(res))
 
 

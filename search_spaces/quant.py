@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -355,13 +355,24 @@ class JointSpace(SearchSpace):
         )
         return self.validate(JointArch(arch, QuantPolicy(layers)))
 
+    #: the modes int8 runtimes deploy (ONNX Runtime's QDQ: per-channel symmetric s8 weights, asymmetric u8
+    #: activations; ``nas.export format=onnx_int8``)
+    DEPLOY_MODES: ClassVar[dict[str, Any]] = {"w_granularity": "per_channel", "w_symmetric": True,
+                                             "a_symmetric": False}
+
     def anchors(self) -> list[JointArch]:
-        """The base space's anchors at every uniform bit-width ``W{b}A{b}`` (default modes): a per-layer random
-        start almost never draws a policy with every layer at high bits, so without these a searched front misses
-        its accurate end."""
+        """The base space's anchors at every uniform bit-width ``W{b}A{b}``, in the default modes and (when the
+        space allows them) the deployment modes :attr:`DEPLOY_MODES`: a per-layer random start almost never draws
+        a policy with every layer at high bits, so without these a searched front misses its accurate end and the
+        uniform policies a deployment would otherwise use."""
         base = [self.fixed_arch] if self.fixed_arch is not None else self.base.anchors()
         bits = sorted(set(self.w_bits) & set(self.a_bits))
-        return [self.policy_for(a, b, b) for a in base for b in bits]
+        modes = [{}]
+        d = self.DEPLOY_MODES
+        if (d["w_granularity"] in self.w_granularities and d["w_symmetric"] in self.w_symmetries
+                and d["a_symmetric"] in self.a_symmetries):
+            modes.append(d)
+        return [self.policy_for(a, b, b, **m) for a in base for m in modes for b in bits]
 
     def with_bits(self, joint: JointArch, w_bits: int | Sequence[int], a_bits: int | Sequence[int]) -> JointArch:
         """Same architecture and modes, new bits for the free slots (a scalar or one value per free slot)."""

@@ -25,6 +25,7 @@ from nas.experiments import Experiment
 from nas.search.compose import ComposeError, accuracy_source, build_objectives, parse_constraint, run_driver
 from nas.search.results import SearchResult, atomic_write_text
 from nas.search.run_dirs import point_latest, results_dir
+from nas.search.verify import FRONT_FILE, verified_table, verify_front, verify_settings
 
 __all__ = ["SearchOutcome", "search_from_config", "parse_constraint", "front_table", "ConfigError"]
 
@@ -40,6 +41,7 @@ class SearchOutcome:
     table: str
     exported: str | None = None
     notes: tuple[str, ...] = ()
+    verified: Any = None  # nas.search.verify.VerifyOutcome when verify.top was set
 
 
 def extrapolation_report(model: Any, space: Any, result: SearchResult) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def front_ranked(result: SearchResult) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r[acc])
 
 
-def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> str:
+def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]], verified: Any = None) -> str:
     """``EXPORT.md``: commands that export a front point, runnable as printed (or once the named variables are set)."""
     lines = [f"# Exporting a front point ({exp.name})", "",
              f"The front has {len(ranked)} points, ranked by accuracy in `front_ranked.json` (rank 0 = most "
@@ -113,6 +115,12 @@ def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]]) -> st
                   f"arch={ranked[0]['arch_id']} "
                   f"results={out} {_data_overrides(data)}out=subnet_rank0", "```", "",
                   "or, in the same run: `python -m nas.search ... export=0`."] if ranked else ["(empty front)"]
+        if verified is not None and verified.front:
+            best = verified.front[0]
+            lines += ["", f"The front was verified on the supernet (`verified.csv`, `{FRONT_FILE}`): {verified.note}. "
+                      "The most accurate measured point:", "",
+                      "```bash", f"python -m nas.export checkpoint={Path(exp.supernet_path).resolve()} "
+                      f"arch={best['arch_id']} results={out} {_data_overrides(data)}out=subnet_verified0", "```"]
     else:
         lines += [f"This preset has no trained supernet in the package: set `CHECKPOINT` to a supernet of space "
                   f"`{space}` (weights directory or training `checkpoint.pt`) and `DATA` to the data it was trained "
@@ -142,6 +150,7 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     exp = accuracy_source(cfg)
     objectives, metrics = build_objectives(cfg, exp)
     constraints = [parse_constraint(c, metrics, exp.space) for c in constraint_texts]
+    verify = verify_settings(cfg, exp)  # checked before the search runs
     out, keyed = results_dir(cfg)
     result = run_driver(cfg, exp, objectives, constraints, out, progress=_progress(budget) if progress else None)
     cost_model = next((o.model for o in objectives if o.model is not None), None)
@@ -159,11 +168,13 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     resolved.update({"resolved_supernet": str(exp.supernet_path) if exp.supernet_path else None,  # type: ignore
                      "export_data": exp.data or None})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked))
+    verified = verify_front(result, exp, verify, out, seed=int(cfg.seed)) if verify is not None else None
+    atomic_write_text(out / "EXPORT.md", _export_note(out, exp, ranked, verified))
     if keyed:
         point_latest(out)
     outcome = SearchOutcome(result=result, experiment=exp, out_dir=out, table=front_table(result, labels=labels),
-                            notes=tuple(o.note() for o in objectives if getattr(o, "note", None)))
+                            notes=tuple(o.note() for o in objectives if getattr(o, "note", None)),
+                            verified=verified)
     if export is not None:
         from nas.export_subnet import export_front_point
 
@@ -197,5 +208,14 @@ def summarise(outcome: SearchOutcome) -> str:
             f"in {r.seconds:.1f} s; {objs}\naccuracy: {outcome.experiment.accuracy_note}\n\n{outcome.table}\n\n"
             + _describe_extrapolation(r.notes.get("latency_pricing")) + "\n"
             f"results: {outcome.out_dir} (front.csv, result.json, pareto.png, config.yaml, EXPORT.md)"
-            + "".join(f"\n{note}" for note in outcome.notes)
+            + "".join(f"\n{note}" for note in outcome.notes) + _describe_verified(outcome)
             + (f"\n{outcome.exported}" if outcome.exported else ""))
+
+
+def _describe_verified(outcome: SearchOutcome) -> str:
+    v = outcome.verified
+    if v is None:
+        return ""
+    name = outcome.result.objectives[0]["name"]
+    return (f"\n\nverified front ({outcome.out_dir / FRONT_FILE}): {v.note}\n{verified_table(v, name)}\n"
+            f"export the most accurate measured point: see {outcome.out_dir / 'EXPORT.md'}")

@@ -22,7 +22,8 @@ __all__ = ["LATEST", "results_dir", "config_key", "point_latest"]
 
 LATEST = "latest"
 #: config keys that do not change the search's result
-IGNORED = ("out_dir", "results_root", "progress", "resume", "export", "runtime", "retain_memory", "hydra")
+IGNORED = ("out_dir", "results_root", "progress", "resume", "export", "runtime", "retain_memory", "hydra",
+           "verify")  # verification measures the front afterwards; the search itself is the same
 
 
 def config_key(cfg: DictConfig) -> str:

@@ -4,6 +4,8 @@ front missed its accurate end: NSGA-II never drew a policy with every layer at 8
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from nas.experiments import create_experiment
@@ -16,10 +18,14 @@ def test_joint_space_anchors_are_uniform_policies_of_the_base_corners() -> None:
     space = create_experiment("eqnet_fmnist").space
     anchors = space.anchors()
     bits = sorted(set(space.w_bits) & set(space.a_bits))
-    assert len(anchors) == 2 * len(bits)
+    assert len(anchors) == 2 * 2 * len(bits)  # two corners x (default, deployment modes) x uniform bits
     assert {a.arch for a in anchors} == {space.base.min_arch(), space.base.max_arch()}
     top = [a for a in anchors if a.arch == space.base.max_arch() and a.policy.layers[1].w_bits == max(bits)]
-    assert len(top) == 1 and {(q.w_bits, q.a_bits) for q in top[0].policy.layers if q} == {(8, 8)}
+    assert len(top) == 2 and all({(q.w_bits, q.a_bits) for q in t.policy.layers if q} == {(8, 8)} for t in top)
+    deploy = {(q.w_granularity, q.w_symmetric, q.a_symmetric) for q in top[1].policy.layers if q}
+    assert deploy == {("per_channel", True, False)}  # what nas.export format=onnx_int8 runs
+    per_tensor_only = dataclasses.replace(space, w_granularities=("per_tensor",))
+    assert len(per_tensor_only.anchors()) == 2 * len(bits)  # deployment modes outside the space: not anchored
 
 
 def test_the_first_population_holds_the_anchors_and_anchors_false_does_not() -> None:
