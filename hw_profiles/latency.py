@@ -22,7 +22,7 @@ from hw_profiles.cost import CostModel, CostReport
 from hw_profiles.domain import Domain, UncoveredOpError
 from hw_profiles.fallback import LinearCostModel, fit_linear_cost
 from hw_profiles.features import FeatureConfig
-from hw_profiles.opmodel import OpFeatureModel, stored_fallback
+from hw_profiles.opmodel import Fallback, NeighbourModel, OpFeatureModel, stored_fallback
 from hw_profiles.pricing import BatchCost, LayerPrices, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta, write_atomic
 from search_spaces.errors import CorruptFileError
@@ -52,7 +52,7 @@ class LatencyModel(CostModel):
     exact_source = "table"
 
     def __init__(self, meta: ProfileMeta, table: Mapping[str, Entry] | None = None,
-                 fallback: LinearCostModel | OpFeatureModel | None = None, *, domain: Domain | None = None,
+                 fallback: Fallback | None = None, *, domain: Domain | None = None,
                  strict: bool = False, heldout: Mapping[int, float] | None = None) -> None:
         super().__init__()
         self.meta, self.table, self.fallback = meta, dict(table or {}), fallback
@@ -69,7 +69,7 @@ class LatencyModel(CostModel):
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, *, features: FeatureConfig | None = None,
-                     fallback: LinearCostModel | OpFeatureModel | None = None, strict: bool = False) -> LatencyModel:
+                     fallback: Fallback | None = None, strict: bool = False) -> LatencyModel:
         """Use a measured profile; unless given, the fallback is fitted on the profile's own entries, and the
         domain is that of the entries."""
         specs = profile.specs()
@@ -136,7 +136,8 @@ class LatencyModel(CostModel):
             return f"{self.name}: nothing priced"
         if not self.fallback_layers:
             return f"{self.name}: every layer of {self.archs_priced} architectures priced from measured entries"
-        kind = "op-feature" if isinstance(self.fallback, OpFeatureModel) else "linear"
+        kind = ("neighbour-corrected op-feature" if isinstance(self.fallback, NeighbourModel) else
+                "op-feature" if isinstance(self.fallback, OpFeatureModel) else "linear")
         err = self.fallback.rel_error if self.fallback is not None else float("nan")
         return (f"{self.name}: {self.fallback_layers} layers of {self.archs_priced} architectures priced by the "
                 f"{kind} fallback (not measured; held-out error {100 * err:.0f}%)")

@@ -12,7 +12,9 @@ from hw_profiles import HardwareProfile
 from hw_profiles.features import FEATURE_NAMES, feature_matrix
 from hw_profiles.latency import LatencyModel
 from hw_profiles.opmodel import (
+    NeighbourModel,
     OpFeatureModel,
+    fallback_from_dict,
     fit_fallback,
     fit_op_model,
     heldout_validation,
@@ -138,3 +140,29 @@ def test_hw_objective_note_reaches_the_search_summary(tmp_path: Path) -> None:
     obj = hw_objective(space, profile=LatencyModel.from_profile(profile))
     obj([space.sample(s) for s in range(5)])
     assert obj.note is not None and "architectures priced by the" in obj.note()
+
+
+def test_neighbour_correction_carries_a_blocks_own_cost_to_sizes_and_widths_it_was_not_measured_at() -> None:
+    """A runtime that tiles some channel counts badly: each (in, out channels) family costs its own factor beyond
+    what MACs and bytes say, at every size and width. No op-feature model can express that; the neighbour-corrected
+    one carries the factor over from the same block measured at another size or width, and the fit chooses it."""
+    specs = space_layer_specs(create_space("ofa_mbv3_tiny"))
+    rng = np.random.default_rng(0)
+    fams = sorted({(s.op, s.in_c, s.out_c) for s in specs})
+    factor = dict(zip(fams, np.exp(rng.normal(0, 0.25, len(fams)))))
+    y = _truth(specs) * np.array([factor[(s.op, s.in_c, s.out_c)] for s in specs])
+    model, checks = fit_fallback(specs, y)
+    assert checks["chosen"] == "neighbours" and isinstance(model, NeighbourModel)
+    nb, op = checks["neighbours"], checks["op_channels"]
+    assert nb["within10"] >= op["within10"] + 0.3 and nb["rmspe"] < 0.8 * op["rmspe"]  # 0.69 vs 0.21 here
+    assert model.rel_error == pytest.approx(nb["rmspe"])
+    restored = fallback_from_dict(model.to_dict())
+    assert isinstance(restored, NeighbourModel) and np.allclose(restored.predict(specs), model.predict(specs))
+    # with no measured layer of its kind, a layer is priced by the op-feature model alone (the correction is 0)
+    lone = [s for s in specs if s.op == "mbconv"][:1]
+    alone = NeighbourModel.fit([s for s in specs if s.op != "mbconv"] + lone, np.r_[y[[s.op != "mbconv" for s in
+                                                                                      specs]], 1.0])
+    other = [s for s in specs if s.op == "mbconv" and s.kernel != lone[0].kernel][:3]
+    assert np.allclose(alone.predict(other), alone.base.predict(other))
+    with pytest.raises(ValueError, match="must match"):
+        NeighbourModel.from_dict({**model.to_dict(), "residuals": [0.0]})
