@@ -175,13 +175,13 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
           f"{' '.join(f'{m:.3f}' for m in preds.mean(axis=1))} ms")
     fb = prof.meta.provenance.get("fallback", {}).get("validation", {})
     chosen = fb.get(fb.get("chosen", ""), {})
-    for name in ("linear", "op_features", "op_channels"):
-        v = fb.get(name, {})
-        if v:
+    for name, v in fb.items():
+        if name != "chosen" and v:
             sizes, widths = v.get("resolution", {}), v.get("width", {})
             print(f"fallback {name}: held-out sizes within10={sizes.get('within10', float('nan')):.3f}"
                   f" widths within10={widths.get('within10', float('nan')):.3f} "
-                  f"pooled within10={v.get('within10', float('nan')):.3f} rmspe={v.get('rmspe', float('nan')):.4f}")
+                  f"pooled within10={v.get('within10', float('nan')):.3f} rmspe={v.get('rmspe', float('nan')):.4f}"
+                  + ("  (chosen)" if name == fb.get("chosen") else ""))
     repeat = _table_repeatability(paths)
     print(f"table repeatability: entries of the other builds within +-10% of the first build's (after one common "
           f"drift scale per build): {repeat:.3f}; the held-out fallback is judged against the first build's noisy "
