@@ -53,10 +53,12 @@ MODES = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
 UNIFORM = (8, 6, 4)
 
 
-def search_front(seed: int, out: Path, budget: int, verify: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def search_front(seed: int, out: Path, budget: int, verify: int,
+                 verify_images: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(the search's front rows, its verified rows on the verified front; empty without ``verify``)."""
     cmd = [sys.executable, "-m", "nas.search", "experiment=eqnet_fmnist", f"seed={seed}", f"budget={budget}",
-           f"results_root={out}", "progress=false", f"hydra.run.dir={out / 'hydra'}", f"verify.top={verify}"]
+           f"results_root={out}", "progress=false", f"hydra.run.dir={out / 'hydra'}", f"verify.top={verify}",
+           f"verify.n_images={verify_images}"]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1500, help="architectures evaluated by each search (README: 1500)")
     ap.add_argument("--top", type=int, default=3, help="front points measured per uniform point (predicted pick)")
     ap.add_argument("--verify", type=int, default=60, help="verify.top of each search (0: predicted pick only)")
+    ap.add_argument("--verify-images", default="2000", help="verify.n_images (null: the whole validation split)")
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--calib-images", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
@@ -100,7 +103,7 @@ def main() -> None:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            rows, vrows = search_front(seed, Path(tmp) / f"s{seed}", a.budget, a.verify)
+            rows, vrows = search_front(seed, Path(tmp) / f"s{seed}", a.budget, a.verify, a.verify_images)
             evalset = EvalSet(data, split="test", n_images=a.test_images, calib_images=a.calib_images,
                               calib_batch=min(250, a.calib_images), seed=seed)
             measured = {r["arch_id"]: r["top1"] for r in evaluate_subnets(net, list(points.values()), evalset)}

@@ -42,6 +42,7 @@ from hw_profiles.backends import create_backend
 from hw_profiles.builder import MeasureConfig, build_profile, measure_modules, reference_network
 from hw_profiles.fallback import fit_linear_cost, relative_errors
 from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
+from hw_profiles.opmodel import fit_fallback
 from hw_profiles.profile import HardwareProfile
 from hw_profiles.validation import validate_profile
 from search_spaces import create_space
@@ -122,7 +123,7 @@ def local(args: argparse.Namespace) -> dict[str, float]:
     s["raw_within10"], s["raw_rmspe"] = raw["within10"], raw["rmspe"]
     print(f"without drift normalisation of the end-to-end times: within5={raw['within5']:.3f} "
           f"within10={raw['within10']:.3f} rmspe={raw['rmspe']:.4f} bias={raw['bias']:+.4f}")
-    _local_fallback(space, built.profile)
+    s["fallback_res_within10"] = _local_fallback(space, built.profile).get("within10", float("nan"))
     per_slice = [f"{np.mean(rel[i:i + args.group]):+.3f}" for i in range(0, len(archs), args.group)]
     print(f"mean error per slice (drift check): {' '.join(per_slice)}")
     print(f"within5={s['within5']:.3f} within10={s['within10']:.3f} rmspe={s['rmspe']:.4f} bias={s['bias']:+.4f} "
@@ -212,23 +213,36 @@ def ort(args: argparse.Namespace) -> dict[str, float]:
     build_profile(space, path, build_layer=build_layer, build_network=build_network,
                   config=_config(args, "onnxruntime"))
     print(f"\n## onnxruntime profile built in {time.perf_counter() - t0:.0f} s")
-    return _user_figures(args, space, path, "onnxruntime", builds=2)
+    res = _local_fallback(space, HardwareProfile.load(path)).get("within10", float("nan"))
+    return {**_user_figures(args, space, path, "onnxruntime", builds=2), "fallback_res_within10": res}
 
 
-def _local_fallback(space, profile) -> None:
-    """How well the fallback fitted on this machine's entries prices blocks of a resolution it has not seen."""
+def _local_fallback(space, profile) -> dict[str, float]:
+    """How well a fallback fitted on this machine's entries prices blocks of a resolution it has not seen: the
+    whole resolution held out (every block size only it produces), the product's fallback (:func:`fit_fallback`,
+    choosing its kind on the remaining entries) beside the shared linear model. Returns the product's pooled
+    within10 and RMSPE over the held-out resolutions."""
     if len(space.resolutions) < 2:
-        return
+        return {}
     specs = profile.specs()
     sizes = {r: _block_sizes(space, r) for r in space.resolutions}
+    pooled = []
     for r in space.resolutions:  # held out: blocks whose input size only resolution r produces
         others = set().union(*(v for q, v in sizes.items() if q != r))
         test = [k for k, s in specs.items() if s.op == "mbconv" and s.in_hw in sizes[r] - others]
         train = [k for k in specs if k not in test]
-        fb = fit_linear_cost([specs[k] for k in train], [profile.entries[k].value for k in train])
-        rel = relative_errors(fb.predict([specs[k] for k in test]), [profile.entries[k].value for k in test])
-        print(f"local fallback, {len(test)} blocks only seen at r={r} held out: "
-              f"within10={np.mean(np.abs(rel) <= 0.1):.3f} rmspe={np.sqrt(np.mean(rel**2)):.4f}")
+        truth = [profile.entries[k].value for k in test]
+        fits = {"linear": fit_linear_cost([specs[k] for k in train], [profile.entries[k].value for k in train])}
+        fits["fallback"], checks = fit_fallback([specs[k] for k in train], [profile.entries[k].value for k in train])
+        for name, fb in fits.items():
+            rel = relative_errors(fb.predict([specs[k] for k in test]), truth)
+            if name == "fallback":
+                pooled.append(rel)
+            label = f"{name} ({checks['chosen']})" if name == "fallback" else name
+            print(f"local fallback {label}, {len(test)} blocks only seen at r={r} held out: "
+                  f"within10={np.mean(np.abs(rel) <= 0.1):.3f} rmspe={np.sqrt(np.mean(rel**2)):.4f}")
+    rel = np.concatenate(pooled)
+    return {"within10": float(np.mean(np.abs(rel) <= 0.1)), "rmspe": float(np.sqrt(np.mean(rel**2)))}
 
 
 def _block_sizes(space, r: int) -> set[int]:
@@ -288,11 +302,13 @@ def main() -> None:
     p.add_argument("--skip-local", action="store_true")
     args = p.parse_args()
     loc = {k: float("nan") for k in ("within10", "within5", "rmspe", "raw_within10", "raw_rmspe", "e2e_within10",
-                                     "e2e_rmspe", "build_spread", "fallback_within10", "table_repeat_within10")}
+                                     "e2e_rmspe", "build_spread", "fallback_within10", "table_repeat_within10",
+                                     "fallback_res_within10")}
     if not args.skip_local:
         loc = local(args)
     ort_figures = ort(args) if args.ort else {k: float("nan") for k in ("e2e_within10", "fallback_within10",
-                                                                           "table_repeat_within10")}
+                                                                           "table_repeat_within10",
+                                                                           "fallback_res_within10")}
     sd = {"block_within10_min": float("nan"), "block_rmspe_max": float("nan"), "net_within5": float("nan"),
           "net_rmspe": float("nan")}
     if args.tables.is_dir():
@@ -304,7 +320,9 @@ def main() -> None:
           f"ort_e2e_within10={ort_figures['e2e_within10']:.3f} "
           f"local_table_repeat_within10={loc['table_repeat_within10']:.3f} "
           f"ort_fallback_within10={ort_figures['fallback_within10']:.3f} "
-          f"ort_table_repeat_within10={ort_figures['table_repeat_within10']:.3f} local_within10={loc['within10']:.3f} "
+          f"ort_table_repeat_within10={ort_figures['table_repeat_within10']:.3f} "
+          f"fallback_res_within10={loc['fallback_res_within10']:.3f} "
+          f"ort_fallback_res_within10={ort_figures['fallback_res_within10']:.3f} local_within10={loc['within10']:.3f} "
           f"local_within5={loc['within5']:.3f} "
           f"local_rmspe={loc['rmspe']:.4f} local_raw_within10={loc['raw_within10']:.3f} "
           f"local_raw_rmspe={loc['raw_rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
