@@ -50,14 +50,16 @@ def run_export(cfg: DictConfig) -> str:
     if not cfg.get("results"):
         raise ExportError("nothing to export: give results=<search dir> rank=N, or checkpoint=<supernet> arch=<JSON "
                           "or arch id>")
-    saved = OmegaConf.create(read_results_dir(cfg.results)[1])
+    front = str(cfg.get("front") or "search")
+    saved = OmegaConf.create(read_results_dir(cfg.results, front)[1])
     checkpoint = cfg.get("checkpoint") or saved.get("resolved_supernet")
     if data is None and saved.get("export_data") and not cfg.get("checkpoint"):
         data = OmegaConf.to_container(saved.export_data, resolve=True)
-    out = cfg.out or Path(cfg.results) / f"subnet_rank{cfg.rank}"
+    out = cfg.out or Path(cfg.results) / (f"subnet_verified{cfg.rank}" if front == "verified" else
+                                          f"subnet_rank{cfg.rank}")
     return export_front_point(str(cfg.results), rank=int(cfg.rank), out=out, data=data, recalibrate=recal,
                               checkpoint=str(checkpoint) if checkpoint else None, overwrite=overwrite,
-                              **_quant_options(cfg))
+                              front=front, **_quant_options(cfg))
 
 
 def _quant_options(cfg: DictConfig) -> dict[str, Any]:

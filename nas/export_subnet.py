@@ -122,8 +122,9 @@ def _is_arch(space: Any, arch: Any) -> bool:
 
 def export_front_point(results: str | Path, *, rank: int, out: str | Path, checkpoint: str | Path | None = None,
                        data: dict[str, Any] | None = None, recalibrate: bool = True,
-                       overwrite: bool = False, **formats: Any) -> str:
-    """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``).
+                       overwrite: bool = False, front: str = "search", **formats: Any) -> str:
+    """Export the ``rank``-th most accurate point of a search's front (``front_ranked.json``; with
+    ``front="verified"`` the verified front, ranked by measured accuracy: ``verified_front.json``).
 
     Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
     one when ``data`` is given; ``formats`` (``fmt``, ``fallback``, ``calib_images``, ``calib_batch``) go to
@@ -131,24 +132,28 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, check
     from nas.search.results import read_results_dir  # nas.search imports this module
 
     results = Path(results)
-    front, config = read_results_dir(results)
-    if not 0 <= rank < len(front):
-        raise ExportError(f"rank={rank} is past the front: {results} has {len(front)} points "
-                          f"(rank 0..{len(front) - 1})")
+    points, config = read_results_dir(results, front)
+    if not 0 <= rank < len(points):
+        raise ExportError(f"rank={rank} is past the {front} front: {results} has {len(points)} points "
+                          f"(rank 0..{len(points) - 1})")
     if checkpoint is None:
         raise ExportError(f"the search in {results} had no trained supernet; pass checkpoint=<weights dir or "
                           "training checkpoint.pt> of a supernet of its space")
     check_overwritable(out, overwrite)
-    point = front[rank]
+    point = points[rank]
     _check_same_space(results, point, checkpoint)
-    extra = {"search_results": str(results), "front_rank": rank,
+    extra = {"search_results": str(results), "front_rank": rank, "front": front,
              "predicted": {k: v for k, v in point.items() if isinstance(v, float)}, "search_config": config}
     meta = export_arch(checkpoint, point["arch"], out, data=data, recalibrate=recalibrate, overwrite=overwrite,
                        extra=extra, **formats)
     pred = point.get("top1")
     measured = meta.get("measured_test_top1")
-    line = f"exported rank {rank} {meta['arch_id']} to {out}"
-    if measured is not None and pred is not None:
+    line = f"exported {'verified ' if front == 'verified' else ''}rank {rank} {meta['arch_id']} to {out}"
+    val = point.get("measured_top1")
+    if front == "verified" and measured is not None and val is not None:
+        line += (f": measured val top-1 {val:.2f}% (predicted {point.get('predicted_top1', float('nan')):.2f}%), "
+                 f"measured test top-1 {measured:.2f}%")
+    elif measured is not None and pred is not None:
         searched = "measured val" if _measured_search(config) else "predicted"
         line += f": {searched} top-1 {pred:.2f}%, measured test top-1 {measured:.2f}% ({measured - pred:+.2f})"
     elif measured is not None:

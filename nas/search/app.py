@@ -118,9 +118,10 @@ def _export_note(out: Path, exp: Experiment, ranked: list[dict[str, Any]], verif
         if verified is not None and verified.front:
             best = verified.front[0]
             lines += ["", f"The front was verified on the supernet (`verified.csv`, `{FRONT_FILE}`): {verified.note}. "
-                      "The most accurate measured point:", "",
-                      "```bash", f"python -m nas.export checkpoint={Path(exp.supernet_path).resolve()} "
-                      f"arch={best['arch_id']} results={out} {_data_overrides(data)}out=subnet_verified0", "```"]
+                      f"The most accurate measured point ({best['arch_id']}), as `export=0` in the same run "
+                      "exports it:", "",
+                      "```bash", f"python -m nas.export results={out} front=verified rank=0 "
+                      f"out={out}/subnet_verified0", "```"]
     else:
         lines += [f"This preset has no trained supernet in the package: set `CHECKPOINT` to a supernet of space "
                   f"`{space}` (weights directory or training `checkpoint.pt`) and `DATA` to the data it was trained "
@@ -178,9 +179,11 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
     if export is not None:
         from nas.export_subnet import export_front_point
 
+        front = "verified" if verified is not None and verified.front else "search"  # measured beats predicted
         outcome.exported = export_front_point(out, rank=export, checkpoint=exp.supernet_path,
-                                              data=exp.data or None, out=out / f"subnet_rank{export}",
-                                              overwrite=True)  # the search's own output: a rerun replaces it
+                                              data=exp.data or None, front=front, overwrite=True,  # a rerun replaces it
+                                              out=out / (f"subnet_verified{export}" if front == "verified" else
+                                                         f"subnet_rank{export}"))
     return outcome
 
 

@@ -55,9 +55,17 @@ def read_json(path: Path) -> Any:
                                "Rerun the command that wrote it.") from None
 
 
-def read_results_dir(results: str | Path) -> tuple[list[dict[str, Any]], str]:
-    """The ranked front (``front_ranked.json``) and resolved config text (``config.yaml``) of a search results dir."""
+#: the ranked fronts a results dir can hold: the search's (predicted accuracy) and, after ``verify.top=K``, the
+#: verified one (measured on the supernet; :mod:`nas.search.verify`)
+FRONT_FILES = {"search": "front_ranked.json", "verified": "verified_front.json"}
+
+
+def read_results_dir(results: str | Path, front: str = "search") -> tuple[list[dict[str, Any]], str]:
+    """The ranked front (``front_ranked.json``, or ``verified_front.json`` with ``front="verified"``) and resolved
+    config text (``config.yaml``) of a search results dir."""
     results = Path(results)
+    if front not in FRONT_FILES:
+        raise BadInputError(f"front={front!r}; choose one of {list(FRONT_FILES)}")
     if not results.is_dir():
         raise BadInputError(f"results={str(results)!r} is not a directory; give the out_dir of a finished "
                             "`python -m nas.search` run")
@@ -65,9 +73,13 @@ def read_results_dir(results: str | Path) -> tuple[list[dict[str, Any]], str]:
     if missing:
         raise BadInputError(f"results={str(results)!r} is not a finished search results directory: "
                             f"{', '.join(missing)} missing")
-    front = read_json(results / "front_ranked.json")
+    name = FRONT_FILES[front]
+    if not (results / name).is_file():
+        raise BadInputError(f"results={str(results)!r} has no verified front ({name}): run the search with "
+                            "verify.top=K (measures K front points on the supernet), or export front=search")
+    front = read_json(results / name)
     if not isinstance(front, list) or not all(isinstance(p, dict) and "arch" in p for p in front):
-        raise CorruptFileError(f"{results / 'front_ranked.json'} is not a list of front points with an 'arch'")
+        raise CorruptFileError(f"{results / name} is not a list of front points with an 'arch'")
     return front, (results / "config.yaml").read_text()
 
 @dataclass

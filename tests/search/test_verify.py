@@ -8,16 +8,20 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nas.checkpoints import load_supernet
 from nas.data import create_data
 from nas.evaluation import EvalSet, evaluate_subnets
+from nas.search.results import read_results_dir
 from nas.search.verify import _spread
+from search_spaces.errors import BadInputError
 
 from .test_readme_commands import readme_commands
 
@@ -69,18 +73,30 @@ def test_readme_verified_search(tmp_path):
     assert [r["arch_id"] for r in ranked] == [r["arch_id"] for r in sorted(front, key=lambda r:
                                                                            -float(r["measured_top1"]))]
 
-    # a rerun of the same search measures nothing again (and its search resumes from the finished checkpoint)
-    proc2 = _run(tmp_path, *args)
-    assert proc2.returncode == 0 and ", 0 newly measured" in proc2.stdout
+    # a rerun of the same search measures nothing again (its search resumes from the finished checkpoint), and
+    # export=0 then exports the most accurate *measured* point
+    proc2 = _run(tmp_path, *args, "export=0")
+    assert proc2.returncode == 0, proc2.stderr[-2000:]
+    assert ", 0 newly measured" in proc2.stdout
+    assert f"exported verified rank 0 {ranked[0]['arch_id']}" in proc2.stdout and "measured val top-1" in proc2.stdout
+    meta = json.loads((out / "subnet_verified0" / "metadata.json").read_text())
+    assert meta["arch_id"] == ranked[0]["arch_id"] and meta["front"] == "verified"
 
-    # EXPORT.md's command exports the most accurate measured point
-    line = next(ln for ln in (out / "EXPORT.md").read_text().splitlines() if "out=subnet_verified0" in ln)
-    assert f"arch={ranked[0]['arch_id']}" in line
-    cmd = shlex.split(line.replace("out=subnet_verified0", f"out={tmp_path / 'sub'}"))
+    # EXPORT.md's command exports the same point from the command line
+    line = next(ln for ln in (out / "EXPORT.md").read_text().splitlines() if "front=verified" in ln)
+    assert line == f"python -m nas.export results={out} front=verified rank=0 out={out}/subnet_verified0"
+    cmd = shlex.split(line.replace(f"out={out}/subnet_verified0", f"out={tmp_path / 'sub'}"))
     exp = subprocess.run([sys.executable, *cmd[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert exp.returncode == 0, exp.stderr[-2000:]
-    meta = json.loads(next((tmp_path / "sub").glob("*.json")).read_text())
-    assert ranked[0]["arch_id"] in json.dumps(meta)
+    assert json.loads((tmp_path / "sub" / "metadata.json").read_text())["arch_id"] == ranked[0]["arch_id"]
+
+    # a results dir without verification has no verified front to export; an unknown front is named
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("verified*", "subnet_*", "checkpoint*"))
+    with pytest.raises(BadInputError, match="verify.top=K"):
+        read_results_dir(bare, "verified")
+    with pytest.raises(BadInputError, match="choose one of"):
+        read_results_dir(out, "best")
 
 
 def test_verify_needs_a_trained_supernet(tmp_path):
