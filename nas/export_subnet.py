@@ -134,7 +134,8 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, check
     results = Path(results)
     points, config = read_results_dir(results, front)
     if not 0 <= rank < len(points):
-        raise ExportError(f"rank={rank} is past the {front} front: {results} has {len(points)} points "
+        which = "verified front" if front == "verified" else "front"
+        raise ExportError(f"rank={rank} is past the {which}: {results} has {len(points)} points "
                           f"(rank 0..{len(points) - 1})")
     if checkpoint is None:
         raise ExportError(f"the search in {results} had no trained supernet; pass checkpoint=<weights dir or "
