@@ -54,7 +54,7 @@ from supernets.quant import QuantSupernet, calibrate
 
 ARCH = {"ks": [7, None, 3, None, 3, 7, 7, 5, 3, None], "e": [2, None, 3, None, 2, 2, 4, 4, 2, None],
         "d": [1, 1, 2, 2, 1], "r": 28}  # r28-k7e2-k3e3-k3e2.k7e2-k7e4.k5e4-k3e2
-MODES: dict[str, Any] = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
+MODES: dict[str, Any] = JointSpace.DEPLOY_MODES  # per-channel symmetric weights, asymmetric activations
 UNIFORM = (8, 6, 4)
 KEYS = ["w8a8", "w6a6", "w4a4", "qat_w8a8", "qat_w4a4", "double_rounding_w8a8", "double_rounding_w6a6",
         "double_rounding_w4a4"]

@@ -45,11 +45,12 @@ from bench.eqnet import interval  # noqa: E402
 from nas.checkpoints import load_supernet  # noqa: E402
 from nas.data import create_data  # noqa: E402
 from nas.evaluation import EvalSet, evaluate_subnets  # noqa: E402
+from search_spaces.quant import JointSpace  # noqa: E402
 from search_spaces.quant_costs import model_size_bytes  # noqa: E402
 
 EMBEDDED = ROOT / "nas" / "embedded" / "quant_ofa_mbv3_fmnist"
 MID = "r28-k5e3.k5e3-k5e3.k5e3-k5e3.k5e3-k5e3.k5e3-k5e3.k5e3"  # every choice mid-range
-MODES = dict(w_granularity="per_channel", w_symmetric=True, a_symmetric=False)
+MODES = JointSpace.DEPLOY_MODES  # the uniform policies as deployed: per-channel symmetric weights, asym. acts
 UNIFORM = (8, 6, 4)
 
 

@@ -21,7 +21,7 @@ from nas.checks import as_bool
 from nas.cli import run_command
 from nas.commands import apply_runtime, quote_values
 from nas.conf import SEARCH_PATH
-from nas.export_subnet import ExportError, export_arch, export_front_point
+from nas.export_subnet import ExportError, export_arch, export_front_point, front_subnet_dir
 from nas.search.results import read_results_dir
 
 
@@ -55,8 +55,7 @@ def run_export(cfg: DictConfig) -> str:
     checkpoint = cfg.get("checkpoint") or saved.get("resolved_supernet")
     if data is None and saved.get("export_data") and not cfg.get("checkpoint"):
         data = OmegaConf.to_container(saved.export_data, resolve=True)
-    out = cfg.out or Path(cfg.results) / (f"subnet_verified{cfg.rank}" if front == "verified" else
-                                          f"subnet_rank{cfg.rank}")
+    out = cfg.out or Path(cfg.results) / front_subnet_dir(front, int(cfg.rank))
     return export_front_point(str(cfg.results), rank=int(cfg.rank), out=out, data=data, recalibrate=recal,
                               checkpoint=str(checkpoint) if checkpoint else None, overwrite=overwrite,
                               front=front, **_quant_options(cfg))

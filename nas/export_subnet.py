@@ -120,6 +120,11 @@ def _is_arch(space: Any, arch: Any) -> bool:
     return isinstance(arch, space.arch_type())
 
 
+def front_subnet_dir(front: str, rank: int) -> str:
+    """The default directory name of an exported front point: ``subnet_rank<N>``, ``subnet_verified<N>``."""
+    return f"subnet_verified{rank}" if front == "verified" else f"subnet_rank{rank}"
+
+
 def export_front_point(results: str | Path, *, rank: int, out: str | Path, checkpoint: str | Path | None = None,
                        data: dict[str, Any] | None = None, recalibrate: bool = True,
                        overwrite: bool = False, front: str = "search", **formats: Any) -> str:

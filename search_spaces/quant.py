@@ -368,10 +368,8 @@ class JointSpace(SearchSpace):
         base = [self.fixed_arch] if self.fixed_arch is not None else self.base.anchors()
         bits = sorted(set(self.w_bits) & set(self.a_bits))
         modes = [{}]
-        d = self.DEPLOY_MODES
-        if (d["w_granularity"] in self.w_granularities and d["w_symmetric"] in self.w_symmetries
-                and d["a_symmetric"] in self.a_symmetries):
-            modes.append(d)
+        if all(self.DEPLOY_MODES[f] in c for f, c in zip(_MODE_FIELDS, self._mode_choices())):
+            modes.append(self.DEPLOY_MODES)
         return [self.policy_for(a, b, b, **m) for a in base for m in modes for b in bits]
 
     def with_bits(self, joint: JointArch, w_bits: int | Sequence[int], a_bits: int | Sequence[int]) -> JointArch:

@@ -177,13 +177,12 @@ def search_from_config(cfg: DictConfig) -> SearchOutcome:
                             notes=tuple(o.note() for o in objectives if getattr(o, "note", None)),
                             verified=verified)
     if export is not None:
-        from nas.export_subnet import export_front_point
+        from nas.export_subnet import export_front_point, front_subnet_dir
 
         front = "verified" if verified is not None and verified.front else "search"  # measured beats predicted
         outcome.exported = export_front_point(out, rank=export, checkpoint=exp.supernet_path,
                                               data=exp.data or None, front=front, overwrite=True,  # a rerun replaces it
-                                              out=out / (f"subnet_verified{export}" if front == "verified" else
-                                                         f"subnet_rank{export}"))
+                                              out=out / front_subnet_dir(front, export))
     return outcome
 
 

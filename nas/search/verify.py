@@ -33,12 +33,12 @@ from omegaconf import DictConfig
 from nas.checks import as_bool, as_int
 from nas.experiments import Experiment
 from nas.search.pareto import pareto_front
-from nas.search.results import SearchResult, atomic_write_text
+from nas.search.results import FRONT_FILES, SearchResult, atomic_write_text
 from search_spaces.errors import BadInputError
 
 __all__ = ["VerifySettings", "verify_settings", "select_points", "verify_front", "VerifyOutcome"]
 
-FILE, FRONT_FILE = "verified.csv", "verified_front.json"
+FILE, FRONT_FILE = "verified.csv", FRONT_FILES["verified"]
 
 
 class VerifyConfigError(BadInputError):
@@ -99,16 +99,19 @@ def _spread(F: np.ndarray, k: int) -> list[int]:
     return chosen
 
 
-def select_points(result: SearchResult, top: int, anchors: bool) -> tuple[list[int], set[int]]:
-    """(rows of the result to measure, the rows among them that are anchors)."""
+def select_points(result: SearchResult, top: int, anchors: bool,
+                  ids: list[str] | None = None) -> tuple[list[int], set[int]]:
+    """(rows of the result to measure, the rows among them that are anchors); ``ids``: ``result.arch_ids`` when
+    the caller has them already."""
     front = result.front_indices()
     rows = [int(front[i]) for i in _spread(result.F[front], len(front) if top < 0 else top)] if len(front) else []
     anchor_rows: set[int] = set()
     if anchors:
         space = result.space
-        ids = {space.arch_id(a) for a in space.anchors()}
+        wanted = {space.arch_id(a) for a in space.anchors()}
         feasible = result.feasible
-        anchor_rows = {i for i, aid in enumerate(result.arch_ids) if aid in ids and feasible[i]}
+        anchor_ids = ids if ids is not None else result.arch_ids
+        anchor_rows = {i for i, aid in enumerate(anchor_ids) if aid in wanted and feasible[i]}
     return rows + sorted(anchor_rows - set(rows)), anchor_rows
 
 
@@ -143,8 +146,8 @@ def verify_front(result: SearchResult, exp: Experiment, settings: VerifySettings
     if acc["direction"] != "max":
         raise VerifyConfigError(f"verify needs accuracy as the first objective; this search's first is "
                                 f"{acc['name']!r} ({acc['direction']})")
-    rows, anchor_rows = select_points(result, settings.top, settings.anchors)
     ids = result.arch_ids
+    rows, anchor_rows = select_points(result, settings.top, settings.anchors, ids)
     name = acc["name"]
     cache = _read_cache(out / FILE, settings.key(), name)
     todo = [i for i in rows if ids[i] not in cache]
