@@ -139,3 +139,34 @@ def test_search_front_shows_what_points_run_as(table: Path) -> None:
     rows = text.splitlines()
     assert rows[0].endswith("runs as")
     assert rows[2].endswith("  int8") and rows[3].endswith("int8 (W4 A8 held in int8)")
+
+
+def test_spatial_means_run_as_int8_global_pool(tmp_path: Path) -> None:
+    """``x.mean((2, 3))`` (squeeze-excitation, classifier head) exports as ReduceMean, which ORT's quantiser leaves in
+    fp32; quantize_qdq rewrites it as GlobalAveragePool so ORT runs it as QLinearGlobalAveragePool, same values."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.gate = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 1)
+            self.head = torch.nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.stem(x))
+            x = x * torch.sigmoid(self.gate(x.mean((2, 3), keepdim=True)))  # squeeze-excitation: keepdim
+            return self.head(x.mean((2, 3)))  # head: the mean drops the spatial axes
+
+    torch.manual_seed(0)
+    module, x = Net().eval(), torch.randn(8, 3, 16, 16)
+    fp32 = OrtInt8Backend().to_onnx(module, x)
+    assert [n.op_type for n in onnx.load_from_string(fp32).graph.node].count("ReduceMean") == 2
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    sess = ort.InferenceSession(quantize_qdq(fp32, [x.numpy()]), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "ReduceMean" not in ops and ops.count("QLinearGlobalAveragePool") == 2
+    with torch.no_grad():
+        ref = module(x).numpy()
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
