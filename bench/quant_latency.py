@@ -154,8 +154,8 @@ def limit_report(fp32: bytes, int8: bytes, shape: tuple[int, ...]) -> str:
 
     (fd, fc, fo), (qd, qc, qo) = split(a), split(b)
     top = ", ".join(f"{k} {v:.2f}" for k, v in list(b.items())[:8])
-    return (f"   kernel time, fp32 -> int8 (ms): depthwise convs {fd:.2f} -> {qd:.2f} (int8 {fd / qd:.2f}x), other convs "
-            f"{fc:.2f} -> {qc:.2f} (int8 {fc / qc:.2f}x), non-conv ops {fo:.2f} -> {qo:.2f}\n"
+    return (f"   kernel time, fp32 -> int8 (ms): depthwise convs {fd:.2f} -> {qd:.2f} (int8 {fd / qd:.2f}x), "
+            f"other convs {fc:.2f} -> {qc:.2f} (int8 {fc / qc:.2f}x), non-conv ops {fo:.2f} -> {qo:.2f}\n"
             f"   int8 by op type (ms): {top}\n"
             f"   bound with every non-conv op free: {(fd + fc + fo) / (qd + qc):.2f}x; ORT's int8 depthwise kernel is "
             f"slower than its fp32 one on this CPU, so the depthwise convs cap the figure")

@@ -36,7 +36,7 @@ from hw_profiles.features import FEATURE_NAMES, FeatureConfig, feature_matrix
 from search_spaces.layers import LayerSpec
 
 __all__ = ["OpFeatureModel", "NeighbourModel", "Fallback", "CHANNEL_FEATURE_NAMES", "op_features", "fit_op_model",
-           "heldout_validation",
+           "heldout_validation", "fallback_candidates",
            "fit_fallback", "fallback_from_dict",
            "width_of", "with_fallback", "stored_fallback"]
 
@@ -148,13 +148,12 @@ class NeighbourModel:
         base = self.base.predict(specs)
         groups = np.array(self.groups)
         pts, res = np.array(self.coords).reshape(len(self.groups), 4), np.array(self.residuals)
-        q = _coords(specs)
+        q, qg = _coords(specs), np.array([_group(s) for s in specs])
         corr = np.zeros(len(specs))
-        for i, s in enumerate(specs):
-            m = groups == _group(s)
-            if m.any():
-                w = np.exp(-np.abs(pts[m] - q[i]).sum(axis=1) / self.tau)
-                corr[i] = float(w @ res[m]) / (float(w.sum()) + self.lam)
+        for i in range(0, len(specs), 256):  # kernel-weighted mean residual of same-group entries (0 where none)
+            w = np.exp(-np.abs(q[i:i + 256, None, :] - pts[None]).sum(axis=2) / self.tau)
+            w *= qg[i:i + 256, None] == groups[None, :]
+            corr[i:i + 256] = (w @ res) / (w.sum(axis=1) + self.lam)
         return base * np.exp(corr)
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,14 +247,17 @@ Fallback = LinearCostModel | OpFeatureModel | NeighbourModel
 
 
 def heldout_validation(specs: Sequence[LayerSpec], latencies: Sequence[float] | np.ndarray, fit: Fit, *,
-                       min_test: int = 3) -> dict[str, Any]:
+                       min_test: int = 3, truth: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
     """Hold out every spatial input size, then every width (:func:`width_of`), of the op with most entries; fit
-    ``fit(train_specs, train_latencies)`` on the rest and predict the held-out entries.
+    ``fit(train_specs, train_latencies)`` on the rest and predict the held-out entries, judged against ``truth``
+    (default ``latencies``; e.g. the mean of repeated builds, to separate the model's error from the noise of the
+    one measurement it is judged against).
 
     Returns per axis (``resolution``, ``width``) the pooled within10 / within5 / RMSPE, the per-value figures, and
     ``rmspe``/``within10`` pooled over both axes.
     """
     y = np.asarray(latencies, dtype=float)
+    judge = y if truth is None else np.asarray(truth, dtype=float)
     specs = list(specs)
     if not specs:
         return {}
@@ -270,7 +272,7 @@ def heldout_validation(specs: Sequence[LayerSpec], latencies: Sequence[float] | 
             if test.sum() < min_test or (~test).sum() < 2:
                 continue
             model = fit([s for s, t in zip(specs, test) if not t], y[~test])
-            rel = relative_errors(model.predict([s for s, t in zip(specs, test) if t]), y[test])
+            rel = relative_errors(model.predict([s for s, t in zip(specs, test) if t]), judge[test])
             rels.append(rel)
             per_value[str(v)] = {"n": int(test.sum()), "within10": float(np.mean(np.abs(rel) <= 0.1)),
                                  "rmspe": float(np.sqrt(np.mean(rel**2)))}
@@ -286,6 +288,16 @@ def heldout_validation(specs: Sequence[LayerSpec], latencies: Sequence[float] | 
     return out
 
 
+def fallback_candidates(features: FeatureConfig | None = None) -> dict[str, Fit]:
+    """The fallback kinds :func:`fit_fallback` chooses from, simplest first: name -> fit(specs, latencies)."""
+    return {
+        "linear": lambda s, t: fit_linear_cost(s, t, features=features, folds=1),
+        "op_features": lambda s, t: fit_op_model(s, t, features=features),
+        "op_channels": lambda s, t: fit_op_model(s, t, features=features, channel_terms=True),
+        "neighbours": lambda s, t: NeighbourModel.fit(s, t, features=features),
+    }
+
+
 def fit_fallback(specs: Sequence[LayerSpec], latencies: Sequence[float] | np.ndarray, *,
                  features: FeatureConfig | None = None) -> tuple[Fallback, dict[str, Any]]:
     """The candidate models (shared-only linear; op features; op features with per-channel terms; the latter
@@ -293,12 +305,7 @@ def fit_fallback(specs: Sequence[LayerSpec], latencies: Sequence[float] | np.nda
     :func:`heldout_validation`; the simplest one whose held-out RMSPE is within 1 % + 0.001 of the lowest is
     refitted on everything, its ``rel_error`` the held-out RMSPE. Returns (model, validation of each candidate)."""
     y = np.asarray(latencies, dtype=float)
-    candidates: dict[str, Fit] = {
-        "linear": lambda s, t: fit_linear_cost(s, t, features=features, folds=1),
-        "op_features": lambda s, t: fit_op_model(s, t, features=features),
-        "op_channels": lambda s, t: fit_op_model(s, t, features=features, channel_terms=True),
-        "neighbours": lambda s, t: NeighbourModel.fit(s, t, features=features),
-    }
+    candidates = fallback_candidates(features)
     checks = {name: heldout_validation(specs, y, fit) for name, fit in candidates.items()}
     scored = {name: c["rmspe"] for name, c in checks.items() if "rmspe" in c}
     chosen = "linear"

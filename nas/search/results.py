@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from nas.search.pareto import default_reference_point, hypervolume, pareto_front
 from search_spaces.errors import BadInputError, CorruptFileError
 
-__all__ = ["SearchResult", "atomic_write_text", "atomic_write_bytes", "read_json", "read_results_dir"]
+__all__ = ["SearchResult", "records_csv", "atomic_write_text", "atomic_write_bytes", "read_json", "read_results_dir"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -81,6 +82,16 @@ def read_results_dir(results: str | Path, front: str = "search") -> tuple[list[d
     if not isinstance(front, list) or not all(isinstance(p, dict) and "arch" in p for p in front):
         raise CorruptFileError(f"{results / name} is not a list of front points with an 'arch'")
     return front, (results / "config.yaml").read_text()
+
+def records_csv(records: Iterable[dict[str, Any]], cols: list[str]) -> str:
+    """CSV text of result records in the column order ``cols``; the ``arch`` column as sorted-key JSON."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    for rec in records:
+        writer.writerow({**rec, "arch": json.dumps(rec["arch"], sort_keys=True)})
+    return buf.getvalue()
+
 
 @dataclass
 class SearchResult:
@@ -191,13 +202,7 @@ class SearchResult:
                 **self.notes, "front": self.records(front), "evaluated": self.records()}
 
     def _csv(self, rows: np.ndarray) -> str:
-        buf = io.StringIO()
-        cols = ["query", "arch_id", *self.metric_names, "feasible", "on_front", "arch"]
-        writer = csv.DictWriter(buf, fieldnames=cols)
-        writer.writeheader()
-        for rec in self.records(rows):
-            writer.writerow({**rec, "arch": json.dumps(rec["arch"], sort_keys=True)})
-        return buf.getvalue()
+        return records_csv(self.records(rows), ["query", "arch_id", *self.metric_names, "feasible", "on_front", "arch"])
 
     def save(self, out_dir: str | Path, *, plot: bool = True) -> Path:
         """Write ``evaluated.csv``, ``front.csv``, ``result.json`` and (if ``plot``) ``pareto.png``."""

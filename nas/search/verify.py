@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from nas.checks import as_bool, as_int
 from nas.experiments import Experiment
 from nas.search.pareto import pareto_front
-from nas.search.results import FRONT_FILES, SearchResult, atomic_write_text
+from nas.search.results import FRONT_FILES, SearchResult, atomic_write_text, records_csv
 from search_spaces.errors import BadInputError
 
 __all__ = ["VerifySettings", "verify_settings", "select_points", "verify_front", "VerifyOutcome"]
@@ -187,16 +187,9 @@ def verify_front(result: SearchResult, exp: Experiment, settings: VerifySettings
 
 
 def _write(out: Path, table: list[dict[str, Any]], name: str, metrics: list[str]) -> None:
-    import io
-
     cols = ["query", "arch_id", f"predicted_{name}", f"measured_{name}", *(m for m in metrics if m != name),
             "anchor", "on_search_front", "on_verified_front", "settings", "arch"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    for r in table:
-        w.writerow({**r, "arch": json.dumps(r["arch"], sort_keys=True)})
-    atomic_write_text(out / FILE, buf.getvalue())
+    atomic_write_text(out / FILE, records_csv(table, cols))
 
 
 def verified_table(outcome: VerifyOutcome, name: str, limit: int = 10) -> str:
