@@ -86,6 +86,10 @@ class MeasureConfig:
     #: fresh processes the calibration networks are timed in (their runs pooled): each is one draw of the
     #: process-level speed
     calibration_processes: int = 3
+    #: times every layer is measured, each pass in a fresh shuffle (other chunk mates, minutes apart), the runs of
+    #: all passes pooled: a burst of load on a shared machine or a chunk's cache state then moves one pass, not the
+    #: entry
+    passes: int = 1
 
     def __post_init__(self) -> None:
         if self.calibration_process not in ("fresh", "builder"):
@@ -97,7 +101,7 @@ class MeasureConfig:
             raise BadInputError("MeasureConfig.normalise=True times the context network: it needs context=True")
         if self.clock == "cpu" and self.threads != 1:
             raise BadInputError(f"clock='cpu' times the calling thread only, so it needs threads=1, got {self.threads}")
-        for name in ("threads", "batch", "repeats", "chunk", "calibration_processes"):
+        for name in ("threads", "batch", "repeats", "chunk", "calibration_processes", "passes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise BadInputError(f"MeasureConfig.{name} must be an int >= 1, got {getattr(self, name)!r}")
         for name in ("warmup", "calibration_nets"):
@@ -109,7 +113,8 @@ class MeasureConfig:
                 f"{self.warmup} warm-up runs, {self.repeats} timed runs")
         return (f"each layer built alone, batch {self.batch}, {self.threads} thread(s), {runs} "
                 f"interleaved round-robin within chunks of {self.chunk} layers; "
-                f"{_CLOCK_TEXT[self.clock]}; value = median"
+                + (f"{self.passes} passes in fresh shuffles, runs pooled; " if self.passes > 1 else "")
+                + f"{_CLOCK_TEXT[self.clock]}; value = median"
                 + ("; a fixed reference network of the space runs in every round as cache context" if self.context
                    else "")
                 + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
@@ -292,19 +297,27 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
         profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
                                                                           "timing_plan": plan.to_dict()}))
     spreads = []
-    for start in range(0, len(todo), config.chunk):
-        chunk = todo[start:start + config.chunk]
-        times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start, build_layer, reference)
-        spreads.append(run_spread(times))
-        profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
-        if call and not profile.meta.network_overhead:
-            profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
-        profile = profile.with_entries({s.key(): replace(_entry(t * factor), runs_as=backend.runs_as(s))
-                                        for s, t in zip(chunk, times)})
-        profile.save(out)
-        measured += [s.key() for s in chunk]
-        if progress is not None:
-            progress(len(measured), len(todo))
+    runs: dict[str, list[np.ndarray]] = {}  # a layer's normalised runs from every pass so far
+    for pas in range(config.passes):
+        shuffle = np.random.default_rng([config.seed, pas]).permutation(len(todo))
+        order = todo if pas == 0 else [todo[i] for i in shuffle]
+        for start in range(0, len(order), config.chunk):
+            chunk = order[start:start + config.chunk]
+            times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start + 7919 * pas, build_layer,
+                                              reference)
+            spreads.append(run_spread(times))
+            profile, factor = _normalise(profile, ref if config.normalise else 0.0, ref_arch)
+            if call and not profile.meta.network_overhead:
+                profile = replace(profile, meta=replace(profile.meta, network_overhead=call * factor))
+            for s, t in zip(chunk, times):
+                runs.setdefault(s.key(), []).append(t * factor)
+            profile = profile.with_entries({s.key(): replace(_entry(np.concatenate(runs[s.key()])),
+                                                             runs_as=backend.runs_as(s)) for s in chunk})
+            profile.save(out)
+            if pas == 0:
+                measured += [s.key() for s in chunk]
+            if progress is not None:
+                progress(pas * len(todo) + start + len(chunk), config.passes * len(todo))
     if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
         calibrated = _calibrate(space, profile, backend, config, build_network, reference, fresh=fresh)
         if calibrated is not profile:

@@ -188,3 +188,39 @@ def test_profile_cli_builds_a_resumable_profile(tmp_path: Path) -> None:
         assert again.measured == () and again.skipped == result.total
         with pytest.raises(ValueError, match="cannot be measured on this machine"):
             run(compose(config_name="profile", overrides=["hw=snapdragon855"]))
+
+
+def test_passes_pool_runs_so_a_burst_in_one_pass_does_not_move_the_entry(tmp_path: Path) -> None:
+    """``passes=3``: every layer is measured three times in fresh shuffles and its runs pooled; a load burst that
+    triples every cost during most of the first pass leaves the entries at the idle cost (with one pass it does
+    not), and a profile built with other passes is not resumed."""
+    space = create_space("ofa_mbv3_tiny")
+    specs = space_layer_specs(space, (28,))[:24]
+    seen: list[tuple[int, int]] = []
+
+    def build(passes: int, out: Path) -> HardwareProfile:
+        backend = BusyBackend()
+        config = MeasureConfig(warmup=0, repeats=3, chunk=8, context=False, normalise=False, calibration_nets=0,
+                               clock="cpu", passes=passes)
+
+        def burst(done: int, total: int) -> None:  # busy from the first chunk's end to the first pass's end
+            seen.append((done, total))
+            backend.slowdown = 3.0 if done < len(specs) else 1.0
+
+        build_profile(space, out, build_layer=_key_module, config=config, backend=backend, specs=specs,
+                      progress=burst)
+        assert sorted(backend.prepared) == sorted([s.key() for s in specs] * passes)  # each layer, every pass
+        return HardwareProfile.load(out)
+
+    one = build(1, tmp_path / "one.json")
+    assert np.mean([e.median > 0.4 for e in one.entries.values()]) == pytest.approx(16 / 24)  # the burst shows
+    seen.clear()
+    three = build(3, tmp_path / "three.json")
+    assert seen[-1] == (72, 72) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert all(e.count == 9 for e in three.entries.values())
+    assert np.allclose([e.median for e in three.entries.values()], 0.2, rtol=0.15)
+    assert "3 passes" in three.meta.method
+    with pytest.raises(ProfileFormatError, match="method="):
+        build_profile(space, tmp_path / "three.json", build_layer=_key_module, specs=specs, backend=BusyBackend(),
+                      config=MeasureConfig(warmup=0, repeats=3, chunk=8, context=False, normalise=False,
+                                           calibration_nets=0, clock="cpu"))
