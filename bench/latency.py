@@ -323,7 +323,7 @@ def main() -> None:
     p.add_argument("--ort", action="store_true", help="also build and validate an ONNX Runtime profile")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
-    p.add_argument("--lut-passes", type=int, default=1, help="times every layer is measured (fresh shuffles, pooled)")
+    p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles, pooled)")
     p.add_argument("--net-warmup", type=int, default=3)
     p.add_argument("--net-repeats", type=int, default=20)
     p.add_argument("--profile", default=None, help="profile path (resumed if present)")
