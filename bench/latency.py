@@ -135,7 +135,8 @@ def local(args: argparse.Namespace) -> dict[str, float]:
 
 def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
     return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
-                         passes=args.lut_passes, chunk=args.chunk, clock=args.clock, calibration_nets=args.calibration_nets)
+                         passes=args.lut_passes, chunk=args.chunk, clock=args.clock,
+                         calibration_nets=args.calibration_nets)
 
 
 def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, builds: int) -> dict[str, float]:
@@ -200,11 +201,7 @@ def _fallback_vs_builds_mean(paths: list[Path], chosen: str) -> dict[str, float]
     user who builds the table several times and averages would get)."""
     if len(paths) < 2:
         return {"fallback_within10_vs_mean": float("nan"), "fallback_within10_mean_table": float("nan")}
-    profiles = [HardwareProfile.load(p) for p in paths]
-    specs = profiles[0].specs()
-    keys = sorted(set(specs).intersection(*(p.entries for p in profiles)))
-    values = np.array([[p.entries[k].value for k in keys] for p in profiles])
-    values /= np.median(values / values[0], axis=1, keepdims=True)
+    specs, keys, values = _aligned_builds(paths)
     mean = values.mean(axis=0)
     cand = fallback_candidates()
     out = {}
@@ -220,17 +217,21 @@ def _fallback_vs_builds_mean(paths: list[Path], chosen: str) -> dict[str, float]
     return out
 
 
+def _aligned_builds(paths: list[Path]) -> tuple[dict, list[str], np.ndarray]:
+    """The builds' entries on their common keys, one row per build, each build rescaled by its median ratio to the
+    first (one drift scale per build removed): (the first build's specs, keys, values)."""
+    profiles = [HardwareProfile.load(p) for p in paths]
+    keys = sorted(set(profiles[0].entries).intersection(*(p.entries for p in profiles[1:])))
+    values = np.array([[p.entries[k].value for k in keys] for p in profiles])
+    return profiles[0].specs(), keys, values / np.median(values / values[0], axis=1, keepdims=True)
+
+
 def _table_repeatability(paths: list[Path]) -> float:
     """Fraction of entries of builds 2.. within +-10% of build 1's, each build rescaled by its median ratio."""
     if len(paths) < 2:
         return float("nan")
-    first, *others = [HardwareProfile.load(p).entries for p in paths]
-    rel = []
-    for other in others:
-        keys = sorted(set(first) & set(other))
-        ratio = np.array([other[k].value / first[k].value for k in keys])
-        rel.append(ratio / np.median(ratio) - 1)
-    return float(np.mean(np.abs(np.concatenate(rel)) <= 0.10))
+    _, _, values = _aligned_builds(paths)
+    return float(np.mean(np.abs(values[1:] / values[0] - 1) <= 0.10))
 
 
 def ort(args: argparse.Namespace) -> dict[str, float]:

@@ -291,7 +291,6 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
            config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
            build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
            pinned: bool, fresh: bool) -> BuildResult:
-    measured: list[str] = []
     if config.adaptive and todo:
         config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
         profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
@@ -299,8 +298,8 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
     spreads = []
     runs: dict[str, list[np.ndarray]] = {}  # a layer's normalised runs from every pass so far
     for pas in range(config.passes):
-        shuffle = np.random.default_rng([config.seed, pas]).permutation(len(todo))
-        order = todo if pas == 0 else [todo[i] for i in shuffle]
+        rng = np.random.default_rng([config.seed, pas])  # pass 0 keeps the build's seeded order
+        order = todo if pas == 0 else [todo[i] for i in rng.permutation(len(todo))]
         for start in range(0, len(order), config.chunk):
             chunk = order[start:start + config.chunk]
             times, call, ref = _measure_chunk(backend, chunk, config, config.seed + start + 7919 * pas, build_layer,
@@ -314,10 +313,9 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
             profile = profile.with_entries({s.key(): replace(_entry(np.concatenate(runs[s.key()])),
                                                              runs_as=backend.runs_as(s)) for s in chunk})
             profile.save(out)
-            if pas == 0:
-                measured += [s.key() for s in chunk]
             if progress is not None:
                 progress(pas * len(todo) + start + len(chunk), config.passes * len(todo))
+    measured = [s.key() for s in todo]
     if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
         calibrated = _calibrate(space, profile, backend, config, build_network, reference, fresh=fresh)
         if calibrated is not profile:

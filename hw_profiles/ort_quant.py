@@ -123,29 +123,27 @@ def _spatial_means_as_global_pool(path: Path) -> int:
     inits = {t.name: t for t in graph.initializer}
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input, *graph.output]
              if v.type.tensor_type.HasField("shape")}
-    done = 0
-    for i, node in enumerate(list(graph.node)):
-        if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
-            continue
-        attrs = {a.name: a for a in node.attribute}
-        if "axes" in attrs:
-            axes = list(attrs["axes"].ints)
-        elif len(node.input) > 1 and node.input[1] in inits:
-            axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
-        else:
-            continue
-        if sorted(a % 4 for a in axes) != [2, 3]:
+    nodes, done = [], 0
+    for node in graph.node:
+        axes = None
+        if node.op_type == "ReduceMean" and ranks.get(node.input[0]) == 4:
+            attrs = {a.name: a for a in node.attribute}
+            if "axes" in attrs:
+                axes = list(attrs["axes"].ints)
+            elif len(node.input) > 1 and node.input[1] in inits:
+                axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
+        if axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            nodes.append(node)
             continue
         keep = attrs["keepdims"].i if "keepdims" in attrs else 1
         pooled = node.output[0] if keep else node.output[0] + "_pooled"
-        new = [helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name + "_as_pool")]
+        nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name + "_as_pool"))
         if not keep:
-            new.append(helper.make_node("Flatten", [pooled], [node.output[0]], name=node.name + "_flatten", axis=1))
-        graph.node.remove(node)
-        for k, n in enumerate(new):
-            graph.node.insert(i + k, n)
+            nodes.append(helper.make_node("Flatten", [pooled], [node.output[0]], name=node.name + "_flatten", axis=1))
         done += 1
-    if done:
+    if done:  # in place, in the same order (a node's inputs still come before it)
+        del graph.node[:]
+        graph.node.extend(nodes)
         onnx.save(model, str(path))
     return done
 

@@ -83,6 +83,7 @@ def read_results_dir(results: str | Path, front: str = "search") -> tuple[list[d
         raise CorruptFileError(f"{results / name} is not a list of front points with an 'arch'")
     return front, (results / "config.yaml").read_text()
 
+
 def records_csv(records: Iterable[dict[str, Any]], cols: list[str]) -> str:
     """CSV text of result records in the column order ``cols``; the ``arch`` column as sorted-key JSON."""
     buf = io.StringIO()
