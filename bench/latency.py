@@ -151,12 +151,14 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
         print(f"  build {b + 1}/{builds} ({runtime}): {time.perf_counter() - t0:.0f} s", flush=True)
         paths.append(path)
     rep = validate_profile(first, args.space, {"resolutions": list(args.res)}, nets=args.nets, seed=args.seed + 1,
-                           warmup=args.net_warmup, repeats=args.net_repeats, group=args.group)
+                           warmup=args.net_warmup, repeats=args.net_repeats, group=args.group,
+                           passes=args.net_passes)
     cal, unc = rep["calibrated"], rep["uncalibrated_stats"]
     prof = HardwareProfile.load(first)
     c = prof.meta.calibration or {}
     cond = c.get("conditions", {})
-    print(f"\n## {runtime}: separate-process validation, {rep['nets']} random subnets, {rep['clock']} clock, "
+    print(f"\n## {runtime}: separate-process validation, {rep['nets']} random subnets ({args.net_passes} passes of "
+          f"{args.net_repeats} runs), {rep['clock']} clock, "
           f"no drift normalisation (pid {rep['conditions']['pid']}, load {rep['conditions']['loadavg']})")
     print(f"calibration: {c.get('kind')} scale={c.get('scale', 1):.4f} offset={c.get('offset', 0):.4f} ms, "
           f"held-out {c.get('heldout')}, spread of calibration runs {cond.get('spread')}, timed in "
@@ -327,6 +329,8 @@ def main() -> None:
     p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles, pooled)")
     p.add_argument("--net-warmup", type=int, default=3)
     p.add_argument("--net-repeats", type=int, default=20)
+    p.add_argument("--net-passes", type=int, default=3,
+                   help="separate-process validation: passes over fresh groupings of the subnets, runs pooled")
     p.add_argument("--profile", default=None, help="profile path (resumed if present)")
     p.add_argument("--tables", type=Path, default=YARDSTICKS / "ofa_note10_lut")
     p.add_argument("--seed", type=int, default=0)

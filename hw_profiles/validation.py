@@ -3,7 +3,10 @@
 :func:`validate_profile` starts a fresh Python process that shares nothing with the builder (no reference network,
 no warm caches, no module objects): it loads the saved profile file, samples ``nets`` seeded random subnets of the
 space (seeds disjoint from the builder's), builds each whole network, times it on the profile's runtime, threads
-and batch, and compares the measured medians with the profile's predictions. No drift normalisation is applied:
+and batch, and compares the measured medians with the profile's predictions. With ``passes`` > 1 every subnet is
+timed in that many passes, each over a fresh shuffle of the subnets into groups (other group mates, minutes apart),
+and its runs are pooled before the median, so a load burst during one group moves one pass of its subnets and not
+their figure (as the builder's ``passes`` do for table entries). No drift normalisation is applied:
 these are the numbers a user would see. The report holds, for the calibrated predictions (what pricing returns)
 and for the uncalibrated layer sums, the fraction within +-5 % / +-10 %, RMSPE and mean bias (nn-Meter's metrics).
 
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["validate_profile", "error_stats", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
+__all__ = ["validate_profile", "error_stats", "pass_groups", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
 
 DEFAULT_NETWORK_BUILDER = "supernets.static:build_network"
 _ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +46,7 @@ def error_stats(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | 
 
 def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str, Any] | None = None, *,
                      nets: int = 100, seed: int = 0, warmup: int = 3, repeats: int = 10, group: int = 10,
-                     clock: str | None = None, network_builder: str = DEFAULT_NETWORK_BUILDER,
+                     passes: int = 1, clock: str | None = None, network_builder: str = DEFAULT_NETWORK_BUILDER,
                      timeout: float | None = None, archs: Sequence[str] | None = None) -> dict[str, Any]:
     """Time ``nets`` random subnets of ``space`` in a separate process and compare with the profile at ``profile``.
 
@@ -56,12 +59,12 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
-               "group": int(group), "clock": clock, "network_builder": network_builder,
+               "group": int(group), "passes": int(passes), "clock": clock, "network_builder": network_builder,
                "archs": None if archs is None else [str(a) for a in archs]}
     if archs is not None and not archs:
         raise ValueError("archs, when given, must name at least one architecture")
-    if nets < 1 or repeats < 1 or group < 1 or warmup < 0:
-        raise ValueError(f"need nets, repeats, group >= 1 and warmup >= 0, got {request}")
+    if nets < 1 or repeats < 1 or group < 1 or passes < 1 or warmup < 0:
+        raise ValueError(f"need nets, repeats, group, passes >= 1 and warmup >= 0, got {request}")
     with tempfile.TemporaryDirectory(prefix="nas-validate-") as tmp:
         req, out = Path(tmp) / "request.json", Path(tmp) / "report.json"
         req.write_text(json.dumps(request))
@@ -72,6 +75,16 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
         if proc.returncode != 0 or not out.is_file():
             raise ValidationError(f"validation process exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         return json.loads(out.read_text())
+
+
+def pass_groups(n: int, group: int, passes: int, seed: int = 0) -> list[np.ndarray]:
+    """The groups the subnets ``0..n-1`` are timed in, pass after pass: pass 0 in the given order, every later pass
+    over a fresh seeded shuffle, so each subnet is timed once per pass beside other group mates."""
+    out = []
+    for p in range(passes):
+        order = np.arange(n) if p == 0 else np.random.default_rng([seed, 24, p]).permutation(n)
+        out += [order[start:start + group] for start in range(0, n, group)]
+    return out
 
 
 def _worker(request_path: str, out_path: str) -> None:
@@ -102,14 +115,17 @@ def _worker(request_path: str, out_path: str) -> None:
     backend = create_backend(meta.runtime, threads=meta.threads or 1)
     # the space as the runtime runs it (an int8 runtime: quantised layers in their int8 form, as its table holds)
     space, _, build_network = backend.forms(space, build_network, build_network)
-    medians, spreads = [], []
-    for start in range(0, len(archs), req["group"]):
-        layers = [space.layers(a) for a in archs[start:start + req["group"]]]
+    runs: list[list[np.ndarray]] = [[] for _ in archs]
+    spreads = []
+    for k, idx in enumerate(pass_groups(len(archs), req["group"], int(req.get("passes", 1)), req["seed"])):
+        layers = [space.layers(archs[i]) for i in idx]
         with backend.session():
             runners = [backend.prepare(build_network(ls), ls[0].input_shape(meta.batch)) for ls in layers]
-            times = time_interleaved(runners, warmup=req["warmup"], repeats=req["repeats"], seed=start, clock=clock)
-        medians += np.median(times, axis=1).tolist()
+            times = time_interleaved(runners, warmup=req["warmup"], repeats=req["repeats"], seed=k, clock=clock)
+        for i, t in zip(idx, times):
+            runs[i].append(t)
         spreads.append(run_spread(times))
+    medians = [float(np.median(np.concatenate(r))) for r in runs]
     model = LatencyModel.from_profile(profile)
     batch = model.evaluate_many(space, archs)
     pred = batch.values
@@ -119,11 +135,12 @@ def _worker(request_path: str, out_path: str) -> None:
     known = np.isfinite(plain)
     report = {"profile": req["profile"], "space": space.name, "nets": len(archs), "clock": clock,
               "measured": measured.tolist(), "predicted": pred.tolist(), "uncalibrated": plain.tolist(),
-              "fallback_layers": int(batch.n_modelled.sum()),
+              "fallback_layers": int(batch.n_modelled.sum()), "runs_per_net": [int(sum(map(len, r))) for r in runs],
               "calibrated": error_stats(pred, measured),
               "uncalibrated_stats": error_stats(plain[known], measured[known]) if known.any() else {},
               "spread": float(np.median(spreads)),
               "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,
                                                threads=backend.threads, batch=meta.batch, clock=clock,
-                                               warmup=req["warmup"], repeats=req["repeats"], pid=os.getpid())}
+                                               warmup=req["warmup"], repeats=req["repeats"],
+                                               passes=int(req.get("passes", 1)), pid=os.getpid())}
     Path(out_path).write_text(json.dumps(report))

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from hw_profiles.builder import BuildResult, build_from_config
 from hw_profiles.validation import validate_profile
 from nas import conf
+from nas.checks import as_int
 from nas.cli import run_command
 from nas.resolve import resolve_space
 from supernets.static import build_layer, build_network
@@ -25,6 +26,8 @@ CONF_DIR = str(conf.CONF_DIR)  # for hydra.initialize_config_dir (tests); the co
 def run(cfg: DictConfig) -> BuildResult:
     c = OmegaConf.to_container(cfg, resolve=True)
     space = resolve_space(c["space"], key="space.name")  # a registered name or a user's module:factory
+    if c.get("validate"):
+        validate_passes(c)  # refused before the build, not after it
     result = build_from_config(c["hw"], space=space,
                                out=c.get("out"), build_layer=build_layer, build_network=build_network,
                                progress=lambda done, todo: print(f"measured {done}/{todo}", flush=True))
@@ -33,7 +36,8 @@ def run(cfg: DictConfig) -> BuildResult:
     if c.get("validate"):
         report = validate_built(c, result.path)
         cal, unc = report["calibrated"], report["uncalibrated_stats"]
-        print(f"validation in a separate process, {report['nets']} random subnets ({report['clock']} clock): "
+        print(f"validation in a separate process, {report['nets']} random subnets, "
+              f"{report['conditions'].get('passes', 1)} pass(es) ({report['clock']} clock): "
               f"within10={cal['within10']:.3f} within5={cal['within5']:.3f} rmspe={cal['rmspe']:.4f} "
               f"bias={cal['bias']:+.3f}; uncalibrated sums within10={unc.get('within10', float('nan')):.3f} "
               f"rmspe={unc.get('rmspe', float('nan')):.4f}; run-to-run spread {100 * report['spread']:.1f}%")
@@ -47,7 +51,15 @@ def validate_built(c: dict, path: Path) -> dict:
     if resolutions is not None:
         kwargs["resolutions"] = tuple(resolutions)
     return validate_profile(path, c["space"]["name"], kwargs, nets=int(c["validate"]),
-                            seed=int(c.get("validate_seed", 0)))
+                            seed=int(c.get("validate_seed", 0)), passes=validate_passes(c))
+
+
+def validate_passes(c: dict) -> int:
+    """``validate_passes``, null meaning as many passes as the table's entries had (``hw.build.passes``)."""
+    passes = c.get("validate_passes")
+    if passes is None:
+        return as_int((c["hw"].get("build") or {}).get("passes", 1), "hw.build.passes", minimum=1)
+    return as_int(passes, "validate_passes (null: as many as hw.build.passes)", minimum=1)
 
 
 @hydra.main(version_base=None, config_path=conf.SEARCH_PATH, config_name="profile")

@@ -178,8 +178,8 @@ def test_profile_cli_builds_a_resumable_profile(tmp_path: Path) -> None:
     from nas.profile import CONF_DIR, run
 
     out = tmp_path / "cli.json"
-    overrides = ["space.name=ofa_mbv3_tiny", "hw.build.warmup=0", "hw.build.repeats=1", "hw.build.chunk=64",
-                 "hw.build.resolutions=[28]", f"out={out}"]
+    overrides = ["space.name=ofa_mbv3_tiny", "hw.build.warmup=0", "hw.build.repeats=1", "hw.build.passes=1",
+                 "hw.build.chunk=64", "hw.build.resolutions=[28]", f"out={out}"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="profile", overrides=overrides)
         result = run(cfg)

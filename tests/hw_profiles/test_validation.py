@@ -14,7 +14,7 @@ import pytest
 from hw_profiles import HardwareProfile
 from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.latency import LatencyModel
-from hw_profiles.validation import ValidationError, error_stats, validate_profile
+from hw_profiles.validation import ValidationError, error_stats, pass_groups, validate_profile
 from search_spaces import create_space
 from supernets.static import build_layer, build_network
 
@@ -50,19 +50,38 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     assert np.allclose(named["predicted"], ours[[4, 0]])
     with pytest.raises(ValueError, match="at least one architecture"):
         validate_profile(path, "ofa_mbv3_tiny", archs=[])
+    # passes: every subnet timed once per pass (fresh groupings), its runs pooled; same subnets, same pricing
+    pooled = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=4, seed=3, warmup=0, repeats=3,
+                              group=2, passes=2)
+    assert pooled["runs_per_net"] == [6] * 4 and pooled["conditions"]["passes"] == 2
+    assert np.allclose(pooled["predicted"], ours[:4]) and np.all(np.array(pooled["measured"]) > 0)
+    with pytest.raises(ValueError, match="passes >= 1"):
+        validate_profile(path, "ofa_mbv3_tiny", passes=0)
+
+
+def test_pass_groups_time_every_subnet_once_per_pass_beside_other_mates() -> None:
+    groups = pass_groups(20, 5, 3, seed=1)
+    assert len(groups) == 12 and all(len(g) == 5 for g in groups)
+    assert [g.tolist() for g in groups[:4]] == [list(range(i, i + 5)) for i in range(0, 20, 5)]  # pass 0: in order
+    for p in range(3):  # each pass covers every subnet exactly once
+        assert sorted(np.concatenate(groups[4 * p:4 * p + 4]).tolist()) == list(range(20))
+    mates = [{frozenset(g.tolist()) for g in groups[4 * p:4 * p + 4]} for p in range(3)]
+    assert mates[0] != mates[1] and mates[1] != mates[2]  # later passes regroup the subnets
+    assert [g.tolist() for g in pass_groups(20, 5, 3, seed=1)] == [g.tolist() for g in groups]  # seeded
+    assert [g.tolist() for g in pass_groups(7, 3, 1)] == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_profile_command_validates_in_a_separate_process(tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.warmup=1",
-           "hw.build.repeats=2", "hw.build.chunk=96", "hw.build.resolutions=[28]", f"out={out}", "validate=4",
-           "hw.build.calibration_processes=1",
+           "hw.build.repeats=2", "hw.build.passes=1", "hw.build.chunk=96", "hw.build.resolutions=[28]", f"out={out}",
+           "validate=4", "validate_passes=2", "hw.build.calibration_processes=1",
            f"hydra.run.dir={tmp_path / 'hydra'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("validation in a separate process"))
     within10 = float(line.split("within10=")[1].split()[0])
-    assert "4 random subnets" in line and 0.0 <= within10 <= 1.0
+    assert "4 random subnets, 2 pass(es)" in line and 0.0 <= within10 <= 1.0
     meta = json.loads(out.read_text())["meta"]
     assert meta["calibration"]["kind"] in ("scale", "affine", "per_op") and len(meta["calibration"]["networks"]) == 8

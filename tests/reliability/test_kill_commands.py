@@ -26,8 +26,8 @@ TRAIN = ["search_space=ofa_mbv3_tiny", "data.kwargs.train_limit=96", "data.kwarg
          "sampler.kwargs.n_random=1"]
 EVALUATE = ["n_random=3", "n_images=64", "calib_images=32", "calib_batch=32", "batch_size=64",
             "data.kwargs.val_size=64", "data.kwargs.train_limit=64", "progress=false", "threads=1"]
-PROFILE = ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.repeats=2", "hw.build.warmup=1", "hw.build.chunk=8",
-           "hw.build.context=false", "+hw.build.normalise=false", "hw.build.resolutions=[32]",
+PROFILE = ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.repeats=2", "hw.build.passes=1", "hw.build.warmup=1",
+           "hw.build.chunk=8", "hw.build.context=false", "+hw.build.normalise=false", "hw.build.resolutions=[32]",
            "hw.build.calibration_processes=1"]  # one fresh calibration process: the suite's time budget
 SLOW = pytest.mark.slow  # more kill points of the same command: the suite's core set stays within its time budget
 

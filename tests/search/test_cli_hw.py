@@ -39,7 +39,7 @@ def test_search_with_local_cpu_builds_the_space_profile_on_first_use(tmp_path: P
     out = tmp_path / "r"
     args = [f"search_space={name}", "experiment=custom", f"experiment.kwargs.measurements={meas}", "+hw=local_cpu",
             f"hw.kwargs.path='{tmp_path}/profiles/cpu_{{space}}.json'", "hw.build.warmup=1", "hw.build.repeats=3",
-            "hw.build.clock=wall", "hw.build.calibration_processes=1",
+            "hw.build.passes=1", "hw.build.clock=wall", "hw.build.calibration_processes=1",
             f"out_dir={out}", "budget=60", "progress=false", "searcher.kwargs.pop_size=12"]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run([sys.executable, "-m", "nas.search", *args], cwd=tmp_path, env=env, capture_output=True,

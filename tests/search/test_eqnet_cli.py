@@ -91,8 +91,8 @@ def test_readme_search_with_int8_latency_then_export(tmp_path):
     assert readme == ["python -m nas.search experiment=eqnet_fmnist +hw=local_cpu_int8 "
                       "constraints=\"['latency_ms<=0.17', 'avg_bits<=5']\""]
     table = tmp_path / "int8.json"
-    build = [f"hw.kwargs.path={table}", "hw.build.repeats=3", "hw.build.warmup=1", "hw.build.calibration_nets=2",
-             "hw.build.calibration_processes=1"]
+    build = [f"hw.kwargs.path={table}", "hw.build.repeats=3", "hw.build.passes=1", "hw.build.warmup=1",
+             "hw.build.calibration_nets=2", "hw.build.calibration_processes=1"]
     prof = subprocess.run([sys.executable, "-m", "nas.profile", "hw=local_cpu_int8", "space.name=quant_ofa_mbv3_fmnist",
                            f"out={table}", *build[1:], f"hydra.run.dir={tmp_path / 'hydra_p'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
