@@ -17,8 +17,11 @@ Issue 24 adds what a user meets: the profile (calibrated by default) is built ``
 (:func:`hw_profiles.validation.validate_profile`, no reference network shared with the builder, no drift
 normalisation) times ``--nets`` random subnets end to end against the first build (``local_e2e_*``; the uncalibrated
 layer sums are printed beside it); ``local_build_spread`` is the median over those subnets of (max - min) / mean of
-the builds' predictions; ``fallback_within10`` is the stored fallback's held-out figure (every spatial size and every
-width held out in turn; candidates: shared linear, op features, op features with per-channel terms);
+the builds' predictions (``*_build_spread_net``: the same with each build's machine speed divided out, read from
+its calibration networks, the same seeded nets timed end to end in every build: on a shared VM whose speed moves
+several % over minutes, this is what the table adds to the machine's own drift); ``fallback_within10`` is the stored
+fallback's held-out figure (every spatial size and every width held out in turn; candidates: shared linear, op
+features, op features with per-channel terms);
 ``*_table_repeat_within10`` is how many entries of the other builds lie within +-10% of the first build's (one drift
 scale per build removed): the held-out fallback is scored against the first build's noisy entries, so this bounds
 what any fallback can score; ``*_fallback_within10_vs_mean`` judges the same held-out predictions against the mean of
@@ -26,13 +29,15 @@ the builds (less measurement noise), and ``*_fallback_within10_mean_table`` fits
 repeats the build (twice) and the separate-process validation with ONNX Runtime.
 
 Ends with ``RESULT local_e2e_within10=.. local_e2e_rmspe=.. local_build_spread=.. fallback_within10=..
-ort_e2e_within10=.. local_table_repeat_within10=.. ort_fallback_within10=.. ort_table_repeat_within10=..``
+ort_e2e_within10=.. ort_e2e_rmspe=.. ort_build_spread=.. local_build_spread_net=.. ort_build_spread_net=..
+local_table_repeat_within10=.. ort_fallback_within10=.. ort_table_repeat_within10=..``
 followed by the earlier figures (drift-normalised ``local_within10`` etc., snapdragon855).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -178,6 +183,12 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
     print(f"build-to-build ({builds} builds): median (max-min)/mean {np.median(spread):.4f}, "
           f"p90 {np.percentile(spread, 90):.4f}; per-build mean prediction "
           f"{' '.join(f'{m:.3f}' for m in preds.mean(axis=1))} ms")
+    drift = _machine_drift(paths)
+    net = preds / drift[:, None]
+    net_spread = float(np.median((net.max(axis=0) - net.min(axis=0)) / net.mean(axis=0)))
+    print(f"the machine itself between builds: the same calibration networks ran {' '.join(f'{d:.3f}' for d in drift)}"
+          f"x build 1's time (geometric mean); predictions with that drift divided out: median (max-min)/mean "
+          f"{net_spread:.4f} (what the table adds to the machine's own change of speed)")
     fb = prof.meta.provenance.get("fallback", {}).get("validation", {})
     chosen = fb.get(fb.get("chosen", ""), {})
     for name, v in fb.items():
@@ -193,7 +204,20 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
           f"entries, so this bounds what any fallback can score")
     vs_mean = _fallback_vs_builds_mean(paths, fb.get("chosen", "linear"))
     return {"e2e_within10": cal["within10"], "e2e_rmspe": cal["rmspe"], "build_spread": float(np.median(spread)),
+            "build_spread_net": net_spread,
             "fallback_within10": chosen.get("within10", float("nan")), "table_repeat_within10": repeat, **vs_mean}
+
+
+def _machine_drift(paths: list[Path]) -> np.ndarray:
+    """Each build's speed relative to the first: the geometric mean ratio of its calibration networks' measured
+    end-to-end times to the first build's (the builds time the same seeded networks; 1.0 where not comparable)."""
+    nets = [{json.dumps(n["arch"], sort_keys=True): n["measured"]
+             for n in (HardwareProfile.load(p).meta.calibration or {}).get("networks", ())} for p in paths]
+    out = []
+    for n in nets:
+        common = sorted(set(n) & set(nets[0]))
+        out.append(float(np.exp(np.mean([np.log(n[a] / nets[0][a]) for a in common]))) if common else 1.0)
+    return np.array(out)
 
 
 def _fallback_vs_builds_mean(paths: list[Path], chosen: str) -> dict[str, float]:
@@ -336,42 +360,37 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-local", action="store_true")
     args = p.parse_args()
-    loc = {k: float("nan") for k in ("within10", "within5", "rmspe", "raw_within10", "raw_rmspe", "e2e_within10",
-                                     "e2e_rmspe", "build_spread", "fallback_within10", "table_repeat_within10",
-                                     "fallback_res_within10", "fallback_within10_vs_mean",
-                                     "fallback_within10_mean_table")}
-    if not args.skip_local:
-        loc = local(args)
-    ort_figures = ort(args) if args.ort else {k: float("nan") for k in ("e2e_within10", "fallback_within10",
-                                                                           "table_repeat_within10",
-                                                                           "fallback_res_within10",
-                                                                           "fallback_within10_vs_mean",
-                                                                           "fallback_within10_mean_table")}
-    sd = {"block_within10_min": float("nan"), "block_rmspe_max": float("nan"), "net_within5": float("nan"),
-          "net_rmspe": float("nan")}
+    user_keys = ("e2e_within10", "e2e_rmspe", "build_spread", "build_spread_net", "fallback_within10",
+                 "table_repeat_within10", "fallback_res_within10", "fallback_within10_vs_mean",
+                 "fallback_within10_mean_table")
+    nan = float("nan")
+    loc = local(args) if not args.skip_local else {k: nan for k in ("within10", "within5", "rmspe", "raw_within10",
+                                                                    "raw_rmspe", *user_keys)}
+    ort_figures = ort(args) if args.ort else {k: nan for k in user_keys}
+    sd = {"block_within10_min": nan, "block_rmspe_max": nan, "net_within5": nan, "net_rmspe": nan}
     if args.tables.is_dir():
         sd = snapdragon(args)
     else:
         print(f"\nsnapdragon855 part skipped: OFA Note10 tables not found at {args.tables}")
-    print(f"\nRESULT local_e2e_within10={loc['e2e_within10']:.3f} local_e2e_rmspe={loc['e2e_rmspe']:.4f} "
-          f"local_build_spread={loc['build_spread']:.4f} fallback_within10={loc['fallback_within10']:.3f} "
-          f"ort_e2e_within10={ort_figures['e2e_within10']:.3f} "
-          f"local_table_repeat_within10={loc['table_repeat_within10']:.3f} "
-          f"ort_fallback_within10={ort_figures['fallback_within10']:.3f} "
-          f"ort_table_repeat_within10={ort_figures['table_repeat_within10']:.3f} "
-          f"fallback_res_within10={loc['fallback_res_within10']:.3f} "
-          f"ort_fallback_res_within10={ort_figures['fallback_res_within10']:.3f} "
-          f"fallback_within10_vs_mean={loc['fallback_within10_vs_mean']:.3f} "
-          f"fallback_within10_mean_table={loc['fallback_within10_mean_table']:.3f} "
-          f"ort_fallback_within10_vs_mean={ort_figures['fallback_within10_vs_mean']:.3f} "
-          f"ort_fallback_within10_mean_table={ort_figures['fallback_within10_mean_table']:.3f} "
-          f"local_within10={loc['within10']:.3f} "
-          f"local_within5={loc['within5']:.3f} "
-          f"local_rmspe={loc['rmspe']:.4f} local_raw_within10={loc['raw_within10']:.3f} "
-          f"local_raw_rmspe={loc['raw_rmspe']:.4f} sd855_block_within10_min={sd['block_within10_min']:.3f} "
-          f"sd855_block_rmspe_max={sd['block_rmspe_max']:.4f} sd855_net_within5={sd['net_within5']:.3f} "
-          f"sd855_net_rmspe={sd['net_rmspe']:.4f}")
-
+    figures = {"local_e2e_within10": loc["e2e_within10"], "local_e2e_rmspe": loc["e2e_rmspe"],
+               "local_build_spread": loc["build_spread"], "fallback_within10": loc["fallback_within10"],
+               "ort_e2e_within10": ort_figures["e2e_within10"], "ort_e2e_rmspe": ort_figures["e2e_rmspe"],
+               "ort_build_spread": ort_figures["build_spread"], "local_build_spread_net": loc["build_spread_net"],
+               "ort_build_spread_net": ort_figures["build_spread_net"],
+               "local_table_repeat_within10": loc["table_repeat_within10"],
+               "ort_fallback_within10": ort_figures["fallback_within10"],
+               "ort_table_repeat_within10": ort_figures["table_repeat_within10"],
+               "fallback_res_within10": loc["fallback_res_within10"],
+               "ort_fallback_res_within10": ort_figures["fallback_res_within10"],
+               "fallback_within10_vs_mean": loc["fallback_within10_vs_mean"],
+               "fallback_within10_mean_table": loc["fallback_within10_mean_table"],
+               "ort_fallback_within10_vs_mean": ort_figures["fallback_within10_vs_mean"],
+               "ort_fallback_within10_mean_table": ort_figures["fallback_within10_mean_table"],
+               "local_within10": loc["within10"], "local_within5": loc["within5"], "local_rmspe": loc["rmspe"],
+               "local_raw_within10": loc["raw_within10"], "local_raw_rmspe": loc["raw_rmspe"],
+               **{f"sd855_{k}": v for k, v in sd.items()}}
+    print("\nRESULT " + " ".join(f"{k}={v:.4f}" if ("rmspe" in k or "spread" in k) else f"{k}={v:.3f}"
+                                 for k, v in figures.items()))
 
 if __name__ == "__main__":
     main()
