@@ -6,8 +6,12 @@ and timed end to end (batch 1, same runtime and threads, interleaved round-robin
 compared with the measurement: fraction within +-5% / +-10% and RMSPE (nn-Meter's metrics). Builder slices and subnet
 groups alternate, and the builder's reference network runs in every subnet group so the end-to-end times are
 drift-normalised exactly as the builder normalises layers (``local_*``); ``local_raw_*`` skips that normalisation.
-On a shared machine use ``--clock cpu`` (default) and ``nice``; the defaults (r 128,160; 20 timed runs) keep the
-local part to a few minutes on 2 cores.
+On a shared machine use ``--clock cpu`` (default) and ``nice``; the defaults (r 128,160,192; 3 passes of 20 timed
+runs) keep the local part to about 10 minutes on 2 cores. Three resolutions, because the whole-resolution hold-out
+(``fallback_res_within10``) needs two left to fit on: from one resolution alone a table cannot tell a block's fixed
+cost from the part that grows with its spatial size (each stage has one size and its own channels), and on torch,
+whose eager layers carry large fixed costs, that hold-out scored 0.62-0.70 with r 128,160 against 0.88 with
+r 128,160,192 (same day, same machine).
 
 snapdragon855 part: for each of OFA's five Note10 resolutions, the calibrated model is fitted on the other four and
 predicts the held-out one: per-block fraction within +-10% and RMSPE, and whole-network sums (stem and head included)
@@ -337,7 +341,9 @@ def snapdragon(args: argparse.Namespace) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="ofa_mbv3")
-    p.add_argument("--res", type=_ints, default=(128, 160), help="resolutions of the local part (comma-separated)")
+    p.add_argument("--res", type=_ints, default=(128, 160, 192),
+                   help="resolutions of the local part (comma-separated; >= 3 for a meaningful whole-resolution "
+                        "hold-out)")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
