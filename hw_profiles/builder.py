@@ -30,6 +30,7 @@ every chunk, and a rerun skips every key already in the file, so an interrupted 
 from __future__ import annotations
 
 import datetime
+import json
 import multiprocessing
 import os
 import platform
@@ -131,6 +132,8 @@ class BuildResult:
     skipped: int
     total: int
     profile: HardwareProfile = field(repr=False)
+    #: ``recalibrate``: the calibration networks' time now / when the table was last calibrated (geometric mean)
+    level_change: float | None = None
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> tuple[int, ...]:
@@ -248,8 +251,12 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
                   build_network: Callable[[list[LayerSpec]], Any] | None = None, config: MeasureConfig | None = None,
                   backend: TimingBackend | None = None, name: str = "local_cpu",
                   resolutions: Sequence[int] | None = None, specs: Sequence[LayerSpec] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> BuildResult:
+                  progress: Callable[[int, int], None] | None = None, recalibrate: bool = False) -> BuildResult:
     """Measure every layer of ``space`` (or the given ``specs``) missing from the profile at ``out``.
+
+    ``recalibrate``: also re-time the calibration networks of a table that has them and refit the map, so an
+    existing table is priced at the machine's speed now (a shared VM's speed moves several % over minutes and
+    more between days) without measuring its layers again; the result's ``level_change`` says by how much.
 
     ``build_network`` (``list[LayerSpec] -> module``) is needed when ``config.context`` is on. ``backend`` overrides
     ``config.runtime`` (tests inject a fake one). Returns what was measured; the file at ``out`` holds every entry
@@ -260,6 +267,9 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     fresh = backend is None and config.calibration_process == "fresh"
     if config.context and build_network is None:
         raise BadInputError("MeasureConfig.context=True needs build_network (e.g. supernets.static.build_network)")
+    if recalibrate and (build_network is None or not config.calibration_nets):
+        raise BadInputError("recalibrate re-times the calibration networks: it needs build_network and "
+                            f"calibration_nets >= 1 (hw.build.calibration_nets), got {config.calibration_nets}")
     backend = backend or create_backend(config.runtime, threads=config.threads)
     # the signatures this runtime actually runs (an int8 runtime: every quantised layer in its int8 form)
     space, build_layer, build_network = backend.forms(space, build_layer, build_network)
@@ -280,7 +290,7 @@ def build_profile(space: SearchSpace, out: str | Path, *, build_layer: Callable[
     pinned = pin_cpus() if config.pin else None
     try:
         return _build(space, out, profile, todo, wanted, reference, ref_arch, backend, config, build_layer,
-                      build_network, progress, pinned is not None, fresh=fresh)
+                      build_network, progress, pinned is not None, fresh=fresh, recalibrate=recalibrate)
     finally:
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
@@ -290,7 +300,7 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
            wanted: dict[str, LayerSpec], reference: Module | None, ref_arch: Any, backend: TimingBackend,
            config: MeasureConfig, build_layer: Callable[[LayerSpec], Any],
            build_network: Callable[[list[LayerSpec]], Any] | None, progress: Callable[[int, int], None] | None,
-           pinned: bool, fresh: bool) -> BuildResult:
+           pinned: bool, fresh: bool, recalibrate: bool = False) -> BuildResult:
     if config.adaptive and todo:
         config, plan = _plan(backend, config, reference or (build_layer(todo[0]), input_shape(todo[0], config.batch)))
         profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
@@ -316,10 +326,19 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
             if progress is not None:
                 progress(pas * len(todo) + start + len(chunk), config.passes * len(todo))
     measured = [s.key() for s in todo]
-    if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None):
+    level = None
+    if build_network is not None and config.calibration_nets and (measured or profile.meta.calibration is None
+                                                                  or recalibrate):
+        before = profile.meta.calibration
         calibrated = _calibrate(space, profile, backend, config, build_network, reference, fresh=fresh)
         if calibrated is not profile:
             profile = calibrated
+            if recalibrate and before:
+                level = level_change(before, profile.meta.calibration)
+                history = [*profile.meta.provenance.get("recalibrations", []),
+                           {"at": datetime.datetime.now().isoformat(timespec="seconds"), "level_change": level}]
+                profile = replace(profile, meta=replace(profile.meta, provenance={**profile.meta.provenance,
+                                                                                  "recalibrations": history}))
             profile.save(out)
     if spreads:
         spread = float(np.median(spreads))
@@ -333,7 +352,16 @@ def _build(space: SearchSpace, out: Path, profile: HardwareProfile, todo: list[L
         profile.save(out)
     if not out.exists():
         profile.save(out)
-    return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile)
+    return BuildResult(out, tuple(measured), len(wanted) - len(todo), len(wanted), profile, level_change=level)
+
+
+def level_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> float | None:
+    """Geometric mean ratio of the calibration networks' measured time in ``after`` to ``before`` (two stored
+    ``meta.calibration`` dicts), over the networks both timed; None when they share none."""
+    old = {json.dumps(n["arch"], sort_keys=True): n["measured"] for n in before.get("networks", ())}
+    ratios = [n["measured"] / old[k] for n in after.get("networks", ())
+              if (k := json.dumps(n["arch"], sort_keys=True)) in old and old[k] > 0]
+    return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
 
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
@@ -398,7 +426,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
 def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_kwargs: Mapping[str, Any] | None = None,
                       out: str | Path | None = None, build_layer: Callable[[LayerSpec], Any],
                       build_network: Callable[[list[LayerSpec]], Any] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> BuildResult:
+                      progress: Callable[[int, int], None] | None = None, recalibrate: bool = False) -> BuildResult:
     """``python -m nas.profile``: build the profile described by a ``conf/hw`` entry for a named space.
 
     ``hw`` holds ``name``, ``kwargs`` (``path``: where the profile lives) and ``build`` (a :class:`MeasureConfig`
@@ -421,7 +449,8 @@ def build_from_config(hw: Mapping[str, Any], *, space: str | SearchSpace, space_
                                                                                               "hw.build.")) from None
     return build_profile(sp, profile_path(target, sp), build_layer=build_layer, build_network=build_network,
                          config=config, name=str(name),
-                         resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress)
+                         resolutions=tuple(resolutions) if resolutions is not None else None, progress=progress,
+                         recalibrate=recalibrate)
 
 
 def profile_path(path: str | Path, space: SearchSpace) -> Path:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from hw_profiles.builder import BuildResult, build_from_config
 from hw_profiles.validation import validate_profile
 from nas import conf
-from nas.checks import as_int
+from nas.checks import as_bool, as_int
 from nas.cli import run_command
 from nas.resolve import resolve_space
 from supernets.static import build_layer, build_network
@@ -28,11 +28,16 @@ def run(cfg: DictConfig) -> BuildResult:
     space = resolve_space(c["space"], key="space.name")  # a registered name or a user's module:factory
     if c.get("validate"):
         validate_passes(c)  # refused before the build, not after it
+    recalibrate = as_bool(c.get("recalibrate", False), "recalibrate")
     result = build_from_config(c["hw"], space=space,
                                out=c.get("out"), build_layer=build_layer, build_network=build_network,
-                               progress=lambda done, todo: print(f"measured {done}/{todo}", flush=True))
+                               progress=lambda done, todo: print(f"measured {done}/{todo}", flush=True),
+                               recalibrate=recalibrate)
     print(f"profile {result.path}: {result.total} layers, {len(result.measured)} measured now, "
           f"{result.skipped} already present")
+    if result.level_change is not None:
+        print(f"recalibrated: the calibration networks now take {result.level_change:.3f}x their time at the "
+              f"previous calibration ({100 * (result.level_change - 1):+.1f} %); prices follow the machine's speed now")
     if c.get("validate"):
         report = validate_built(c, result.path)
         cal, unc = report["calibrated"], report["uncalibrated_stats"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +16,8 @@ from hw_profiles.backends import TimingBackend, create_backend, time_interleaved
 from hw_profiles.builder import MeasureConfig, build_profile, input_shape
 from search_spaces import create_space
 from supernets.static import build_layer, build_network
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = MeasureConfig(warmup=1, repeats=3, chunk=8, context=False, normalise=False, calibration_nets=0)
 
@@ -188,6 +193,16 @@ def test_profile_cli_builds_a_resumable_profile(tmp_path: Path) -> None:
         assert again.measured == () and again.skipped == result.total
         with pytest.raises(ValueError, match="cannot be measured on this machine"):
             run(compose(config_name="profile", overrides=["hw=snapdragon855"]))
+    # the command re-levels the finished table to the machine's speed now: calibration networks only
+    entries = HardwareProfile.load(out).entries
+    cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu", *overrides, "hw.build.calibration_processes=1",
+           "recalibrate=true", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "0 measured now" in proc.stdout and "recalibrated: the calibration networks now take" in proc.stdout
+    saved = HardwareProfile.load(out)
+    assert saved.entries == entries and len(saved.meta.provenance["recalibrations"]) == 1
 
 
 def test_passes_pool_runs_so_a_burst_in_one_pass_does_not_move_the_entry(tmp_path: Path) -> None:

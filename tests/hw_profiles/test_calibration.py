@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hw_profiles import HardwareProfile, ProfileFormatError, create_hw_profile
-from hw_profiles.backends import TimingBackend
+from hw_profiles.backends import TimingBackend, TorchBackend
 from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.calibration import NetworkCalibration, calibration_archs, fit_calibration, op_sums
 from hw_profiles.latency import LatencyModel
@@ -147,3 +148,42 @@ def test_calibration_in_the_builder_process_on_request_and_bad_value_refused(tmp
     assert all(n["measured"] > 0 for n in cal.networks)
     with pytest.raises(BadInputError, match="calibration_process must be 'fresh' or 'builder'"):
         MeasureConfig(calibration_process="elsewhere")
+
+
+class _TwiceAsSlow(TorchBackend):
+    """The same torch runtime on a machine running at half speed: every timed call runs its module twice."""
+
+    def prepare(self, module, input_shape):
+        run = super().prepare(module, input_shape)
+
+        def twice() -> None:
+            run()
+            run()
+        return twice
+
+
+def test_recalibrate_prices_an_existing_table_at_the_machines_speed_now(tmp_path: Path) -> None:
+    space = create_space("ofa_mbv3_tiny", resolutions=(28,))
+    config = MeasureConfig(warmup=1, repeats=3, chunk=96, clock="cpu", calibration_nets=4,
+                           calibration_process="builder")
+    path = tmp_path / "r.json"
+    first = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config)
+    archs = [space.sample(np.random.default_rng(s)) for s in range(5)]
+    before = LatencyModel.from_profile(HardwareProfile.load(path)).evaluate_many(space, archs).values
+    # the machine halves its speed: a plain resume measures nothing and keeps the old prices ...
+    again = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config,
+                          backend=_TwiceAsSlow())
+    assert again.measured == () and again.level_change is None
+    assert HardwareProfile.load(path).meta.calibration == first.profile.meta.calibration
+    # ... recalibrate re-times only the calibration networks and moves every price with the machine
+    slow = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config,
+                         backend=_TwiceAsSlow(), recalibrate=True)
+    saved = HardwareProfile.load(path)
+    assert slow.measured == () and saved.entries == first.profile.entries  # no layer measured again
+    assert 1.6 < slow.level_change < 2.5
+    after = LatencyModel.from_profile(saved).evaluate_many(space, archs).values
+    assert np.all((after / before > 1.5) & (after / before < 2.6))
+    assert [r["level_change"] for r in saved.meta.provenance["recalibrations"]] == [slow.level_change]
+    with pytest.raises(BadInputError, match="recalibrate re-times the calibration networks"):
+        build_profile(space, path, build_layer=build_layer, build_network=build_network,
+                      config=replace(config, calibration_nets=0), recalibrate=True)

@@ -189,6 +189,12 @@ CASES = [
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "validate=2", "validate_passes=0",
                      f"out={T}/p.json"], 2,
      "validate_passes (null: as many as hw.build.passes) must be an integer >= 1, got 0"),
+    ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "recalibrate=maybe", f"out={T}/p.json"], 2,
+     "recalibrate must be true or false, got 'maybe'"),
+    ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "recalibrate=true", "hw.build.calibration_nets=0",
+                     f"out={T}/p.json"], 2,
+     "recalibrate re-times the calibration networks: it needs build_network and calibration_nets >= 1 "
+     "(hw.build.calibration_nets), got 0"),
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "+hw.build.bogus=1", f"out={T}/p.json"], 2,
      "hw.build got an unexpected keyword argument 'bogus'"),
     ("nas.profile", ["hw=local_cpu", "space.name=ofa_mbv3_tiny", "hw.build.runtime=nope", f"out={T}/p.json"], 2,
