@@ -143,13 +143,18 @@ def local(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
+    if runtime == "onnxruntime_int8":  # as hw=local_cpu_int8: one pass (each pass re-quantises every layer) of 30
+        return MeasureConfig(runtime=runtime, threads=args.threads, warmup=10, repeats=30, passes=1, chunk=args.chunk,
+                             clock=args.clock, calibration_nets=args.calibration_nets)
     return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
                          passes=args.lut_passes, chunk=args.chunk, clock=args.clock,
                          calibration_nets=args.calibration_nets)
 
 
-def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, builds: int) -> dict[str, float]:
-    """Separate-process validation of the build at ``first`` plus ``builds - 1`` fresh builds for the spread."""
+def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, builds: int,
+                  space_kwargs: dict | None = None) -> dict[str, float]:
+    """Separate-process validation of the build at ``first`` plus ``builds - 1`` fresh builds for the spread
+    (``space_kwargs``: how the validation process creates ``space``; default the ``--res`` resolutions)."""
     paths = [first]
     for b in range(1, builds):
         path = first.with_name(f"{first.stem}_build{b}{first.suffix}")
@@ -159,7 +164,8 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
                       config=_config(args, runtime))
         print(f"  build {b + 1}/{builds} ({runtime}): {time.perf_counter() - t0:.0f} s", flush=True)
         paths.append(path)
-    rep = validate_profile(first, args.space, {"resolutions": list(args.res)}, nets=args.nets, seed=args.seed + 1,
+    kwargs = {"resolutions": list(args.res)} if space_kwargs is None else space_kwargs
+    rep = validate_profile(first, space.name, kwargs, nets=args.nets, seed=args.seed + 1,
                            warmup=args.net_warmup, repeats=args.net_repeats, group=args.group,
                            passes=args.net_passes)
     cal, unc = rep["calibrated"], rep["uncalibrated_stats"]
@@ -181,7 +187,9 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
           f"{rep['fallback_layers']}")
     rng = np.random.default_rng([args.seed + 1, 24])  # the subnets the validation process timed
     archs = [space.sample(rng) for _ in range(args.nets)]
-    preds = np.array([LatencyModel.from_profile(HardwareProfile.load(p)).evaluate_many(space, archs).values
+    # priced as the runtime runs them (an int8 runtime: every quantised layer in its int8 form), as the worker does
+    priced, _, _ = create_backend(runtime, threads=args.threads).forms(space, build_layer, build_network)
+    preds = np.array([LatencyModel.from_profile(HardwareProfile.load(p)).evaluate_many(priced, archs).values
                       for p in paths])
     spread = (preds.max(axis=0) - preds.min(axis=0)) / preds.mean(axis=0)
     print(f"build-to-build ({builds} builds): median (max-min)/mean {np.median(spread):.4f}, "
@@ -262,6 +270,20 @@ def _table_repeatability(paths: list[Path]) -> float:
         return float("nan")
     _, _, values = _aligned_builds(paths)
     return float(np.mean(np.abs(values[1:] / values[0] - 1) <= 0.10))
+
+
+def int8(args: argparse.Namespace) -> dict[str, float]:
+    """The bit-aware table of a quantised space (``hw=local_cpu_int8``: every (arch, policy) layer timed as ONNX
+    Runtime's int8 model) built twice and validated in a separate process on random (arch, policy) pairs, each
+    exported to int8 whole as the table prices it."""
+    space = create_space(args.int8_space)
+    path = Path(ROOT / "outputs" / "bench" / f"latency_{args.int8_space}_onnxruntime_int8_{args.clock}.json")
+    path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    build_profile(space, path, build_layer=build_layer, build_network=build_network,
+                  config=_config(args, "onnxruntime_int8"))
+    print(f"\n## onnxruntime int8 profile of {args.int8_space} built in {time.perf_counter() - t0:.0f} s")
+    return _user_figures(args, space, path, "onnxruntime_int8", builds=2, space_kwargs={})
 
 
 def ort(args: argparse.Namespace) -> dict[str, float]:
@@ -354,6 +376,9 @@ def main() -> None:
     p.add_argument("--calibration-nets", type=int, default=8, help="builder calibration networks (0 = off)")
     p.add_argument("--builds", type=int, default=3, help="profile builds for the build-to-build spread")
     p.add_argument("--ort", action="store_true", help="also build and validate an ONNX Runtime profile")
+    p.add_argument("--int8", action="store_true",
+                   help="also build and validate the ONNX Runtime int8 table of --int8-space (hw=local_cpu_int8)")
+    p.add_argument("--int8-space", default="quant_ofa_mbv3_fmnist")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles, pooled)")
@@ -373,6 +398,7 @@ def main() -> None:
     loc = local(args) if not args.skip_local else {k: nan for k in ("within10", "within5", "rmspe", "raw_within10",
                                                                     "raw_rmspe", *user_keys)}
     ort_figures = ort(args) if args.ort else {k: nan for k in user_keys}
+    int8_figures = int8(args) if args.int8 else {k: nan for k in user_keys}
     sd = {"block_within10_min": nan, "block_rmspe_max": nan, "net_within5": nan, "net_rmspe": nan}
     if args.tables.is_dir():
         sd = snapdragon(args)
@@ -392,6 +418,10 @@ def main() -> None:
                "fallback_within10_mean_table": loc["fallback_within10_mean_table"],
                "ort_fallback_within10_vs_mean": ort_figures["fallback_within10_vs_mean"],
                "ort_fallback_within10_mean_table": ort_figures["fallback_within10_mean_table"],
+               "int8_e2e_within10": int8_figures["e2e_within10"], "int8_e2e_rmspe": int8_figures["e2e_rmspe"],
+               "int8_build_spread": int8_figures["build_spread"],
+               "int8_build_spread_net": int8_figures["build_spread_net"],
+               "int8_fallback_within10": int8_figures["fallback_within10"],
                "local_within10": loc["within10"], "local_within5": loc["within5"], "local_rmspe": loc["rmspe"],
                "local_raw_within10": loc["raw_within10"], "local_raw_rmspe": loc["raw_rmspe"],
                **{f"sd855_{k}": v for k, v in sd.items()}}
