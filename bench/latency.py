@@ -277,24 +277,25 @@ def int8(args: argparse.Namespace) -> dict[str, float]:
     Runtime's int8 model) built twice and validated in a separate process on random (arch, policy) pairs, each
     exported to int8 whole as the table prices it."""
     space = create_space(args.int8_space)
-    path = Path(ROOT / "outputs" / "bench" / f"latency_{args.int8_space}_onnxruntime_int8_{args.clock}.json")
+    path = _fresh_build(args, space, f"latency_{args.int8_space}_onnxruntime_int8_{args.clock}.json",
+                        "onnxruntime_int8")
+    return _user_figures(args, space, path, "onnxruntime_int8", builds=2, space_kwargs={})
+
+
+def _fresh_build(args: argparse.Namespace, space, name: str, runtime: str) -> Path:
+    """A fresh build (any file at the path removed first) under outputs/bench/``name``; its path."""
+    path = Path(ROOT / "outputs" / "bench" / name)
     path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    build_profile(space, path, build_layer=build_layer, build_network=build_network,
-                  config=_config(args, "onnxruntime_int8"))
-    print(f"\n## onnxruntime int8 profile of {args.int8_space} built in {time.perf_counter() - t0:.0f} s")
-    return _user_figures(args, space, path, "onnxruntime_int8", builds=2, space_kwargs={})
+    build_profile(space, path, build_layer=build_layer, build_network=build_network, config=_config(args, runtime))
+    print(f"\n## {runtime} profile of {space.name} built in {time.perf_counter() - t0:.0f} s")
+    return path
 
 
 def ort(args: argparse.Namespace) -> dict[str, float]:
     """One ONNX Runtime build and its separate-process validation."""
     space = create_space(args.space, resolutions=args.res)
-    path = Path(ROOT / "outputs" / "bench" / f"latency_{args.space}_onnxruntime_{args.clock}_e2e.json")
-    path.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    build_profile(space, path, build_layer=build_layer, build_network=build_network,
-                  config=_config(args, "onnxruntime"))
-    print(f"\n## onnxruntime profile built in {time.perf_counter() - t0:.0f} s")
+    path = _fresh_build(args, space, f"latency_{args.space}_onnxruntime_{args.clock}_e2e.json", "onnxruntime")
     res = _local_fallback(space, HardwareProfile.load(path)).get("within10", float("nan"))
     return {**_user_figures(args, space, path, "onnxruntime", builds=2), "fallback_res_within10": res}
 

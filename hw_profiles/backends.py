@@ -25,7 +25,7 @@ import numpy as np
 from search_spaces.registry import Registry
 
 __all__ = ["TimingBackend", "TorchBackend", "OnnxRuntimeBackend", "BACKENDS", "CLOCKS", "create_backend",
-           "time_interleaved"]
+           "time_interleaved", "time_blocked", "time_networks", "ORDERS"]
 
 Runner = Callable[[], Any]
 CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
@@ -186,3 +186,37 @@ def time_interleaved(runners: Sequence[Runner], *, warmup: int, repeats: int, se
             run()
             out[i, rep] = now() - t0
     return np.maximum(out, 1.0) / 1e6  # a zero reading is below the clock's resolution, not a free op
+
+
+#: how whole networks are timed: ``interleaved`` (round-robin, :func:`time_interleaved`: load drifts over all alike)
+#: or ``blocked`` (:func:`time_blocked`: each alone, as a deployed model runs)
+ORDERS = ("interleaved", "blocked")
+
+
+def time_blocked(runners: Sequence[Runner], *, warmup: int, repeats: int, seed: int = 0,
+                 clock: str = "wall") -> np.ndarray:
+    """Like :func:`time_interleaved`, but each runner runs its ``warmup`` and ``repeats`` back to back (runners in a
+    seeded random order), so it is timed in the cache state of running alone, as a deployed model runs; a network
+    of 0.1 ms ran 22 % faster so than interleaved with nine others here (ONNX Runtime int8)."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; choose one of {sorted(CLOCKS)}")
+    out = np.empty((len(runners), repeats))
+    now = CLOCKS[clock]
+    for i in np.random.default_rng(seed).permutation(len(runners)):
+        run = runners[i]
+        for _ in range(warmup):
+            run()
+        for rep in range(repeats):
+            t0 = now()
+            run()
+            out[i, rep] = now() - t0
+    return np.maximum(out, 1.0) / 1e6
+
+
+def time_networks(runners: Sequence[Runner], *, order: str = "interleaved", **kwargs: Any) -> np.ndarray:
+    """:func:`time_interleaved` or :func:`time_blocked` by ``order`` (one of :data:`ORDERS`)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    return (time_blocked if order == "blocked" else time_interleaved)(runners, **kwargs)

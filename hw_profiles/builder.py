@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hw_profiles.backends import CLOCKS, TimingBackend, create_backend, time_interleaved
+from hw_profiles.backends import CLOCKS, ORDERS, TimingBackend, create_backend, time_interleaved, time_networks
 from hw_profiles.calibration import calibration_archs, fit_calibration, machine_conditions, op_sums
 from hw_profiles.opmodel import with_fallback
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
@@ -91,8 +91,15 @@ class MeasureConfig:
     #: all passes pooled: a burst of load on a shared machine or a chunk's cache state then moves one pass, not the
     #: entry
     passes: int = 1
+    #: how the calibration networks are timed: ``interleaved`` round-robin (load drift spread over all alike) or
+    #: ``blocked``, each alone as a deployed model runs (what decides a 0.1 ms network: it ran 22 % faster alone than
+    #: interleaved with nine others here, so hw=local_cpu_int8 uses it); validation times the same way
+    calibration_order: str = "interleaved"
 
     def __post_init__(self) -> None:
+        if self.calibration_order not in ORDERS:
+            raise BadInputError(f"MeasureConfig.calibration_order must be one of {list(ORDERS)}, got "
+                                f"{self.calibration_order!r}")
         if self.calibration_process not in ("fresh", "builder"):
             raise BadInputError(f"MeasureConfig.calibration_process must be 'fresh' or 'builder', got "
                                 f"{self.calibration_process!r}")
@@ -120,7 +127,9 @@ class MeasureConfig:
                    else "")
                 + ("; times normalised to the reference network's first-chunk median" if self.normalise else "")
                 + (f"; network-level calibration (layer sums -> end-to-end time) fitted on {self.calibration_nets} "
-                   "networks spanning the space (smallest, middle, largest, random)" if self.calibration_nets else ""))
+                   "networks spanning the space (smallest, middle, largest, random)" if self.calibration_nets else "")
+                + ("; calibration networks timed each alone" if self.calibration_nets
+                   and self.calibration_order == "blocked" else ""))
 
 
 @dataclass(frozen=True)
@@ -154,29 +163,32 @@ def cpu_name() -> str:
 
 def measure_modules(backend: TimingBackend, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
                     repeats: int, seed: int = 0, clock: str = "wall",
-                    extra: Sequence[tuple[Any, tuple[int, ...]]] = ()) -> np.ndarray:
-    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved.
+                    extra: Sequence[tuple[Any, tuple[int, ...]]] = (), order: str = "interleaved") -> np.ndarray:
+    """Milliseconds, shape (len(modules), repeats), of (module, input shape) pairs timed interleaved (or each alone,
+    ``order="blocked"``).
 
     ``extra`` modules run in the same rounds (e.g. a context network) but their times are not returned.
     """
     with backend.session():
         runners = [backend.prepare(m, shape) for m, shape in [*modules, *extra]]
-        return time_interleaved(runners, warmup=warmup, repeats=repeats, seed=seed, clock=clock)[: len(modules)]
+        return time_networks(runners, order=order, warmup=warmup, repeats=repeats, seed=seed,
+                             clock=clock)[: len(modules)]
 
 
 def _measure_child(runtime: str, threads: int, modules: Sequence[tuple[Any, tuple[int, ...]]], warmup: int,
-                   repeats: int, seed: int, clock: str) -> np.ndarray:
+                   repeats: int, seed: int, clock: str, order: str) -> np.ndarray:
     return measure_modules(create_backend(runtime, threads=threads), modules, warmup=warmup, repeats=repeats,
-                           seed=seed, clock=clock)
+                           seed=seed, clock=clock, order=order)
 
 
 def measure_modules_fresh(runtime: str, threads: int, modules: Sequence[tuple[Any, tuple[int, ...]]], *, warmup: int,
-                          repeats: int, seed: int = 0, clock: str = "wall") -> np.ndarray:
+                          repeats: int, seed: int = 0, clock: str = "wall", order: str = "interleaved") -> np.ndarray:
     """:func:`measure_modules` in a freshly spawned Python interpreter (nothing of this process's heap, threads or
     caches), the modules sent over by pickling. Raises what the child raised, or ``OSError``/``BrokenProcessPool``
     when the child cannot start."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_measure_child, runtime, threads, list(modules), warmup, repeats, seed, clock).result()
+        return pool.submit(_measure_child, runtime, threads, list(modules), warmup, repeats, seed, clock,
+                           order).result()
 
 
 Module = tuple[Any, tuple[int, ...]]
@@ -387,7 +399,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
         modules.append(reference)  # type: ignore[arg-type]
     # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
     runs = {"warmup": max(config.warmup, 3), "repeats": max(config.repeats, 30), "seed": config.seed + 1,
-            "clock": config.clock}
+            "clock": config.clock, "order": config.calibration_order}
     process, levels = "builder", None
     if fresh:
         try:
@@ -413,7 +425,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
                                     batch=config.batch, clock=config.clock, warmup=config.warmup,
                                     repeats=max(config.repeats, 30), drift_normalised=False, process=process,
                                     processes=len(levels) if levels else 1, process_levels=levels,
-                                    reference_drift=drift,
+                                    reference_drift=drift, order=config.calibration_order,
                                     spread=run_spread(times[: len(nets)]))
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
                  "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hw_profiles.backends import ORDERS
+
 __all__ = ["validate_profile", "error_stats", "pass_groups", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
 
 DEFAULT_NETWORK_BUILDER = "supernets.static:build_network"
@@ -46,23 +48,28 @@ def error_stats(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | 
 
 def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str, Any] | None = None, *,
                      nets: int = 100, seed: int = 0, warmup: int = 3, repeats: int = 10, group: int = 10,
-                     passes: int = 1, clock: str | None = None, network_builder: str = DEFAULT_NETWORK_BUILDER,
+                     passes: int = 1, clock: str | None = None, order: str | None = None,
+                     network_builder: str = DEFAULT_NETWORK_BUILDER,
                      timeout: float | None = None, archs: Sequence[str] | None = None) -> dict[str, Any]:
     """Time ``nets`` random subnets of ``space`` in a separate process and compare with the profile at ``profile``.
 
     ``archs``: architecture ids (``space.from_id``) to time instead of random subnets (e.g. the ones a search
     derived), in that order.
 
-    ``clock`` defaults to the clock the profile's calibration was measured on (``wall`` if none). Returns a dict with
+    ``clock`` and ``order`` (interleaved or each net alone, see :data:`~hw_profiles.backends.ORDERS`) default to how
+    the profile's calibration networks were timed (``wall``, ``interleaved`` if none). Returns a dict with
     ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` / ``predicted`` /
     ``uncalibrated`` milliseconds, the run-to-run ``spread`` and the measurement conditions.
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
-               "group": int(group), "passes": int(passes), "clock": clock, "network_builder": network_builder,
+               "group": int(group), "passes": int(passes), "clock": clock, "order": order,
+               "network_builder": network_builder,
                "archs": None if archs is None else [str(a) for a in archs]}
     if archs is not None and not archs:
         raise ValueError("archs, when given, must name at least one architecture")
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)} (or None: as the profile's calibration), got {order!r}")
     if nets < 1 or repeats < 1 or group < 1 or passes < 1 or warmup < 0:
         raise ValueError(f"need nets, repeats, group, passes >= 1 and warmup >= 0, got {request}")
     with tempfile.TemporaryDirectory(prefix="nas-validate-") as tmp:
@@ -91,7 +98,7 @@ def _worker(request_path: str, out_path: str) -> None:
     """Body of the separate validation process (see :func:`validate_profile`)."""
     import importlib
 
-    from hw_profiles.backends import create_backend, time_interleaved
+    from hw_profiles.backends import create_backend, time_networks
     from hw_profiles.calibration import machine_conditions
     from hw_profiles.latency import LatencyModel
     from hw_profiles.profile import HardwareProfile
@@ -103,6 +110,7 @@ def _worker(request_path: str, out_path: str) -> None:
     meta = profile.meta
     cal_conditions = (meta.calibration or {}).get("conditions", {})
     clock = req["clock"] or cal_conditions.get("clock", "wall")
+    order = req.get("order") or cal_conditions.get("order", "interleaved")  # as the calibration networks were
     module, _, fn = req["network_builder"].partition(":")
     build_network = getattr(importlib.import_module(module), fn)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in req["space_kwargs"].items()}  # JSON lists
@@ -121,7 +129,8 @@ def _worker(request_path: str, out_path: str) -> None:
         layers = [space.layers(archs[i]) for i in idx]
         with backend.session():
             runners = [backend.prepare(build_network(ls), ls[0].input_shape(meta.batch)) for ls in layers]
-            times = time_interleaved(runners, warmup=req["warmup"], repeats=req["repeats"], seed=k, clock=clock)
+            times = time_networks(runners, order=order, warmup=req["warmup"], repeats=req["repeats"], seed=k,
+                                  clock=clock)
         for i, t in zip(idx, times):
             runs[i].append(t)
         spreads.append(run_spread(times))
@@ -142,5 +151,5 @@ def _worker(request_path: str, out_path: str) -> None:
               "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,
                                                threads=backend.threads, batch=meta.batch, clock=clock,
                                                warmup=req["warmup"], repeats=req["repeats"],
-                                               passes=int(req.get("passes", 1)), pid=os.getpid())}
+                                               passes=int(req.get("passes", 1)), order=order, pid=os.getpid())}
     Path(out_path).write_text(json.dumps(report))

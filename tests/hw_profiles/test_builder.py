@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from hw_profiles import HardwareProfile, ProfileFormatError, create_hw_profile, space_layer_specs
-from hw_profiles.backends import TimingBackend, create_backend, time_interleaved
+from hw_profiles.backends import TimingBackend, create_backend, time_blocked, time_interleaved, time_networks
 from hw_profiles.builder import MeasureConfig, build_profile, input_shape
 from search_spaces import create_space
+from search_spaces.errors import BadInputError
 from supernets.static import build_layer, build_network
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +140,40 @@ def test_time_interleaved_orders_runners_by_cost() -> None:
     times = time_interleaved([lambda: time.sleep(0.004), lambda: None], warmup=1, repeats=5, seed=0)
     assert times.shape == (2, 5) and np.all(times > 0)
     assert np.median(times[0]) >= 3.5 and np.median(times[1]) < 1.0
+
+
+def test_time_blocked_runs_each_runner_alone_back_to_back() -> None:
+    calls: list[int] = []
+    runners = [lambda i=i: (calls.append(i), time.sleep(0.004 if i == 0 else 0)) for i in range(3)]
+    times = time_blocked(runners, warmup=2, repeats=4, seed=1)
+    assert times.shape == (3, 4) and np.median(times[0]) >= 3.5 and np.median(times[1]) < 1.0
+    # every runner's warm-up and timed runs are consecutive: three blocks of six, in a seeded order
+    assert [calls[k] for k in range(0, 18, 6)] == sorted(set(calls), key=calls.index)
+    assert all(len(set(calls[k:k + 6])) == 1 for k in range(0, 18, 6)) and sorted(set(calls)) == [0, 1, 2]
+    calls.clear()
+    time_networks(runners, order="interleaved", warmup=0, repeats=2, seed=0)
+    assert len(set(calls[:3])) == 3  # round-robin: each runner once per round
+    with pytest.raises(ValueError, match="order must be one of"):
+        time_networks(runners, order="shuffled", warmup=0, repeats=1)
+    with pytest.raises(BadInputError, match="calibration_order must be one of"):
+        MeasureConfig(calibration_order="alone")
+
+
+def test_blocked_calibration_is_recorded_and_validation_times_the_same_way(tmp_path: Path) -> None:
+    from hw_profiles.validation import validate_profile
+
+    space = create_space("ofa_mbv3_tiny", resolutions=(28,))
+    config = MeasureConfig(warmup=1, repeats=3, chunk=96, clock="cpu", calibration_nets=3,
+                           calibration_process="builder", calibration_order="blocked")
+    result = build_profile(space, tmp_path / "b.json", build_layer=build_layer, build_network=build_network,
+                           config=config)
+    assert result.profile.meta.calibration["conditions"]["order"] == "blocked"
+    assert "calibration networks timed each alone" in result.profile.meta.method
+    report = validate_profile(result.path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=2, warmup=0, repeats=2)
+    assert report["conditions"]["order"] == "blocked" and len(report["measured"]) == 2
+    told = validate_profile(result.path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=2, warmup=0, repeats=2,
+                            order="interleaved")
+    assert told["conditions"]["order"] == "interleaved"
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
