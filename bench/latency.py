@@ -143,9 +143,11 @@ def local(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
-    if runtime == "onnxruntime_int8":  # as hw=local_cpu_int8: one pass (each pass re-quantises every layer) of 30
+    if runtime == "onnxruntime_int8":  # as hw=local_cpu_int8: one pass (each re-quantises every layer) of 30 runs,
+        # calibration networks timed each alone (--int8-order interleaved: as the float tables)
         return MeasureConfig(runtime=runtime, threads=args.threads, warmup=10, repeats=30, passes=1, chunk=args.chunk,
-                             clock=args.clock, calibration_nets=args.calibration_nets)
+                             clock=args.clock, calibration_nets=args.calibration_nets,
+                             calibration_order=args.int8_order)
     return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
                          passes=args.lut_passes, chunk=args.chunk, clock=args.clock,
                          calibration_nets=args.calibration_nets)
@@ -380,6 +382,8 @@ def main() -> None:
     p.add_argument("--int8", action="store_true",
                    help="also build and validate the ONNX Runtime int8 table of --int8-space (hw=local_cpu_int8)")
     p.add_argument("--int8-space", default="quant_ofa_mbv3_fmnist")
+    p.add_argument("--int8-order", default="blocked", choices=["blocked", "interleaved"],
+                   help="how the int8 table's calibration networks (and so its validation) are timed")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles, pooled)")
