@@ -41,7 +41,6 @@ followed by the earlier figures (drift-normalised ``local_within10`` etc., snapd
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -49,7 +48,7 @@ import numpy as np
 
 from hw_profiles import LatencyModel, space_layer_specs
 from hw_profiles.backends import create_backend
-from hw_profiles.builder import MeasureConfig, build_profile, measure_modules, reference_network
+from hw_profiles.builder import MeasureConfig, build_profile, level_change, measure_modules, reference_network
 from hw_profiles.fallback import fit_linear_cost, relative_errors
 from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
 from hw_profiles.opmodel import fallback_candidates, fit_fallback, heldout_validation
@@ -224,14 +223,10 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
 
 def _machine_drift(paths: list[Path]) -> np.ndarray:
     """Each build's speed relative to the first: the geometric mean ratio of its calibration networks' measured
-    end-to-end times to the first build's (the builds time the same seeded networks; 1.0 where not comparable)."""
-    nets = [{json.dumps(n["arch"], sort_keys=True): n["measured"]
-             for n in (HardwareProfile.load(p).meta.calibration or {}).get("networks", ())} for p in paths]
-    out = []
-    for n in nets:
-        common = sorted(set(n) & set(nets[0]))
-        out.append(float(np.exp(np.mean([np.log(n[a] / nets[0][a]) for a in common]))) if common else 1.0)
-    return np.array(out)
+    end-to-end times to the first build's (:func:`~hw_profiles.builder.level_change`; the builds time the same
+    seeded networks; 1.0 where not comparable)."""
+    cals = [HardwareProfile.load(p).meta.calibration or {} for p in paths]
+    return np.array([level_change(cals[0], c) or 1.0 for c in cals])
 
 
 def _fallback_vs_builds_mean(paths: list[Path], chosen: str) -> dict[str, float]:

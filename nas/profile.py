@@ -26,8 +26,7 @@ CONF_DIR = str(conf.CONF_DIR)  # for hydra.initialize_config_dir (tests); the co
 def run(cfg: DictConfig) -> BuildResult:
     c = OmegaConf.to_container(cfg, resolve=True)
     space = resolve_space(c["space"], key="space.name")  # a registered name or a user's module:factory
-    if c.get("validate"):
-        validate_passes(c)  # refused before the build, not after it
+    passes = validate_passes(c) if c.get("validate") else None  # refused before the build, not after it
     recalibrate = as_bool(c.get("recalibrate", False), "recalibrate")
     result = build_from_config(c["hw"], space=space,
                                out=c.get("out"), build_layer=build_layer, build_network=build_network,
@@ -38,8 +37,8 @@ def run(cfg: DictConfig) -> BuildResult:
     if result.level_change is not None:
         print(f"recalibrated: the calibration networks now take {result.level_change:.3f}x their time at the "
               f"previous calibration ({100 * (result.level_change - 1):+.1f} %); prices follow the machine's speed now")
-    if c.get("validate"):
-        report = validate_built(c, result.path)
+    if passes is not None:
+        report = validate_built(c, result.path, passes)
         cal, unc = report["calibrated"], report["uncalibrated_stats"]
         print(f"validation in a separate process, {report['nets']} random subnets, "
               f"{report['conditions'].get('passes', 1)} pass(es) ({report['clock']} clock): "
@@ -49,14 +48,15 @@ def run(cfg: DictConfig) -> BuildResult:
     return result
 
 
-def validate_built(c: dict, path: Path) -> dict:
-    """``validate=N``: time N random subnets in a separate process against the profile just built."""
+def validate_built(c: dict, path: Path, passes: int) -> dict:
+    """``validate=N``: time N random subnets in a separate process against the profile just built, each in
+    ``passes`` passes (:func:`validate_passes`)."""
     kwargs = dict(c["space"].get("kwargs") or {})
     resolutions = (c["hw"].get("build") or {}).get("resolutions")
     if resolutions is not None:
         kwargs["resolutions"] = tuple(resolutions)
     return validate_profile(path, c["space"]["name"], kwargs, nets=int(c["validate"]),
-                            seed=int(c.get("validate_seed", 0)), passes=validate_passes(c))
+                            seed=int(c.get("validate_seed", 0)), passes=passes)
 
 
 def validate_passes(c: dict) -> int:
