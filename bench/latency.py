@@ -184,8 +184,10 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
     if unc:
         print(f"uncalibrated: within5={unc['within5']:.3f} within10={unc['within10']:.3f} rmspe={unc['rmspe']:.4f} "
               f"bias={unc['bias']:+.4f}")
-    print(f"run-to-run spread of the validation timings: {100 * rep['spread']:.1f}%; fallback-priced layers: "
-          f"{rep['fallback_layers']}")
+    steady = rep.get("pass_spread")
+    print(f"run-to-run spread of the validation timings: {100 * rep['spread']:.1f}%; the same subnets from pass to "
+          f"pass: {'n/a' if steady is None else f'{100 * steady:.1f}%'} (above 10 %: the machine changed speed while "
+          f"timing); fallback-priced layers: {rep['fallback_layers']}")
     rng = np.random.default_rng([args.seed + 1, 24])  # the subnets the validation process timed
     archs = [space.sample(rng) for _ in range(args.nets)]
     # priced as the runtime runs them (an int8 runtime: every quantised layer in its int8 form), as the worker does
@@ -217,7 +219,7 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
           f"entries, so this bounds what any fallback can score")
     vs_mean = _fallback_vs_builds_mean(paths, fb.get("chosen", "linear"))
     return {"e2e_within10": cal["within10"], "e2e_rmspe": cal["rmspe"], "build_spread": float(np.median(spread)),
-            "build_spread_net": net_spread,
+            "build_spread_net": net_spread, "val_pass_spread": float("nan") if steady is None else steady,
             "fallback_within10": chosen.get("within10", float("nan")), "table_repeat_within10": repeat, **vs_mean}
 
 
@@ -393,7 +395,7 @@ def main() -> None:
     args = p.parse_args()
     user_keys = ("e2e_within10", "e2e_rmspe", "build_spread", "build_spread_net", "fallback_within10",
                  "table_repeat_within10", "fallback_res_within10", "fallback_within10_vs_mean",
-                 "fallback_within10_mean_table")
+                 "fallback_within10_mean_table", "val_pass_spread")
     nan = float("nan")
     loc = local(args) if not args.skip_local else {k: nan for k in ("within10", "within5", "rmspe", "raw_within10",
                                                                     "raw_rmspe", *user_keys)}
@@ -422,6 +424,8 @@ def main() -> None:
                "int8_build_spread": int8_figures["build_spread"],
                "int8_build_spread_net": int8_figures["build_spread_net"],
                "int8_fallback_within10": int8_figures["fallback_within10"],
+               "local_val_pass_spread": loc["val_pass_spread"], "ort_val_pass_spread": ort_figures["val_pass_spread"],
+               "int8_val_pass_spread": int8_figures["val_pass_spread"],
                "local_within10": loc["within10"], "local_within5": loc["within5"], "local_rmspe": loc["rmspe"],
                "local_raw_within10": loc["raw_within10"], "local_raw_rmspe": loc["raw_rmspe"],
                **{f"sd855_{k}": v for k, v in sd.items()}}

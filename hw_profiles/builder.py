@@ -48,7 +48,16 @@ from hw_profiles.calibration import calibration_archs, fit_calibration, machine_
 from hw_profiles.opmodel import with_fallback
 from hw_profiles.pricing import restrict_resolutions, space_layer_specs
 from hw_profiles.profile import Entry, HardwareProfile, ProfileFormatError, ProfileMeta
-from hw_profiles.timing import RunPlan, pilot_plan, pin_cpus, run_spread, timing_advice, warn_if_noisy
+from hw_profiles.timing import (
+    RunPlan,
+    pass_spread,
+    pilot_plan,
+    pin_cpus,
+    run_spread,
+    timing_advice,
+    warn_if_noisy,
+    warn_if_unsteady,
+)
 from search_spaces.base import SearchSpace, create_space
 from search_spaces.errors import BadInputError
 from search_spaces.layers import LayerSpec
@@ -400,7 +409,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
     # a handful of networks set the level of every price: time them more than a layer (>= 30 runs, 3 warm-up)
     runs = {"warmup": max(config.warmup, 3), "repeats": max(config.repeats, 30), "seed": config.seed + 1,
             "clock": config.clock, "order": config.calibration_order}
-    process, levels = "builder", None
+    process, levels, unsteady = "builder", None, None
     if fresh:
         try:
             # one process is one draw of the process-level speed (fresh processes differ by 2-5 % here): pool several
@@ -409,6 +418,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
             times = np.concatenate(parts, axis=1)
             pooled = np.median(times, axis=1)
             levels = [round(float(np.median(np.median(p, axis=1) / pooled)), 4) for p in parts]
+            unsteady = pass_spread(np.stack([np.median(p, axis=1) for p in parts], axis=1)[: len(nets)])
             process = "fresh"
         except Exception as exc:  # noqa: BLE001 - unpicklable modules, no spawn: fall back, say so
             warnings.warn(f"calibration networks could not be timed in a fresh process ({type(exc).__name__}: "
@@ -426,12 +436,13 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
                                     repeats=max(config.repeats, 30), drift_normalised=False, process=process,
                                     processes=len(levels) if levels else 1, process_levels=levels,
                                     reference_drift=drift, order=config.calibration_order,
-                                    spread=run_spread(times[: len(nets)]))
+                                    spread=run_spread(times[: len(nets)]), process_spread=unsteady)
     networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
                  "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]
     cal = fit_calibration(sums, medians, overhead=profile.meta.network_overhead, conditions=conditions,
                           networks=networks)
     warn_if_noisy(conditions["spread"], what="calibration networks")
+    warn_if_unsteady(unsteady, what="calibration networks in their fresh processes")
     return replace(profile, meta=replace(profile.meta, scale=1.0, calibration=cal.to_dict()))
 
 

@@ -10,6 +10,10 @@ Guidance (also what :func:`timing_advice` prints):
   median, and enough timed runs that the median's standard error is ``target`` of it.
 * The relative spread of repeated runs (inter-quartile range / median, :func:`run_spread`) above ``MAX_SPREAD``
   makes a table untrustworthy at the +-10 % level: :func:`warn_if_noisy` says so, naming the spread and the load.
+* Runs back to back can agree while the machine's speed changes between them: on this shared 2-core VM whole
+  groups of int8 networks (tens of milliseconds of timing) ran at half speed for seconds at a time (other tenants
+  of the host) with a run-to-run spread of 4 %. Timing the same networks in several passes, minutes apart, shows
+  it: :func:`pass_spread` of their per-pass medians above ``MAX_SPREAD`` makes :func:`warn_if_unsteady` say so.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_SPREAD", "NoisyTimingWarning", "RunPlan", "run_spread", "warn_if_noisy", "plan_runs", "pin_cpus",
-           "timing_advice"]
+__all__ = ["MAX_SPREAD", "NoisyTimingWarning", "RunPlan", "run_spread", "warn_if_noisy", "pass_spread",
+           "warn_if_unsteady", "plan_runs", "pin_cpus", "timing_advice"]
 
 #: relative inter-quartile range of repeated runs above which a table cannot be trusted to +-10 %
 MAX_SPREAD = 0.10
@@ -59,6 +63,26 @@ def warn_if_noisy(spread: float, *, what: str = "timings", limit: float = MAX_SP
         f"a table measured like this cannot be trusted to +-10% ({_load()}). Time on an idle machine, pin the "
         "process to one core (taskset -c N), use clock: cpu with threads: 1, or raise repeats.",
         NoisyTimingWarning, stacklevel=2)
+    return True
+
+
+def pass_spread(medians: Sequence[Sequence[float]]) -> float | None:
+    """Median over networks of (slowest - fastest) / median of each network's per-pass medians (one row per
+    network, one value per pass); None with fewer than two passes."""
+    spreads = [(max(m) - min(m)) / max(float(np.median(m)), 1e-12) for m in medians if len(m) >= 2]
+    return float(np.median(spreads)) if spreads else None
+
+
+def warn_if_unsteady(spread: float | None, *, what: str = "timings", limit: float = MAX_SPREAD) -> bool:
+    """Warn (:class:`NoisyTimingWarning`) when the same networks ran more than ``limit`` apart between passes
+    (:func:`pass_spread`); True when it did."""
+    if spread is None or spread <= limit:
+        return False
+    warnings.warn(
+        f"{what}: the same networks ran {100 * spread:.0f}% apart from one pass to the next (median over networks "
+        f"of (slowest - fastest pass) / median), above {100 * limit:.0f}%: the machine's speed changed while timing "
+        f"(other processes, or other tenants of a shared host), so these figures are unreliable ({_load()}). "
+        "Time again on a quieter machine, or with more passes.", NoisyTimingWarning, stacklevel=2)
     return True
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hw_profiles.backends import ORDERS
+from hw_profiles.timing import warn_if_unsteady
 
 __all__ = ["validate_profile", "error_stats", "pass_groups", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
 
@@ -60,7 +61,9 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
     ``clock`` and ``order`` (interleaved or each net alone, see :data:`~hw_profiles.backends.ORDERS`) default to how
     the profile's calibration networks were timed (``wall``, ``interleaved`` if none). Returns a dict with
     ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` / ``predicted`` /
-    ``uncalibrated`` milliseconds, the run-to-run ``spread`` and the measurement conditions.
+    ``uncalibrated`` milliseconds, the run-to-run ``spread``, the ``pass_spread`` of the subnets' per-pass medians
+    (:func:`~hw_profiles.timing.pass_spread`, None with one pass; above 10 % it warns that the machine's speed changed
+    while timing) and the measurement conditions.
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
@@ -82,7 +85,9 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
                               text=True, timeout=timeout)
         if proc.returncode != 0 or not out.is_file():
             raise ValidationError(f"validation process exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-        return json.loads(out.read_text())
+        report = json.loads(out.read_text())
+    warn_if_unsteady(report.get("pass_spread"), what=f"validation of {Path(profile).name}")
+    return report
 
 
 def pass_groups(n: int, group: int, passes: int, seed: int = 0) -> list[np.ndarray]:
@@ -103,7 +108,7 @@ def _worker(request_path: str, out_path: str) -> None:
     from hw_profiles.calibration import machine_conditions
     from hw_profiles.latency import LatencyModel
     from hw_profiles.profile import HardwareProfile
-    from hw_profiles.timing import run_spread
+    from hw_profiles.timing import pass_spread, run_spread
     from search_spaces.base import create_space
 
     req = json.loads(Path(request_path).read_text())
@@ -142,6 +147,7 @@ def _worker(request_path: str, out_path: str) -> None:
             runs[i].append(t)
         spreads.append(run_spread(times))
     medians = [float(np.median(np.concatenate(r))) for r in runs]
+    steadiness = pass_spread([[float(np.median(t)) for t in r] for r in runs])
     model = LatencyModel.from_profile(profile)
     batch = model.evaluate_many(space, archs)
     pred = batch.values
@@ -154,7 +160,7 @@ def _worker(request_path: str, out_path: str) -> None:
               "fallback_layers": int(batch.n_modelled.sum()), "runs_per_net": [int(sum(map(len, r))) for r in runs],
               "calibrated": error_stats(pred, measured),
               "uncalibrated_stats": error_stats(plain[known], measured[known]) if known.any() else {},
-              "spread": float(np.median(spreads)),
+              "spread": float(np.median(spreads)), "pass_spread": steadiness,
               "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,
                                                threads=backend.threads, batch=meta.batch, clock=clock,
                                                warmup=req["warmup"], repeats=req["repeats"],

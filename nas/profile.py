@@ -44,7 +44,9 @@ def run(cfg: DictConfig) -> BuildResult:
               f"{report['conditions'].get('passes', 1)} pass(es) ({report['clock']} clock): "
               f"within10={cal['within10']:.3f} within5={cal['within5']:.3f} rmspe={cal['rmspe']:.4f} "
               f"bias={cal['bias']:+.3f}; uncalibrated sums within10={unc.get('within10', float('nan')):.3f} "
-              f"rmspe={unc.get('rmspe', float('nan')):.4f}; run-to-run spread {100 * report['spread']:.1f}%")
+              f"rmspe={unc.get('rmspe', float('nan')):.4f}; run-to-run spread {100 * report['spread']:.1f}%"
+              + ("" if report.get("pass_spread") is None else
+                 f"; the same subnets from pass to pass {100 * report['pass_spread']:.1f}%"))
     return result
 
 

@@ -121,6 +121,8 @@ def test_real_timing_calibration_on_by_default_is_applied(tmp_path: Path) -> Non
     assert cal.conditions["runtime"] == "torch" and cal.conditions["threads"] == 1 and cal.conditions["batch"] == 1
     assert cal.conditions["process"] == "fresh"  # timed in spawned interpreters, as a user's process meets them
     assert cal.conditions["processes"] == 3 and len(cal.conditions["process_levels"]) == 3
+    # how far the same networks ran apart between the processes (a machine that changed speed warns)
+    assert 0 <= cal.conditions["process_spread"] < 1
     assert len(cal.networks) == config.calibration_nets and cal.kind in ("scale", "affine", "per_op")
     model = LatencyModel.from_profile(HardwareProfile.load(result.path))
     prof = result.profile

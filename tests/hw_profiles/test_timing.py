@@ -11,7 +11,15 @@ import pytest
 
 from hw_profiles.backends import TimingBackend
 from hw_profiles.builder import MeasureConfig, build_profile
-from hw_profiles.timing import NoisyTimingWarning, plan_runs, run_spread, timing_advice, warn_if_noisy
+from hw_profiles.timing import (
+    NoisyTimingWarning,
+    pass_spread,
+    plan_runs,
+    run_spread,
+    timing_advice,
+    warn_if_noisy,
+    warn_if_unsteady,
+)
 from search_spaces import create_space
 
 
@@ -37,6 +45,17 @@ def test_spread_warning_names_the_spread_and_load() -> None:
     advice = timing_advice(0.3, threads=1, clock="wall", pinned=False)
     assert any("taskset" in a for a in advice) and any("clock=cpu" in a for a in advice)
     assert timing_advice(0.01, threads=1, clock="cpu", pinned=True) == []
+
+
+def test_pass_to_pass_spread_flags_a_machine_that_changed_speed_between_passes() -> None:
+    # steady runs within each pass, but the second network ran at half speed in one of its three passes
+    steady, halved = [1.0, 1.02, 0.99], [2.0, 4.0, 2.02]
+    assert pass_spread([steady]) == pytest.approx(0.03)
+    assert pass_spread([steady, halved, halved]) == pytest.approx(2 / 2.02)  # median over networks
+    assert pass_spread([[1.0], [2.0]]) is None  # one pass: nothing to compare
+    with pytest.warns(NoisyTimingWarning, match=r"ran 99% apart from one pass to the next.*load average"):
+        assert warn_if_unsteady(0.99, what="test")
+    assert not warn_if_unsteady(0.05) and not warn_if_unsteady(None)
 
 
 def _busy(ms: float) -> None:

@@ -14,6 +14,7 @@ import pytest
 from hw_profiles import HardwareProfile
 from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.latency import LatencyModel
+from hw_profiles.timing import NoisyTimingWarning
 from hw_profiles.validation import ValidationError, error_stats, pass_groups, validate_profile
 from search_spaces import create_space
 from supernets.static import build_layer, build_network
@@ -67,6 +68,17 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     finally:
         del os.environ["NAS_TEST_ALIVE_FILE"]
     assert int(alive.read_text()) == 2
+    # the same subnets timed in passes agree (figures trusted), unless the machine changed speed between passes
+    assert pooled["pass_spread"] is not None and named["pass_spread"] is None  # one pass: nothing to compare
+    os.environ["NAS_TEST_SLOW_AFTER"] = "4"  # pass 2 runs every network three times over
+    try:
+        with pytest.warns(NoisyTimingWarning, match="apart from one pass to the next"):
+            slowed = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=4, seed=3, warmup=1,
+                                      repeats=3, group=2, passes=2,
+                                      network_builder="tests.hw_profiles.slow_builder:build_network")
+    finally:
+        del os.environ["NAS_TEST_SLOW_AFTER"]
+    assert slowed["pass_spread"] > 0.5  # (3x - 1x) / median 2x, less the fixed per-call costs
 
 
 def test_pass_groups_time_every_subnet_once_per_pass_beside_other_mates() -> None:
