@@ -142,11 +142,11 @@ def local(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
-    if runtime == "onnxruntime_int8":  # as hw=local_cpu_int8: one pass (each re-quantises every layer) of 30 runs,
-        # calibration networks timed each alone (--int8-order interleaved: as the float tables)
-        return MeasureConfig(runtime=runtime, threads=args.threads, warmup=10, repeats=30, passes=1, chunk=args.chunk,
-                             clock=args.clock, calibration_nets=args.calibration_nets,
-                             calibration_order=args.int8_order)
+    if runtime == "onnxruntime_int8":  # as hw=local_cpu_int8: 3 passes of 30 runs read by their fastest, calibration
+        # networks timed each alone (--int8-order interleaved: as the float tables)
+        return MeasureConfig(runtime=runtime, threads=args.threads, warmup=10, repeats=30, passes=args.int8_passes,
+                             chunk=args.chunk, clock=args.clock, calibration_nets=args.calibration_nets,
+                             calibration_order=args.int8_order, estimate=args.int8_estimate)
     return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
                          passes=args.lut_passes, chunk=args.chunk, clock=args.clock,
                          calibration_nets=args.calibration_nets)
@@ -379,6 +379,9 @@ def main() -> None:
     p.add_argument("--int8", action="store_true",
                    help="also build and validate the ONNX Runtime int8 table of --int8-space (hw=local_cpu_int8)")
     p.add_argument("--int8-space", default="quant_ofa_mbv3_fmnist")
+    p.add_argument("--int8-passes", type=int, default=3, help="passes of the int8 table (as hw=local_cpu_int8)")
+    p.add_argument("--int8-estimate", default="fastest", choices=["fastest", "pooled"],
+                   help="how the int8 table, its calibration and its validation read their passes")
     p.add_argument("--int8-order", default="blocked", choices=["blocked", "interleaved"],
                    help="how the int8 table's calibration networks (and so its validation) are timed")
     p.add_argument("--lut-warmup", type=int, default=5)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hw_profiles.backends import ORDERS
+from hw_profiles.builder import ESTIMATES
 from hw_profiles.timing import warn_if_unsteady
 
 __all__ = ["validate_profile", "error_stats", "pass_groups", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
@@ -51,6 +52,7 @@ def error_stats(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | 
 def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str, Any] | None = None, *,
                      nets: int = 100, seed: int = 0, warmup: int = 3, repeats: int = 10, group: int = 10,
                      passes: int = 1, clock: str | None = None, order: str | None = None,
+                     estimate: str | None = None,
                      network_builder: str = DEFAULT_NETWORK_BUILDER,
                      timeout: float | None = None, archs: Sequence[str] | None = None) -> dict[str, Any]:
     """Time ``nets`` random subnets of ``space`` in a separate process and compare with the profile at ``profile``.
@@ -58,20 +60,24 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
     ``archs``: architecture ids (``space.from_id``) to time instead of random subnets (e.g. the ones a search
     derived), in that order.
 
-    ``clock`` and ``order`` (interleaved or each net alone, see :data:`~hw_profiles.backends.ORDERS`) default to how
-    the profile's calibration networks were timed (``wall``, ``interleaved`` if none). Returns a dict with
-    ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` / ``predicted`` /
-    ``uncalibrated`` milliseconds, the run-to-run ``spread``, the ``pass_spread`` of the subnets' per-pass medians
-    (:func:`~hw_profiles.timing.pass_spread`, None with one pass; above 10 % it warns that the machine's speed changed
-    while timing) and the measurement conditions.
+    ``clock``, ``order`` (interleaved or each net alone, see :data:`~hw_profiles.backends.ORDERS`) and ``estimate``
+    (a subnet's runs of all passes pooled, or its fastest pass: :func:`~hw_profiles.builder.pass_estimate`) default
+    to how the profile's calibration networks were timed and read (``wall``, ``interleaved``, ``pooled`` if none).
+    Returns a dict with ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` /
+    ``predicted`` / ``uncalibrated`` milliseconds, the run-to-run ``spread``, the ``pass_spread`` of the subnets'
+    per-pass medians (:func:`~hw_profiles.timing.pass_spread`, None with one pass; above 10 % it warns that the
+    machine's speed changed while timing) and the measurement conditions.
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
-               "group": int(group), "passes": int(passes), "clock": clock, "order": order,
+               "group": int(group), "passes": int(passes), "clock": clock, "order": order, "estimate": estimate,
                "network_builder": network_builder,
                "archs": None if archs is None else [str(a) for a in archs]}
     if archs is not None and not archs:
         raise ValueError("archs, when given, must name at least one architecture")
+    if estimate is not None and estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {list(ESTIMATES)} (or None: as the profile's calibration), got "
+                         f"{estimate!r}")
     if order is not None and order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)} (or None: as the profile's calibration), got {order!r}")
     if nets < 1 or repeats < 1 or group < 1 or passes < 1 or warmup < 0:
@@ -105,6 +111,7 @@ def _worker(request_path: str, out_path: str) -> None:
     import importlib
 
     from hw_profiles.backends import create_backend, time_networks
+    from hw_profiles.builder import pass_estimate
     from hw_profiles.calibration import machine_conditions
     from hw_profiles.latency import LatencyModel
     from hw_profiles.profile import HardwareProfile
@@ -117,6 +124,7 @@ def _worker(request_path: str, out_path: str) -> None:
     cal_conditions = (meta.calibration or {}).get("conditions", {})
     clock = req["clock"] or cal_conditions.get("clock", "wall")
     order = req.get("order") or cal_conditions.get("order", "interleaved")  # as the calibration networks were
+    estimate = req.get("estimate") or cal_conditions.get("estimate", "pooled")  # read as the calibration's were
     module, _, fn = req["network_builder"].partition(":")
     build_network = getattr(importlib.import_module(module), fn)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in req["space_kwargs"].items()}  # JSON lists
@@ -146,7 +154,7 @@ def _worker(request_path: str, out_path: str) -> None:
         for i, t in zip(idx, times):
             runs[i].append(t)
         spreads.append(run_spread(times))
-    medians = [float(np.median(np.concatenate(r))) for r in runs]
+    medians = [float(np.median(pass_estimate(r, estimate))) for r in runs]
     steadiness = pass_spread([[float(np.median(t)) for t in r] for r in runs])
     model = LatencyModel.from_profile(profile)
     batch = model.evaluate_many(space, archs)
@@ -164,5 +172,6 @@ def _worker(request_path: str, out_path: str) -> None:
               "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,
                                                threads=backend.threads, batch=meta.batch, clock=clock,
                                                warmup=req["warmup"], repeats=req["repeats"],
-                                               passes=int(req.get("passes", 1)), order=order, pid=os.getpid())}
+                                               passes=int(req.get("passes", 1)), order=order, estimate=estimate,
+                                               pid=os.getpid())}
     Path(out_path).write_text(json.dumps(report))

@@ -13,7 +13,7 @@ import pytest
 
 from hw_profiles import HardwareProfile, ProfileFormatError, create_hw_profile, space_layer_specs
 from hw_profiles.backends import TimingBackend, create_backend, time_blocked, time_interleaved, time_networks
-from hw_profiles.builder import MeasureConfig, build_profile, input_shape
+from hw_profiles.builder import MeasureConfig, build_profile, input_shape, pass_estimate
 from search_spaces import create_space
 from search_spaces.errors import BadInputError
 from supernets.static import build_layer, build_network
@@ -238,6 +238,36 @@ def test_profile_cli_builds_a_resumable_profile(tmp_path: Path) -> None:
     assert "0 measured now" in proc.stdout and "recalibrated: the calibration networks now take" in proc.stdout
     saved = HardwareProfile.load(out)
     assert saved.entries == entries and len(saved.meta.provenance["recalibrations"]) == 1
+
+
+def test_fastest_pass_estimate_keeps_the_idle_cost_when_most_passes_were_busy(tmp_path: Path) -> None:
+    """``estimate="fastest"``: a machine at a third of its speed for two of three passes moves a pooled entry (the
+    median of the runs) but not the fastest pass's; the method text records which, and bad names are refused."""
+    space = create_space("ofa_mbv3_tiny")
+    specs = space_layer_specs(space, (28,))[:16]
+
+    def build(estimate: str, out: Path) -> HardwareProfile:
+        backend = BusyBackend()
+        config = MeasureConfig(warmup=0, repeats=3, chunk=8, context=False, normalise=False, calibration_nets=0,
+                               clock="cpu", passes=3, estimate=estimate)
+
+        def busy(done: int, total: int) -> None:  # busy from the first chunk's end to the second pass's end
+            backend.slowdown = 3.0 if done < 2 * len(specs) else 1.0
+
+        build_profile(space, out, build_layer=_key_module, config=config, backend=backend, specs=specs,
+                      progress=busy)
+        return HardwareProfile.load(out)
+
+    pooled, fastest = build("pooled", tmp_path / "pooled.json"), build("fastest", tmp_path / "fastest.json")
+    # the layers busy in two passes of three (all but the first chunk, idle until its end) show it when pooled
+    assert np.mean([e.median > 0.4 for e in pooled.entries.values()]) == pytest.approx(0.5)
+    assert np.allclose([e.median for e in fastest.entries.values()], 0.2, rtol=0.15)
+    assert all(e.count == 3 for e in fastest.entries.values())  # the fastest pass's runs
+    assert "the fastest pass's runs" in fastest.meta.method and "runs pooled" in pooled.meta.method
+    with pytest.raises(BadInputError, match="estimate must be one of"):
+        MeasureConfig(estimate="slowest")
+    assert np.array_equal(pass_estimate([np.array([3.0, 4.0]), np.array([1.0, 2.0])], "fastest"), [1.0, 2.0])
+    assert len(pass_estimate([np.array([3.0, 4.0]), np.array([1.0])], "pooled")) == 3
 
 
 def test_passes_pool_runs_so_a_burst_in_one_pass_does_not_move_the_entry(tmp_path: Path) -> None:

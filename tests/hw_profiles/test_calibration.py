@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hw_profiles import HardwareProfile, ProfileFormatError, create_hw_profile
-from hw_profiles.backends import TimingBackend, TorchBackend
+from hw_profiles.backends import TimingBackend
 from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.calibration import NetworkCalibration, calibration_archs, fit_calibration, op_sums
 from hw_profiles.latency import LatencyModel
@@ -152,16 +152,24 @@ def test_calibration_in_the_builder_process_on_request_and_bad_value_refused(tmp
         MeasureConfig(calibration_process="elsewhere")
 
 
-class _TwiceAsSlow(TorchBackend):
-    """The same torch runtime on a machine running at half speed: every timed call runs its module twice."""
+class _ParamCost(TimingBackend):
+    """Every module costs thread CPU time in proportion to its parameters, divided by the machine's ``speed``: a
+    machine at half speed without the timing noise of a shared one (CPU time busy-waited is not stretched by
+    other tenants, so the test does not depend on this machine's load)."""
 
-    def prepare(self, module, input_shape):
-        run = super().prepare(module, input_shape)
+    name = "param_cost"
 
-        def twice() -> None:
-            run()
-            run()
-        return twice
+    def __init__(self, speed: float = 1.0) -> None:
+        super().__init__(1)
+        self.speed = speed
+
+    @property
+    def version(self) -> str:
+        return "param_cost 1"
+
+    def prepare(self, module, shape):
+        cost = (0.02 + 2e-6 * sum(p.numel() for p in module.parameters())) / self.speed
+        return lambda: _busy(cost)
 
 
 def test_recalibrate_prices_an_existing_table_at_the_machines_speed_now(tmp_path: Path) -> None:
@@ -169,17 +177,18 @@ def test_recalibrate_prices_an_existing_table_at_the_machines_speed_now(tmp_path
     config = MeasureConfig(warmup=1, repeats=3, chunk=96, clock="cpu", calibration_nets=4,
                            calibration_process="builder")
     path = tmp_path / "r.json"
-    first = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config)
+    first = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config,
+                          backend=_ParamCost(1.0))
     archs = [space.sample(np.random.default_rng(s)) for s in range(5)]
     before = LatencyModel.from_profile(HardwareProfile.load(path)).evaluate_many(space, archs).values
     # the machine halves its speed: a plain resume measures nothing and keeps the old prices ...
     again = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config,
-                          backend=_TwiceAsSlow())
+                          backend=_ParamCost(0.5))
     assert again.measured == () and again.level_change is None
     assert HardwareProfile.load(path).meta.calibration == first.profile.meta.calibration
     # ... recalibrate re-times only the calibration networks and moves every price with the machine
     slow = build_profile(space, path, build_layer=build_layer, build_network=build_network, config=config,
-                         backend=_TwiceAsSlow(), recalibrate=True)
+                         backend=_ParamCost(0.5), recalibrate=True)
     saved = HardwareProfile.load(path)
     assert slow.measured == () and saved.entries == first.profile.entries  # no layer measured again
     assert slow.level_change is not None and 1.6 < slow.level_change < 2.5

@@ -41,7 +41,7 @@ def table(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "nas.profile", "hw=local_cpu_int8", "space.name=quant_ofa_mbv3_tiny",
            f"+space.kwargs.base_kwargs={base}", "+space.kwargs.w_bits=[4,8]", "+space.kwargs.a_bits=[4,8]",
            f"out={out}", "hw.build.repeats=5", "hw.build.warmup=2", "hw.build.calibration_nets=3",
-           "hw.build.calibration_processes=1",
+           "hw.build.passes=2", "hw.build.calibration_processes=2",  # the yaml's 3 less one: the suite's time
            "hydra.run.dir=" + str(out.parent / "hydra")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -55,6 +55,11 @@ def test_entries_are_runtime_forms_with_runs_as(table: Path) -> None:
     assert doc["meta"]["runtime"] == "onnxruntime_int8"
     # the int8 calibration networks went to fresh processes too (the marked modules pickle, the backend is recreated)
     assert doc["meta"]["calibration"]["conditions"]["process"] == "fresh"
+    # read as the yaml says: each figure its fastest pass's (layers of 2 passes, calibration nets of 2 processes)
+    assert doc["meta"]["calibration"]["conditions"]["estimate"] == "fastest"
+    assert "the fastest pass's runs" in doc["meta"]["method"]
+    assert all(e["count"] == 5 for e in doc["entries"].values())  # one pass's 5 runs, not both passes' 10
+    assert doc["meta"]["calibration"]["conditions"]["process_spread"] is not None
     kinds = {k: e["runs_as"] for k, e in doc["entries"].items()}
     assert set(kinds.values()) == {"int8", "fp32"}
     for key, kind in kinds.items():  # a conv layer is measured only in its W8A8 form; pooling in fp32
