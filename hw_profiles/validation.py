@@ -2,14 +2,15 @@
 
 :func:`validate_profile` starts a fresh Python process that shares nothing with the builder (no reference network,
 no warm caches, no module objects): it loads the saved profile file, samples ``nets`` seeded random subnets of the
-space (seeds disjoint from the builder's), builds each whole network, times it on the profile's runtime, threads
-and batch, and compares the measured medians with the profile's predictions. With ``passes`` > 1 every subnet is
-timed in that many passes, each over a fresh shuffle of the subnets into groups (other group mates, minutes apart),
-and its runs are pooled before the median (or, as a table built with ``estimate="fastest"`` reads its passes, its
+space (seeds disjoint from the builder's), builds each whole network, times it on the profile's runtime, threads and
+batch, and compares the measured medians with the profile's predictions. With ``passes`` > 1 every subnet is timed
+in that many passes, each over a fresh shuffle of the subnets into groups (other group mates, minutes apart), and
+its runs are pooled before the median (or, as a table built with ``estimate="fastest"`` reads its passes, its
 fastest pass's runs are kept), so a load burst during one group moves one pass of its subnets and not their figure
 (as the builder's ``passes`` do for table entries). Each group's networks are freed before the next group is built.
-No drift normalisation is applied: these are the numbers a user would see. The report holds, for the calibrated predictions (what pricing returns)
-and for the uncalibrated layer sums, the fraction within +-5 % / +-10 %, RMSPE and mean bias (nn-Meter's metrics).
+No drift normalisation is applied: these are the numbers a user would see. The report holds, for the calibrated
+predictions (what pricing returns) and for the uncalibrated layer sums, the fraction within +-5 % / +-10 %, RMSPE
+and mean bias (nn-Meter's metrics).
 
 The network builder is named as ``module:function`` (default ``supernets.static:build_network``) and imported only
 inside the worker, so this package never imports ``supernets``.
