@@ -149,7 +149,7 @@ def _config(args: argparse.Namespace, runtime: str) -> MeasureConfig:
                              calibration_order=args.int8_order, estimate=args.int8_estimate)
     return MeasureConfig(runtime=runtime, threads=args.threads, warmup=args.lut_warmup, repeats=args.lut_repeats,
                          passes=args.lut_passes, chunk=args.chunk, clock=args.clock,
-                         calibration_nets=args.calibration_nets)
+                         calibration_nets=args.calibration_nets, estimate=args.estimate)
 
 
 def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, builds: int,
@@ -386,7 +386,9 @@ def main() -> None:
                    help="how the int8 table's calibration networks (and so its validation) are timed")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
-    p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles, pooled)")
+    p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles)")
+    p.add_argument("--estimate", default="pooled", choices=["pooled", "fastest"],
+                   help="how the torch / ORT tables, their calibration and validation read their passes")
     p.add_argument("--net-warmup", type=int, default=3)
     p.add_argument("--net-repeats", type=int, default=20)
     p.add_argument("--net-passes", type=int, default=3,
