@@ -79,6 +79,9 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     finally:
         del os.environ["NAS_TEST_SLOW_AFTER"]
     assert slowed["pass_spread"] > 0.5  # (3x - 1x) / median 2x, less the fixed per-call costs
+    assert slowed["conditions"]["estimate"] == "pooled"  # as the torch table's calibration read its processes
+    with pytest.raises(ValueError, match="estimate must be one of"):
+        validate_profile(path, "ofa_mbv3_tiny", estimate="slowest")
 
 
 def test_pass_groups_time_every_subnet_once_per_pass_beside_other_mates() -> None:
