@@ -47,8 +47,15 @@ from pathlib import Path
 import numpy as np
 
 from hw_profiles import LatencyModel, space_layer_specs
-from hw_profiles.backends import create_backend
-from hw_profiles.builder import MeasureConfig, build_profile, level_change, measure_modules, reference_network
+from hw_profiles.backends import ORDERS, create_backend
+from hw_profiles.builder import (
+    ESTIMATES,
+    MeasureConfig,
+    build_profile,
+    level_change,
+    measure_modules,
+    reference_network,
+)
 from hw_profiles.fallback import fit_linear_cost, relative_errors
 from hw_profiles.fit_snapdragon import leave_one_resolution_out, read_resolution_tables
 from hw_profiles.opmodel import fallback_candidates, fit_fallback, heldout_validation
@@ -380,14 +387,14 @@ def main() -> None:
                    help="also build and validate the ONNX Runtime int8 table of --int8-space (hw=local_cpu_int8)")
     p.add_argument("--int8-space", default="quant_ofa_mbv3_fmnist")
     p.add_argument("--int8-passes", type=int, default=3, help="passes of the int8 table (as hw=local_cpu_int8)")
-    p.add_argument("--int8-estimate", default="fastest", choices=["fastest", "pooled"],
+    p.add_argument("--int8-estimate", default="fastest", choices=ESTIMATES,
                    help="how the int8 table, its calibration and its validation read their passes")
-    p.add_argument("--int8-order", default="blocked", choices=["blocked", "interleaved"],
+    p.add_argument("--int8-order", default="blocked", choices=ORDERS,
                    help="how the int8 table's calibration networks (and so its validation) are timed")
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles)")
-    p.add_argument("--estimate", default="pooled", choices=["pooled", "fastest"],
+    p.add_argument("--estimate", default="pooled", choices=ESTIMATES,
                    help="how the torch / ORT tables, their calibration and validation read their passes")
     p.add_argument("--net-warmup", type=int, default=3)
     p.add_argument("--net-repeats", type=int, default=20)

@@ -442,8 +442,9 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
             pooled = np.median(times, axis=1)
             if config.estimate == "fastest":  # each network's fastest process (its runs; the spread below is theirs)
                 times = np.stack([pass_estimate([p[i] for p in parts], "fastest") for i in range(len(times))])
-            levels = [round(float(np.median(np.median(p, axis=1) / pooled)), 4) for p in parts]
-            unsteady = pass_spread(np.stack([np.median(p, axis=1) for p in parts], axis=1)[: len(nets)])
+            per_process = np.stack([np.median(p, axis=1) for p in parts], axis=1)  # (networks, processes)
+            levels = [round(float(np.median(m / pooled)), 4) for m in per_process.T]
+            unsteady = pass_spread(per_process[: len(nets)])
             process = "fresh"
         except Exception as exc:  # noqa: BLE001 - unpicklable modules, no spawn: fall back, say so
             warnings.warn(f"calibration networks could not be timed in a fresh process ({type(exc).__name__}: "
