@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
 
 __all__ = ["kendall_tau", "spearman_rho", "rmse", "top_k_precision", "score"]
 
@@ -17,12 +16,16 @@ def _pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def kendall_tau(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Kendall tau-b (ties handled); 0 when either side is constant."""
+    from scipy.stats import kendalltau  # here, not at import: scipy.stats costs every command ~0.6 s
+
     a, b = _pair(y_true, y_pred)
     tau = kendalltau(a, b)[0]
     return 0.0 if np.isnan(tau) else float(tau)
 
 
 def spearman_rho(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
     a, b = _pair(y_true, y_pred)
     rho = spearmanr(a, b)[0]
     return 0.0 if np.isnan(rho) else float(rho)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import abc
 
 import numpy as np
-from scipy.stats import norm, rankdata
 
 from search_spaces.registry import Registry
 
@@ -85,6 +84,8 @@ class RankGauss(TargetTransform):
         self.y = np.zeros(0)
 
     def fit(self, y: np.ndarray) -> np.ndarray:
+        from scipy.stats import norm, rankdata  # here, not at import: scipy.stats costs every command ~0.6 s
+
         z = norm.ppf((rankdata(y) - 0.5) / len(y))
         uniq, first = np.unique(y, return_index=True)
         self.y, self.z = uniq.astype(np.float64), z[first].astype(np.float64)

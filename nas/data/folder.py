@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms.v2 import functional as TF
 
 from nas.data.base import DATA, Batch, DataError, DataModule, seeded_split
 
 __all__ = ["ImageFolderData", "scan_folder"]
+
+# The image files an ImageFolder layout holds (the suffixes torchvision's ImageFolder accepts, all PIL can decode).
+# torchvision itself is imported where images are decoded: importing it pulls in torch._dynamo (~1.3 s), which every
+# command that never reads a folder (search, export, profile, their errors) would pay at start-up.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def scan_folder(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -56,6 +59,8 @@ class _Decoded(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.v2 import functional as TF  # noqa: N812 (see IMG_EXTENSIONS)
+
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:

@@ -6,25 +6,21 @@ point; ``linas_search`` runs the predictor-in-the-loop variant (LINAS, DyNAS-T).
 
 from __future__ import annotations
 
-from nas.search.encoded import EncodedView
-from nas.search.linas import LinasResult, linas_search
-from nas.search.loop import CheckpointMismatchError, InfeasibleConstraintsError, check_feasible, run_search
-from nas.search.objectives import (
-    OBJECTIVES,
-    Constraint,
-    MissingArchError,
-    Objective,
-    create_objective,
-    hw_objective,
-    macs_objective,
-    params_objective,
-    predictor_objective,
-    table_objective,
-)
-from nas.search.pareto import default_reference_point, hv_improvement_2d, hypervolume, pareto_front
-from nas.search.problem import Evaluation, SearchProblem
-from nas.search.results import SearchResult
-from nas.search.searchers import SEARCHERS, Searcher, SearcherConfigError, StorageError, create_searcher
+import importlib
+from typing import Any
+
+# Names are imported from their modules on first use (PEP 562), so a command that only reads a results directory
+# (nas.export) does not pay for the searchers' libraries (pymoo's algorithms pull in scipy.spatial: ~0.5 s).
+_WHERE = {
+    "EncodedView": "encoded", "LinasResult": "linas", "linas_search": "linas",
+    "CheckpointMismatchError": "loop", "InfeasibleConstraintsError": "loop", "check_feasible": "loop",
+    "run_search": "loop",
+    **dict.fromkeys(("OBJECTIVES", "Constraint", "MissingArchError", "Objective", "create_objective", "hw_objective",
+                     "macs_objective", "params_objective", "predictor_objective", "table_objective"), "objectives"),
+    **dict.fromkeys(("default_reference_point", "hv_improvement_2d", "hypervolume", "pareto_front"), "pareto"),
+    "Evaluation": "problem", "SearchProblem": "problem", "SearchResult": "results",
+    **dict.fromkeys(("SEARCHERS", "Searcher", "SearcherConfigError", "StorageError", "create_searcher"), "searchers"),
+}
 
 __all__ = [
     "EncodedView", "run_search", "linas_search", "LinasResult", "InfeasibleConstraintsError",
@@ -34,5 +30,14 @@ __all__ = [
     "SearchResult", "SEARCHERS", "Searcher", "SearcherConfigError", "StorageError", "create_searcher",
 ]
 
-# Quantisation-policy objectives (EQ-Net); importing registers model_size, avg_bits, bitops, supernet_accuracy.
-from nas.search import objectives_quant as _objectives_quant  # noqa: E402,F401
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"nas.search.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

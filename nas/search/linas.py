@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from nas.search.loop import (
     CHECKPOINT,
@@ -168,6 +167,8 @@ def _propose(problem: SearchProblem, factory: Callable[[], Any], n: int, inner: 
 
 def _batch_tau(problem: SearchProblem, batch: np.ndarray, predicted: dict[str, np.ndarray]) -> dict[str, float]:
     """Kendall tau of predicted vs measured values on a batch the predictor proposed (after it was measured)."""
+    from scipy.stats import kendalltau  # here, not at import: scipy.stats costs every command ~0.6 s
+
     out: dict[str, float] = {}
     if not predicted:
         return out

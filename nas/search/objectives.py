@@ -232,3 +232,8 @@ def read_table(path: str | Path, *, id_column: str, value_column: str) -> dict[s
         for row in reader:
             sums.setdefault(row[id_column], []).append(float(row[value_column]))
     return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+# Quantisation-policy objectives (EQ-Net); importing registers model_size, avg_bits, bitops, supernet_accuracy
+# wherever the registry is (at the end: that module imports this one's names).
+from nas.search import objectives_quant as _objectives_quant  # noqa: E402,F401
