@@ -31,6 +31,10 @@ scale per build removed): the held-out fallback is scored against the first buil
 what any fallback can score; ``*_fallback_within10_vs_mean`` judges the same held-out predictions against the mean of
 the builds (less measurement noise), and ``*_fallback_within10_mean_table`` fits and judges on that mean. ``--ort``
 repeats the build (twice) and the separate-process validation with ONNX Runtime.
+``*_val_machine_speed`` is the machine's speed in the validation process against the table's calibration (its
+calibration networks' time now / then, timed once per pass beside the subnets) and ``*_e2e_within10_at_speed`` the
+e2e figure with the predictions scaled by it: the table's own error once the machine's change since the build is
+divided out (for diagnosis; the goal is judged on ``*_e2e_within10``).
 
 Ends with ``RESULT local_e2e_within10=.. local_e2e_rmspe=.. local_build_spread=.. fallback_within10=..
 ort_e2e_within10=.. ort_e2e_rmspe=.. ort_build_spread=.. local_build_spread_net=.. ort_build_spread_net=..
@@ -195,6 +199,12 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
     print(f"run-to-run spread of the validation timings: {100 * rep['spread']:.1f}%; the same subnets from pass to "
           f"pass: {'n/a' if steady is None else f'{100 * steady:.1f}%'} (above 10 %: the machine changed speed while "
           f"timing); fallback-priced layers: {rep['fallback_layers']}")
+    speed, at_speed = rep.get("machine_speed"), rep.get("calibrated_at_speed") or {}
+    if speed is not None:
+        print(f"machine speed in the validation process: the calibration networks took {speed:.3f}x their time at "
+              f"calibration; predictions scaled by it (the table's own error, the machine's change divided out): "
+              f"within5={at_speed['within5']:.3f} within10={at_speed['within10']:.3f} rmspe={at_speed['rmspe']:.4f} "
+              f"bias={at_speed['bias']:+.4f}")
     rng = np.random.default_rng([args.seed + 1, 24])  # the subnets the validation process timed
     archs = [space.sample(rng) for _ in range(args.nets)]
     # priced as the runtime runs them (an int8 runtime: every quantised layer in its int8 form), as the worker does
@@ -227,6 +237,8 @@ def _user_figures(args: argparse.Namespace, space, first: Path, runtime: str, bu
     vs_mean = _fallback_vs_builds_mean(paths, fb.get("chosen", "linear"))
     return {"e2e_within10": cal["within10"], "e2e_rmspe": cal["rmspe"], "build_spread": float(np.median(spread)),
             "build_spread_net": net_spread, "val_pass_spread": float("nan") if steady is None else steady,
+            "val_machine_speed": float("nan") if speed is None else speed,
+            "e2e_within10_at_speed": at_speed.get("within10", float("nan")),
             "fallback_within10": chosen.get("within10", float("nan")), "table_repeat_within10": repeat, **vs_mean}
 
 
@@ -407,12 +419,13 @@ def main() -> None:
     args = p.parse_args()
     user_keys = ("e2e_within10", "e2e_rmspe", "build_spread", "build_spread_net", "fallback_within10",
                  "table_repeat_within10", "fallback_res_within10", "fallback_within10_vs_mean",
-                 "fallback_within10_mean_table", "val_pass_spread")
+                 "fallback_within10_mean_table", "val_pass_spread", "val_machine_speed", "e2e_within10_at_speed")
     nan = float("nan")
     loc = local(args) if not args.skip_local else {k: nan for k in ("within10", "within5", "rmspe", "raw_within10",
                                                                     "raw_rmspe", *user_keys)}
     ort_figures = ort(args) if args.ort else {k: nan for k in user_keys}
     int8_figures = int8(args) if args.int8 else {k: nan for k in user_keys}
+    prefixed = (("local", loc), ("ort", ort_figures), ("int8", int8_figures))
     sd = {"block_within10_min": nan, "block_rmspe_max": nan, "net_within5": nan, "net_rmspe": nan}
     if args.tables.is_dir():
         sd = snapdragon(args)
@@ -438,6 +451,8 @@ def main() -> None:
                "int8_fallback_within10": int8_figures["fallback_within10"],
                "local_val_pass_spread": loc["val_pass_spread"], "ort_val_pass_spread": ort_figures["val_pass_spread"],
                "int8_val_pass_spread": int8_figures["val_pass_spread"],
+               **{f"{p}_val_machine_speed": f["val_machine_speed"] for p, f in prefixed},
+               **{f"{p}_e2e_within10_at_speed": f["e2e_within10_at_speed"] for p, f in prefixed},
                "local_within10": loc["within10"], "local_within5": loc["within5"], "local_rmspe": loc["rmspe"],
                "local_raw_within10": loc["raw_within10"], "local_raw_rmspe": loc["raw_rmspe"],
                **{f"sd855_{k}": v for k, v in sd.items()}}

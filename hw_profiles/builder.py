@@ -408,6 +408,18 @@ def level_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> float |
     return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
 
+def _arch_dict(space: Any, arch: Any) -> Any:
+    """A calibration network's architecture as stored: its own ``to_dict``, else the space's (a joint (arch, policy)
+    of a quantised space), so the validation can rebuild it (``space.from_dict``) to check the machine's speed;
+    ``repr`` when neither can."""
+    if hasattr(arch, "to_dict"):
+        return arch.to_dict()
+    try:
+        return space.to_dict(arch)
+    except Exception:  # noqa: BLE001 - a space without serialisation: stored for reading, not rebuilt
+        return repr(arch)
+
+
 def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBackend, config: MeasureConfig,
                build_network: Callable[[list[LayerSpec]], Any], reference: Module | None,
                fresh: bool) -> HardwareProfile:
@@ -463,7 +475,7 @@ def _calibrate(space: SearchSpace, profile: HardwareProfile, backend: TimingBack
                                     processes=len(levels) if levels else 1, process_levels=levels,
                                     reference_drift=drift, order=config.calibration_order, estimate=config.estimate,
                                     spread=run_spread(times[: len(nets)]), process_spread=unsteady)
-    networks = [{"arch": a.to_dict() if hasattr(a, "to_dict") else repr(a), "sum": round(sum(s.values()), 5),
+    networks = [{"arch": _arch_dict(space, a), "sum": round(sum(s.values()), 5),
                  "measured": round(float(m), 5)} for a, s, m in zip(archs, sums, medians)]
     cal = fit_calibration(sums, medians, overhead=profile.meta.network_overhead, conditions=conditions,
                           networks=networks)

@@ -172,6 +172,12 @@ class RuntimeForms:
     def layers(self, arch: Any) -> list[LayerSpec]:
         return [runtime_form(s) for s in self.space.layers(arch)]
 
+    def to_dict(self, arch: Any) -> dict[str, Any]:
+        return self.space.to_dict(arch)  # type: ignore[no-any-return]
+
+    def from_dict(self, d: dict[str, Any]) -> Any:
+        return self.space.from_dict(d)
+
     def layer_table(self) -> LayerTable:
         """The base space's layer table with every conv / linear layer in int8 form (a quantised space quantises
         all of them), else a table sampled from ``layers``."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["MAX_SPREAD", "NoisyTimingWarning", "RunPlan", "run_spread", "warn_if_noisy", "pass_spread",
-           "warn_if_unsteady", "plan_runs", "pin_cpus", "timing_advice"]
+           "warn_if_unsteady", "plan_runs", "pin_cpus", "timing_advice", "load_summary"]
 
 #: relative inter-quartile range of repeated runs above which a table cannot be trusted to +-10 %
 MAX_SPREAD = 0.10
@@ -47,7 +47,8 @@ def run_spread(times: np.ndarray) -> float:
     return float(np.median((q3 - q1) / np.maximum(med, 1e-12)))
 
 
-def _load() -> str:
+def load_summary() -> str:
+    """The line the timing warnings carry: load average and CPU count."""
     try:
         return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
     except OSError:
@@ -60,7 +61,7 @@ def warn_if_noisy(spread: float, *, what: str = "timings", limit: float = MAX_SP
         return False
     warnings.warn(
         f"{what}: run-to-run spread {100 * spread:.0f}% (inter-quartile range / median) exceeds {100 * limit:.0f}%; "
-        f"a table measured like this cannot be trusted to +-10% ({_load()}). Time on an idle machine, pin the "
+        f"a table measured like this cannot be trusted to +-10% ({load_summary()}). Time on an idle machine, pin the "
         "process to one core (taskset -c N), use clock: cpu with threads: 1, or raise repeats.",
         NoisyTimingWarning, stacklevel=2)
     return True
@@ -81,7 +82,7 @@ def warn_if_unsteady(spread: float | None, *, what: str = "timings", limit: floa
     warnings.warn(
         f"{what}: the same networks ran {100 * spread:.0f}% apart from one pass to the next (median over networks "
         f"of (slowest - fastest pass) / median), above {100 * limit:.0f}%: the machine's speed changed while timing "
-        f"(other processes, or other tenants of a shared host), so these figures are unreliable ({_load()}). "
+        f"(other processes, or other tenants of a shared host), so these figures are unreliable ({load_summary()}). "
         "Time again on a quieter machine, or with more passes.", NoisyTimingWarning, stacklevel=2)
     return True
 
@@ -149,7 +150,7 @@ def timing_advice(spread: float, *, threads: int, clock: str, pinned: bool) -> l
     out = []
     if spread > MAX_SPREAD:
         out.append(f"run-to-run spread {100 * spread:.0f}% > {100 * MAX_SPREAD:.0f}%: the table is not trustworthy "
-                   f"at +-10% ({_load()})")
+                   f"at +-10% ({load_summary()})")
     if not pinned:
         out.append("pin the process to one core: taskset -c N python -m nas.profile ... (or hw.build.pin: true)")
     if clock != "cpu" and threads == 1:

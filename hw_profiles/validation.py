@@ -12,6 +12,13 @@ No drift normalisation is applied: these are the numbers a user would see. The r
 predictions (what pricing returns) and for the uncalibrated layer sums, the fraction within +-5 % / +-10 %, RMSPE
 and mean bias (nn-Meter's metrics).
 
+The machine's speed now against its speed when the table was calibrated: at the start of every pass the worker also
+times the profile's calibration networks (stored with their measured times), read as the subnets are. Their geometric
+mean ratio now / then is ``machine_speed``; ``calibrated_at_speed`` holds the figures with the predictions scaled by
+it. Together they tell a table that is wrong from a machine that changed speed since it was built (on a shared VM
+other tenants move it 10-15 % for minutes): beyond +-5 % :func:`validate_profile` warns and names
+``recalibrate=true``, which re-times those networks and refits the map in seconds.
+
 The network builder is named as ``module:function`` (default ``supernets.static:build_network``) and imported only
 inside the worker, so this package never imports ``supernets``.
 """
@@ -24,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +40,14 @@ import numpy as np
 
 from hw_profiles.backends import ORDERS
 from hw_profiles.builder import ESTIMATES
-from hw_profiles.timing import warn_if_unsteady
+from hw_profiles.timing import NoisyTimingWarning, load_summary, warn_if_unsteady
 
-__all__ = ["validate_profile", "error_stats", "pass_groups", "ValidationError", "DEFAULT_NETWORK_BUILDER"]
+__all__ = ["validate_profile", "error_stats", "pass_groups", "warn_if_machine_changed", "ValidationError",
+           "DEFAULT_NETWORK_BUILDER", "MAX_SPEED_CHANGE"]
 
 DEFAULT_NETWORK_BUILDER = "supernets.static:build_network"
+#: beyond this change of the machine's speed since calibration (either way) the validation warns
+MAX_SPEED_CHANGE = 0.05
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,7 +79,9 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
     Returns a dict with ``calibrated`` and ``uncalibrated`` :func:`error_stats`, the per-subnet ``measured`` /
     ``predicted`` / ``uncalibrated`` milliseconds, the run-to-run ``spread``, the ``pass_spread`` of the subnets'
     per-pass medians (:func:`~hw_profiles.timing.pass_spread`, None with one pass; above 10 % it warns that the
-    machine's speed changed while timing) and the measurement conditions.
+    machine's speed changed while timing), ``machine_speed`` (the calibration networks' time now / at calibration,
+    None for a profile without stored calibration networks; beyond +-5 % it warns), ``calibrated_at_speed`` (the
+    calibrated figures with the predictions scaled by it) and the measurement conditions.
     """
     request = {"profile": str(Path(profile).resolve()), "space": space, "space_kwargs": dict(space_kwargs or {}),
                "nets": int(nets), "seed": int(seed), "warmup": int(warmup), "repeats": int(repeats),
@@ -95,7 +108,25 @@ def validate_profile(profile: str | Path, space: str, space_kwargs: Mapping[str,
             raise ValidationError(f"validation process exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         report = json.loads(out.read_text())
     warn_if_unsteady(report.get("pass_spread"), what=f"validation of {Path(profile).name}")
+    warn_if_machine_changed(report.get("machine_speed"), profile=Path(profile).name,
+                            at=report.get("calibrated_at_time"))
     return report
+
+
+def warn_if_machine_changed(speed: float | None, *, profile: str = "the profile", at: str | None = None,
+                            limit: float = MAX_SPEED_CHANGE) -> bool:
+    """Warn (:class:`~hw_profiles.timing.NoisyTimingWarning`) when the calibration networks took more than
+    ``limit`` longer or shorter than when ``profile`` was calibrated; True when they did."""
+    if speed is None or abs(speed - 1.0) <= limit:
+        return False
+    warnings.warn(
+        f"validation of {profile}: its calibration networks took {speed:.2f}x their time at calibration"
+        f"{f' ({at})' if at else ''}: this machine's speed changed since the table was built (other processes or "
+        f"tenants of a shared host, clock or power settings), so every prediction is off by about "
+        f"{100 * (speed - 1):+.0f}% before any error of the table itself ({load_summary()}). If this persists, re-time "
+        "them: python -m nas.profile hw=<the profile's hw> recalibrate=true (seconds; the layers are kept).",
+        NoisyTimingWarning, stacklevel=2)
+    return True
 
 
 def pass_groups(n: int, group: int, passes: int, seed: int = 0) -> list[np.ndarray]:
@@ -105,6 +136,21 @@ def pass_groups(n: int, group: int, passes: int, seed: int = 0) -> list[np.ndarr
     for p in range(passes):
         order = np.arange(n) if p == 0 else np.random.default_rng([seed, 24, p]).permutation(n)
         out += [order[start:start + group] for start in range(0, n, group)]
+    return out
+
+
+def _calibration_networks(space: Any, calibration: Mapping[str, Any]) -> list[tuple[Any, float]]:
+    """The profile's calibration networks as (architecture of ``space``, measured ms); empty when it stores none or
+    they are not architectures of this space (a profile of another space, a hand-written calibration)."""
+    out = []
+    for n in calibration.get("networks", ()):
+        try:
+            arch = space.from_dict(n["arch"]) if isinstance(n.get("arch"), dict) else None
+        except Exception:  # noqa: BLE001 - any unreadable entry: no speed check rather than a failed validation
+            return []
+        if arch is None or not float(n.get("measured", 0)) > 0:
+            return []
+        out.append((arch, float(n["measured"])))
     return out
 
 
@@ -139,13 +185,11 @@ def _worker(request_path: str, out_path: str) -> None:
     backend = create_backend(meta.runtime, threads=meta.threads or 1)
     # the space as the runtime runs it (an int8 runtime: quantised layers in their int8 form, as its table holds)
     space, _, build_network = backend.forms(space, build_network, build_network)
-    runs: list[list[np.ndarray]] = [[] for _ in archs]
-    spreads = []
-    for k, idx in enumerate(pass_groups(len(archs), req["group"], int(req.get("passes", 1)), req["seed"])):
-        layers = [space.layers(archs[i]) for i in idx]
+    def timed(group: list[Any], seed: int) -> list[np.ndarray]:
+        layers = [space.layers(a) for a in group]
         with backend.session():
             runners = [backend.prepare(build_network(ls), ls[0].input_shape(meta.batch)) for ls in layers]
-            times = time_networks(runners, order=order, warmup=req["warmup"], repeats=req["repeats"], seed=k,
+            times = time_networks(runners, order=order, warmup=req["warmup"], repeats=req["repeats"], seed=seed,
                                   clock=clock)
         # a group's sessions are freed before the next group is built, as a user's process holds one model: with
         # the last group still alive while the next was built, this process ran the same int8 nets 5-30 % slower
@@ -153,10 +197,27 @@ def _worker(request_path: str, out_path: str) -> None:
         # never saw
         del runners
         gc.collect()
+        return times
+
+    reference = _calibration_networks(space, meta.calibration or {})
+    ref_runs: list[list[np.ndarray]] = [[] for _ in reference]
+    runs: list[list[np.ndarray]] = [[] for _ in archs]
+    spreads = []
+    per_pass = -(-len(archs) // req["group"])
+    for k, idx in enumerate(pass_groups(len(archs), req["group"], int(req.get("passes", 1)), req["seed"])):
+        if reference and k % per_pass == 0:  # the machine's speed, once per pass
+            for j, t in enumerate(timed([a for a, _ in reference], seed=10_000 + k)):
+                ref_runs[j].append(t)
+        times = timed([archs[i] for i in idx], seed=k)
         for i, t in zip(idx, times):
             runs[i].append(t)
         spreads.append(run_spread(times))
     medians = [float(np.median(pass_estimate(r, estimate))) for r in runs]
+    speed = None
+    if reference:
+        now = np.array([float(np.median(pass_estimate(r, estimate))) for r in ref_runs])
+        then = np.array([m for _, m in reference])
+        speed = float(np.exp(np.mean(np.log(now / then))))
     steadiness = pass_spread([[float(np.median(t)) for t in r] for r in runs])
     model = LatencyModel.from_profile(profile)
     batch = model.evaluate_many(space, archs)
@@ -169,6 +230,9 @@ def _worker(request_path: str, out_path: str) -> None:
               "measured": measured.tolist(), "predicted": pred.tolist(), "uncalibrated": plain.tolist(),
               "fallback_layers": int(batch.n_modelled.sum()), "runs_per_net": [int(sum(map(len, r))) for r in runs],
               "calibrated": error_stats(pred, measured),
+              "machine_speed": speed,
+              "calibrated_at_speed": error_stats(pred * speed, measured) if speed is not None else None,
+              "calibrated_at_time": cal_conditions.get("time"),
               "uncalibrated_stats": error_stats(plain[known], measured[known]) if known.any() else {},
               "spread": float(np.median(spreads)), "pass_spread": steadiness,
               "conditions": machine_conditions(runtime=backend.name, runtime_version=backend.version,

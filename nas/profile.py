@@ -47,6 +47,11 @@ def run(cfg: DictConfig) -> BuildResult:
               f"rmspe={unc.get('rmspe', float('nan')):.4f}; run-to-run spread {100 * report['spread']:.1f}%"
               + ("" if report.get("pass_spread") is None else
                  f"; the same subnets from pass to pass {100 * report['pass_spread']:.1f}%"))
+        speed, at = report.get("machine_speed"), report.get("calibrated_at_speed")
+        if speed is not None:
+            print(f"machine speed: the calibration networks took {speed:.3f}x their time at calibration; with "
+                  f"the predictions scaled by that, within10={at['within10']:.3f} rmspe={at['rmspe']:.4f} "
+                  f"(the table's own error; beyond +-5 % the machine changed: recalibrate=true re-times them)")
     return result
 
 

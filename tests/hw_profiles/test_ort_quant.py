@@ -20,6 +20,7 @@ from hw_profiles import HardwareProfile, create_hw_profile
 from hw_profiles.domain import UncoveredOpError
 from hw_profiles.ort_quant import OrtInt8Backend, quantize_qdq, runs_as, runtime_form
 from hw_profiles.profile import ProfileFormatError
+from hw_profiles.validation import _calibration_networks
 from search_spaces import create_space
 from search_spaces.layers import LayerSpec
 from supernets.static import build_layer
@@ -60,6 +61,8 @@ def test_entries_are_runtime_forms_with_runs_as(table: Path) -> None:
     assert "the fastest pass's runs" in doc["meta"]["method"]
     assert all(e["count"] == 5 for e in doc["entries"].values())  # one pass's 5 runs, not both passes' 10
     assert doc["meta"]["calibration"]["conditions"]["process_spread"] is not None
+    # the joint (arch, policy) calibration networks are stored so a validation rebuilds them (the machine's speed)
+    assert len(_calibration_networks(_space(), doc["meta"]["calibration"])) == 3
     kinds = {k: e["runs_as"] for k, e in doc["entries"].items()}
     assert set(kinds.values()) == {"int8", "fp32"}
     for key, kind in kinds.items():  # a conv layer is measured only in its W8A8 form; pooling in fp32

@@ -15,7 +15,7 @@ from hw_profiles import HardwareProfile
 from hw_profiles.builder import MeasureConfig, build_profile
 from hw_profiles.latency import LatencyModel
 from hw_profiles.timing import NoisyTimingWarning
-from hw_profiles.validation import ValidationError, error_stats, pass_groups, validate_profile
+from hw_profiles.validation import ValidationError, _calibration_networks, error_stats, pass_groups, validate_profile
 from search_spaces import create_space
 from supernets.static import build_layer, build_network
 
@@ -67,10 +67,10 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
                          passes=2, network_builder="tests.hw_profiles.alive_builder:build_network")
     finally:
         del os.environ["NAS_TEST_ALIVE_FILE"]
-    assert int(alive.read_text()) == 2
+    assert int(alive.read_text()) == 4  # the largest group (the 4 calibration networks), never two groups at once
     # the same subnets timed in passes agree (figures trusted), unless the machine changed speed between passes
     assert pooled["pass_spread"] is not None and named["pass_spread"] is None  # one pass: nothing to compare
-    os.environ["NAS_TEST_SLOW_AFTER"] = "4"  # pass 2 runs every network three times over
+    os.environ["NAS_TEST_SLOW_AFTER"] = "8"  # pass 2 (after 4 calibration networks, 4 subnets) runs thrice over
     try:
         with pytest.warns(NoisyTimingWarning, match="apart from one pass to the next"):
             slowed = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=4, seed=3, warmup=1,
@@ -82,6 +82,33 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     assert slowed["conditions"]["estimate"] == "pooled"  # as the torch table's calibration read its processes
     with pytest.raises(ValueError, match="estimate must be one of"):
         validate_profile(path, "ofa_mbv3_tiny", estimate="slowest")
+
+    # the machine's speed against the calibration: the profile's calibration networks, timed in every pass, ran
+    # near their calibrated time on this machine; on a machine three times slower than at the build it says so,
+    # warns, and the predictions scaled by that speed are the table's own error again
+    assert 0.5 < pooled["machine_speed"] < 2.0 and pooled["calibrated_at_speed"]["n"] == 4
+    assert report["calibrated_at_time"] == HardwareProfile.load(path).meta.calibration["conditions"]["time"]
+    os.environ["NAS_TEST_SLOW_AFTER"] = "0"
+    try:
+        with pytest.warns(NoisyTimingWarning, match="took .*x their time at calibration.*recalibrate=true"):
+            slower = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=4, seed=3, warmup=1,
+                                      repeats=3, group=2, passes=2,
+                                      network_builder="tests.hw_profiles.slow_builder:build_network")
+    finally:
+        del os.environ["NAS_TEST_SLOW_AFTER"]
+    assert slower["machine_speed"] > 1.8 * pooled["machine_speed"]
+    assert slower["calibrated_at_speed"]["rmspe"] < 0.5 * slower["calibrated"]["rmspe"]
+    assert slower["calibrated"]["bias"] < -0.3  # the predictions read the machine as it was
+
+
+def test_machine_speed_needs_the_calibration_networks_of_this_space() -> None:
+    space = create_space("ofa_mbv3_tiny", resolutions=(28,))
+    arch = space.sample(np.random.default_rng(0))
+    stored = {"networks": [{"arch": arch.to_dict(), "sum": 1.0, "measured": 2.0}]}
+    assert _calibration_networks(space, stored) == [(arch, 2.0)]
+    assert _calibration_networks(space, {}) == []  # a profile calibrated without stored networks: no speed check
+    assert _calibration_networks(space, {"networks": [{"arch": {"ks": "?"}, "measured": 2.0}]}) == []
+    assert _calibration_networks(space, {"networks": [{"arch": arch.to_dict(), "measured": 0.0}]}) == []
 
 
 def test_pass_groups_time_every_subnet_once_per_pass_beside_other_mates() -> None:
