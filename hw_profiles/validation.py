@@ -185,6 +185,7 @@ def _worker(request_path: str, out_path: str) -> None:
     backend = create_backend(meta.runtime, threads=meta.threads or 1)
     # the space as the runtime runs it (an int8 runtime: quantised layers in their int8 form, as its table holds)
     space, _, build_network = backend.forms(space, build_network, build_network)
+
     def timed(group: list[Any], seed: int) -> list[np.ndarray]:
         layers = [space.layers(a) for a in group]
         with backend.session():
