@@ -83,23 +83,40 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
     with pytest.raises(ValueError, match="estimate must be one of"):
         validate_profile(path, "ofa_mbv3_tiny", estimate="slowest")
 
-    # the machine's speed against the calibration: the profile's calibration networks, timed in every pass, ran
-    # near their calibrated time on this machine; on a machine three times slower than at the build it says so,
-    # warns, and the predictions scaled by that speed are the table's own error again
-    assert 0.5 < pooled["machine_speed"] < 2.0 and pooled["calibrated_at_speed"]["n"] == 4
-    assert named["machine_speed"] is not None  # timed with given architectures too
+    # the machine's speed against the calibration: the profile's calibration networks are timed in every pass
+    # beside the subnets (how near 1 it reads on an unchanged machine is load-dependent: bench/latency.py reports it)
+    assert pooled["machine_speed"] > 0 and pooled["calibrated_at_speed"]["n"] == 4
+    assert named["machine_speed"] > 0  # timed with given architectures too
     assert report["calibrated_at_time"] == HardwareProfile.load(path).meta.calibration["conditions"]["time"]
-    os.environ["NAS_TEST_SLOW_AFTER"] = "0"
-    try:
-        with pytest.warns(NoisyTimingWarning, match="took .*x their time at calibration.*recalibrate=true"):
-            slower = validate_profile(path, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=3, seed=3, warmup=1,
-                                      repeats=3, group=3,
-                                      network_builder="tests.hw_profiles.slow_builder:build_network")
-    finally:
-        del os.environ["NAS_TEST_SLOW_AFTER"]
-    assert slower["machine_speed"] > 1.8 * pooled["machine_speed"]
-    assert slower["calibrated_at_speed"]["rmspe"] < 0.5 * slower["calibrated"]["rmspe"]
-    assert slower["calibrated"]["bias"] < -0.3  # the predictions read the machine as it was
+    # a table built on a machine four times faster than this one (every entry, calibration network and offset a
+    # quarter): the validation says so and warns, and the predictions scaled by that speed are near the table's own
+    # error again (a factor-4 margin, so a loaded machine moving these ~2 ms nets by 2x cannot flip it)
+    faster = _scaled_profile(path, tmp_path / "faster.json", 0.25)
+    with pytest.warns(NoisyTimingWarning, match="took .*x their time at calibration.*recalibrate=true"):
+        slower = validate_profile(faster, "ofa_mbv3_tiny", {"resolutions": [28]}, nets=3, seed=3, warmup=1,
+                                  repeats=3, group=3)
+    assert slower["machine_speed"] > 2.0
+    assert slower["calibrated"]["bias"] < -0.5  # its predictions read the machine as it was
+    assert slower["calibrated_at_speed"]["rmspe"] < slower["calibrated"]["rmspe"]
+    assert np.allclose(slower["predicted"], 0.25 * ours[:3])
+
+
+def _scaled_profile(path: Path, out: Path, factor: float) -> Path:
+    """The profile at ``path`` as if measured on a machine ``1 / factor`` times as fast: every entry, the network
+    overhead, the calibration's offset and its networks' times scaled by ``factor`` (so every price is too)."""
+    doc = json.loads(path.read_text())
+    for entry in doc["entries"].values():
+        for key in ("mean", "std", "median"):
+            entry[key] *= factor
+    meta = doc["meta"]
+    meta["network_overhead"] = meta.get("network_overhead", 0.0) * factor
+    cal = meta["calibration"]
+    cal["offset"] = cal.get("offset", 0.0) * factor
+    for net in cal["networks"]:
+        net["measured"] *= factor
+        net["sum"] *= factor
+    out.write_text(json.dumps(doc))
+    return out
 
 
 def test_machine_speed_needs_the_calibration_networks_of_this_space() -> None:
