@@ -261,7 +261,8 @@ def test_fastest_pass_estimate_keeps_the_idle_cost_when_most_passes_were_busy(tm
     pooled, fastest = build("pooled", tmp_path / "pooled.json"), build("fastest", tmp_path / "fastest.json")
     # the layers busy in two passes of three (all but the first chunk, idle until its end) show it when pooled
     assert np.mean([e.median > 0.4 for e in pooled.entries.values()]) == pytest.approx(0.5)
-    assert np.allclose([e.median for e in fastest.entries.values()], 0.2, rtol=0.15)
+    meds = np.array([e.median for e in fastest.entries.values()])  # the idle cost, none near the busy 0.6 ms
+    assert np.median(meds) == pytest.approx(0.2, rel=0.15) and np.all(meds < 0.4), meds
     assert all(e.count == 3 for e in fastest.entries.values())  # the fastest pass's runs
     assert "the fastest pass's runs" in fastest.meta.method and "runs pooled" in pooled.meta.method
     with pytest.raises(BadInputError, match="estimate must be one of"):
@@ -298,7 +299,10 @@ def test_passes_pool_runs_so_a_burst_in_one_pass_does_not_move_the_entry(tmp_pat
     three = build(3, tmp_path / "three.json")
     assert seen[-1] == (72, 72) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert all(e.count == 9 for e in three.entries.values())
-    assert np.allclose([e.median for e in three.entries.values()], 0.2, rtol=0.15)
+    # each entry's 9 runs: 3 busy (0.6 ms) and 6 idle (0.2 ms), so its median is the idle cost; the bound leaves room
+    # for the odd entry a busy shared VM moved (one of 24 read outside +-15 % once in CI), none near the busy 0.6
+    meds = np.array([e.median for e in three.entries.values()])
+    assert np.median(meds) == pytest.approx(0.2, rel=0.15) and np.all(meds < 0.4), meds
     assert "3 passes" in three.meta.method
     with pytest.raises(ProfileFormatError, match="method="):
         build_profile(space, tmp_path / "three.json", build_layer=_key_module, specs=specs, backend=BusyBackend(),
