@@ -449,10 +449,8 @@ def main() -> None:
                "int8_build_spread": int8_figures["build_spread"],
                "int8_build_spread_net": int8_figures["build_spread_net"],
                "int8_fallback_within10": int8_figures["fallback_within10"],
-               "local_val_pass_spread": loc["val_pass_spread"], "ort_val_pass_spread": ort_figures["val_pass_spread"],
-               "int8_val_pass_spread": int8_figures["val_pass_spread"],
-               **{f"{p}_val_machine_speed": f["val_machine_speed"] for p, f in prefixed},
-               **{f"{p}_e2e_within10_at_speed": f["e2e_within10_at_speed"] for p, f in prefixed},
+               **{f"{p}_{k}": f[k] for k in ("val_pass_spread", "val_machine_speed", "e2e_within10_at_speed")
+                  for p, f in prefixed},
                "local_within10": loc["within10"], "local_within5": loc["within5"], "local_rmspe": loc["rmspe"],
                "local_raw_within10": loc["raw_within10"], "local_raw_rmspe": loc["raw_rmspe"],
                **{f"sd855_{k}": v for k, v in sd.items()}}

@@ -64,7 +64,7 @@ from search_spaces.layers import LayerSpec
 
 __all__ = ["MeasureConfig", "BuildResult", "build_profile", "build_from_config", "input_shape", "measure_modules",
            "profile_path", "profile_for_space", "pass_estimate", "ESTIMATES",
-           "reference_network", "cpu_name"]
+           "reference_network", "cpu_name", "level_change", "speed_ratio"]
 
 
 _CLOCK_TEXT = {"wall": "wall clock (perf_counter_ns)", "cpu": "CPU time of the calling thread (thread_time_ns)"}
@@ -403,9 +403,15 @@ def level_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> float |
     """Geometric mean ratio of the calibration networks' measured time in ``after`` to ``before`` (two stored
     ``meta.calibration`` dicts), over the networks both timed; None when they share none."""
     old = {json.dumps(n["arch"], sort_keys=True): n["measured"] for n in before.get("networks", ())}
-    ratios = [n["measured"] / old[k] for n in after.get("networks", ())
-              if (k := json.dumps(n["arch"], sort_keys=True)) in old and old[k] > 0]
-    return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
+    pairs = [(n["measured"], old[k]) for n in after.get("networks", ())
+             if (k := json.dumps(n["arch"], sort_keys=True)) in old and old[k] > 0]
+    return speed_ratio(*zip(*pairs)) if pairs else None
+
+
+def speed_ratio(now: Sequence[float], then: Sequence[float]) -> float:
+    """The machine's speed change read from the same networks timed twice: the geometric mean of ``now / then``
+    (what :func:`level_change` and the validation's machine-speed check report)."""
+    return float(np.exp(np.mean(np.log(np.asarray(now, float) / np.asarray(then, float)))))
 
 
 def _arch_dict(space: Any, arch: Any) -> Any:

@@ -159,7 +159,7 @@ def _worker(request_path: str, out_path: str) -> None:
     import importlib
 
     from hw_profiles.backends import create_backend, time_networks
-    from hw_profiles.builder import pass_estimate
+    from hw_profiles.builder import pass_estimate, speed_ratio
     from hw_profiles.calibration import machine_conditions
     from hw_profiles.latency import LatencyModel
     from hw_profiles.profile import HardwareProfile
@@ -216,9 +216,8 @@ def _worker(request_path: str, out_path: str) -> None:
     medians = [float(np.median(pass_estimate(r, estimate))) for r in runs]
     speed = None
     if reference:
-        now = np.array([float(np.median(pass_estimate(r, estimate))) for r in ref_runs])
-        then = np.array([m for _, m in reference])
-        speed = float(np.exp(np.mean(np.log(now / then))))
+        speed = speed_ratio([float(np.median(pass_estimate(r, estimate))) for r in ref_runs],
+                            [m for _, m in reference])
     steadiness = pass_spread([[float(np.median(t)) for t in r] for r in runs])
     model = LatencyModel.from_profile(profile)
     batch = model.evaluate_many(space, archs)
