@@ -40,7 +40,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hw_profiles.backends import time_interleaved  # noqa: E402
-from hw_profiles.ort_quant import quantize_qdq  # noqa: E402
+from hw_profiles.ort_quant import int8_kernels, quantize_qdq  # noqa: E402
 from search_spaces import create_space  # noqa: E402
 from supernets.static import build_network  # noqa: E402
 
@@ -189,7 +189,8 @@ def main() -> None:
     args = ap.parse_args()
     repeats = 3 if args.quick else max(3, args.repeats)
     print(f"CPU ISA flags: {isa_flags()}; load average {os.getloadavg()}; {os.cpu_count()} CPUs; "
-          f"onnxruntime {ort.__version__}; 1 intra-op thread, cpu clock")
+          f"onnxruntime {ort.__version__}; int8 kernels {int8_kernels()[0]} ({int8_kernels()[1]}); "
+          "1 intra-op thread, cpu clock")
     results: dict[str, float] = {}
     for name, (fp32, int8, shape) in networks(args.quick).items():
         for batch in (1, 32):

@@ -64,7 +64,8 @@ def run_export(cfg: DictConfig) -> str:
 def _quant_options(cfg: DictConfig) -> dict[str, Any]:
     return {"fmt": str(cfg.get("format") or "fake_quant"),
             "fallback": None if cfg.get("fallback") in (None, "null", "none") else str(cfg.fallback),
-            "calib_images": int(cfg.get("calib_images", 2000)), "calib_batch": int(cfg.get("calib_batch", 200))}
+            "calib_images": int(cfg.get("calib_images", 2000)), "calib_batch": int(cfg.get("calib_batch", 200)),
+            "int8_kernels": str(cfg.get("int8_kernels") or "auto")}
 
 
 def _quant_line(meta: dict[str, Any]) -> str:
@@ -73,7 +74,8 @@ def _quant_line(meta: dict[str, Any]) -> str:
         return ""
     if exp.get("fallback"):
         return f"; format={exp['requested_format']} fell back to fake_quant: {exp['fallback_reason']}"
-    return f"; {exp['format']} model {exp['file']}: measured test top-1 {exp['measured_test_top1']:.2f}%"
+    kernels = f" ({exp['kernels']} kernels)" if "kernels" in exp else f" (engine {exp['engine']})"
+    return f"; {exp['format']} model {exp['file']}{kernels}: measured test top-1 {exp['measured_test_top1']:.2f}%"
 
 
 @hydra.main(version_base=None, config_path=SEARCH_PATH, config_name="export")

@@ -4,9 +4,15 @@
 - ``onnx_int8``: a real int8 ONNX model (``model_int8.onnx``) for an all-W8A8 policy: the fake-quant subnet with its
   weights on the learned 8-bit grids, exported as fp32 and statically quantised by ONNX Runtime's own tooling
   (``quantize_static``, QDQ: ORT fuses it into QLinearConv / QLinearMatMul kernels) with the policy's weight
-  granularity and symmetries, activation ranges calibrated on training images; its top-1 is measured in ORT;
+  granularity and symmetries, activation ranges calibrated on training images; its top-1 is measured in ORT.
+  ``int8_kernels=auto`` (default) keeps ORT's int8 weights (``u8s8``) for a CPU with VNNI and stores every int8
+  tensor as uint8 + 128 (``u8u8``, the same grid) for one without, where ORT's int8 kernels saturate
+  (:func:`hw_profiles.ort_quant.int8_kernels`); ``u8s8`` / ``u8u8`` choose for another deployment CPU; the metadata
+  records which and why;
 - ``torch_int8``: torch.ao's int8 module (:func:`supernets.quant.int8.to_int8`), traced to TorchScript
-  (``model_int8.pt``, loadable with ``torch.jit.load`` and no engine code) with its measured top-1.
+  (``model_int8.pt``, loadable with ``torch.jit.load`` and no engine code) with its measured top-1, on the engine
+  :func:`supernets.quant.int8.default_engine` picks for this CPU (recorded: set
+  ``torch.backends.quantized.engine`` to it before loading).
 
 A policy below 8 bits has no int8 kernel: it is refused, naming the layers, unless ``fallback=fake_quant`` asks
 for the fake-quant module instead (the metadata then says so). Metadata records every layer's bits, granularity
@@ -41,10 +47,14 @@ class QuantExportError(BadInputError):
 
 
 def check_format(fmt: str, fallback: str | None, space: Any, *, data: Any, calib_images: int,
-                 calib_batch: int) -> None:
+                 calib_batch: int, int8_kernels: str = "auto") -> None:
     """Refuse, before any slow work, a format/fallback/space/data combination that cannot be exported."""
+    from hw_profiles.ort_quant import KERNELS
+
     if fmt not in FORMATS:
         raise QuantExportError(f"format={fmt!r}; allowed: {list(FORMATS)}")
+    if int8_kernels not in KERNELS:
+        raise QuantExportError(f"int8_kernels={int8_kernels!r}; allowed: {list(KERNELS)} (auto: by this CPU)")
     if fallback not in FALLBACKS:
         raise QuantExportError(f"fallback={fallback!r}; allowed: null (refuse) or 'fake_quant'")
     if fmt == "fake_quant":
@@ -89,7 +99,7 @@ def _narrow(space: JointSpace, joint: JointArch) -> list[str]:
 
 def int8_artifact(fmt: str, fallback: str | None, space: JointSpace, joint: JointArch, module: nn.Module,
                   calib: Sequence[torch.Tensor], test: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
-                  ) -> tuple[dict[str, Any], Callable[[Path], None] | None]:
+                  *, int8_kernels: str = "auto") -> tuple[dict[str, Any], Callable[[Path], None] | None]:
     """(metadata, writer of the int8 file into the export directory) of ``module`` (the fake-quant subnet);
     ``(metadata, None)`` when a sub-8-bit policy falls back to the fake-quant module."""
     narrow = check_policy(fmt, fallback, space, joint)
@@ -97,14 +107,14 @@ def int8_artifact(fmt: str, fallback: str | None, space: JointSpace, joint: Join
         return {"format": "fake_quant", "requested_format": fmt, "fallback": "fake_quant",
                 "fallback_reason": f"{len(narrow)} layer(s) below W8A8 have no int8 kernel: {', '.join(narrow)}"}, None
     if fmt == "onnx_int8":
-        blob, top1 = _onnx_int8(module, joint, calib, test, targets)
+        blob, top1, runs_on = _onnx_int8(module, joint, calib, test, targets, int8_kernels)
     else:
-        blob, top1 = _torch_int8(module, calib, test, targets)
+        blob, top1, runs_on = _torch_int8(module, calib, test, targets)
     name = _FILES[fmt]
     meta: dict[str, Any] = {
         "format": fmt, "file": name, "sha256": hashlib.sha256(blob).hexdigest(), "measured_test_top1": top1,
         "calibration": {"images": sum(int(x.size(0)) for x in calib), "batches": len(calib), "split": "train",
-                        "method": "MinMax" if fmt == "onnx_int8" else "observed output ranges"}}
+                        "method": "MinMax" if fmt == "onnx_int8" else "observed output ranges"}, **runs_on}
 
     def write(out: Path) -> None:
         (Path(out) / name).write_bytes(blob)
@@ -134,12 +144,12 @@ def _baked(module: nn.Module) -> nn.Module:
 
 
 def _onnx_int8(module: nn.Module, joint: JointArch, calib: Sequence[torch.Tensor], test: Sequence[torch.Tensor],
-               targets: Sequence[torch.Tensor]) -> tuple[bytes, float]:
+               targets: Sequence[torch.Tensor], kernels: str) -> tuple[bytes, float, dict[str, str]]:
     import warnings
 
     import onnxruntime as ort
 
-    from hw_profiles.ort_quant import quantize_qdq
+    from hw_profiles.ort_quant import int8_kernels, quantize_qdq
 
     first = joint.policy.active_layers()[0]
     buf = io.BytesIO()
@@ -150,13 +160,15 @@ def _onnx_int8(module: nn.Module, joint: JointArch, calib: Sequence[torch.Tensor
                           opset_version=17, dynamo=False,
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     blob = quantize_qdq(buf.getvalue(), [x.cpu().numpy() for x in calib], per_channel=first.per_channel,
-                        w_symmetric=first.w_symmetric, a_symmetric=first.a_symmetric)
+                        w_symmetric=first.w_symmetric, a_symmetric=first.a_symmetric, kernels=kernels)
+    chosen, why = int8_kernels(kernels)
     sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    return blob, _top1(lambda x: sess.run(None, {"input": x.cpu().numpy()})[0], test, targets)
+    top1 = _top1(lambda x: sess.run(None, {"input": x.cpu().numpy()})[0], test, targets)
+    return blob, top1, {"kernels": chosen, "kernels_why": why}
 
 
 def _torch_int8(module: nn.Module, calib: Sequence[torch.Tensor], test: Sequence[torch.Tensor],
-                targets: Sequence[torch.Tensor]) -> tuple[bytes, float]:
+                targets: Sequence[torch.Tensor]) -> tuple[bytes, float, dict[str, str]]:
     from supernets.quant.int8 import quantized_engine, to_int8
 
     net = to_int8(module, [x.cpu() for x in calib])
@@ -165,7 +177,9 @@ def _torch_int8(module: nn.Module, calib: Sequence[torch.Tensor], test: Sequence
         traced = torch.jit.trace(net, calib[0][:1].cpu())
         torch.jit.save(traced, buf)
         top1 = _top1(lambda x: net(x.cpu()).numpy(), test, targets)
-    return buf.getvalue(), top1
+    return buf.getvalue(), top1, {"engine": net.engine, "engine_why": f"set torch.backends.quantized.engine = "
+                                  f"{net.engine!r} before torch.jit.load (chosen for this CPU by "
+                                  "supernets.quant.int8.default_engine: x86 needs AVX-512 VNNI to be exact)"}
 
 
 def _top1(run: Callable[[torch.Tensor], np.ndarray], test: Sequence[torch.Tensor],

@@ -60,7 +60,7 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
                 recalibrate: bool = True, calib_images: int = 2000, calib_batch: int = 200, seed: int = 0,
                 overwrite: bool = False, onnx: bool = True, lookup: tuple[str | Path, ...] = (),
                 extra: dict[str, Any] | None = None, fmt: str = "fake_quant",
-                fallback: str | None = None) -> dict[str, Any]:
+                fallback: str | None = None, int8_kernels: str = "auto") -> dict[str, Any]:
     """Recalibrate, export and save ``arch`` (an arch value, its dict, JSON or id); returns the metadata written.
 
     ``data`` (``{"name": ..., "kwargs": {...}}``) is recalibrated on (training split) and measured on (test split).
@@ -70,7 +70,8 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
     check_overwritable(out, overwrite)  # before the slow part: refuse a target we may not write
     net = load_trained_supernet(path).eval()
     space = net.space
-    check_format(fmt, fallback, space, data=data, calib_images=calib_images, calib_batch=calib_batch)
+    check_format(fmt, fallback, space, data=data, calib_images=calib_images, calib_batch=calib_batch,
+                 int8_kernels=int8_kernels)
     arch = parse_arch(space, arch, lookup=(*lookup, path)) if not _is_arch(space, arch) else space.validate(arch)
     bn = has_batch_norm(net)
     if bn and recalibrate and not data:
@@ -97,7 +98,7 @@ def export_arch(checkpoint: str | Path, arch: Any, out: str | Path, *, data: dic
         if fmt != "fake_quant":
             meta["quantization"]["export"], write_int8 = int8_artifact(fmt, fallback, space, arch, module, calib,
                                                                        evalset.at(res or dm.image_size)[1],
-                                                                       evalset.targets)
+                                                                       evalset.targets, int8_kernels=int8_kernels)
         meta["measured_on"] = {"data": data["name"], "kwargs": dict(data.get("kwargs") or {}), "split": "test",
                                "images": evalset.n_images}
         meta["preprocessing"] = {**dm.preprocessing(), "resize": _resize_note(dm.image_size, res or dm.image_size)}
@@ -132,7 +133,8 @@ def export_front_point(results: str | Path, *, rank: int, out: str | Path, check
     ``front="verified"`` the verified front, ranked by measured accuracy: ``verified_front.json``).
 
     Returns one line naming the exported subnet, with its measured test top-1 next to the predicted
-    one when ``data`` is given; ``formats`` (``fmt``, ``fallback``, ``calib_images``, ``calib_batch``) go to
+    one when ``data`` is given; ``formats`` (``fmt``, ``fallback``, ``calib_images``, ``calib_batch``,
+    ``int8_kernels``) go to
     :func:`export_arch`."""
     from nas.search.results import read_results_dir  # nas.search imports this module
 

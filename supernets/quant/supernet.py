@@ -216,15 +216,17 @@ def full_precision(model: nn.Module) -> Any:
 
 
 @contextmanager
-def calibration(model: nn.Module, *, steps: int = 80, max_samples: int = 1 << 14) -> Iterator[nn.Module]:
+def calibration(model: nn.Module, *, steps: int = 80, max_samples: int = 1 << 14,
+                generator: torch.Generator | None = None) -> Iterator[nn.Module]:
     """Inside, each quantised layer not yet initialised runs in float and initialises its quantisers from its
-    input and weight (``steps`` clipping ranges; per-tensor searches on ``max_samples`` values); flags restored
-    on exit."""
+    input and weight (``steps`` clipping ranges; per-tensor searches on ``max_samples`` values, subsampled with
+    ``generator``: None draws from torch's global generator); flags restored on exit."""
     layers = quant_layers(model)
     saved = [(q.calibrating, q.calibration_options) for q in layers]
+    options = {"steps": steps, "max_samples": max_samples, "generator": generator}
     try:
         for q in layers:
-            q.calibrating, q.calibration_options = True, {"steps": steps, "max_samples": max_samples}
+            q.calibrating, q.calibration_options = True, options
         yield model
     finally:
         for q, (c, opts) in zip(layers, saved):
@@ -238,7 +240,8 @@ def calibrate(net: QuantSupernet, images: torch.Tensor, *, archs: Sequence[Joint
 
     Runs ``archs`` (default: the largest architecture), then seeded random architectures until every quantised
     layer has been initialised (with a fixed architecture: every layer it runs); BN statistics and train/eval
-    flags are left as they were.
+    flags are left as they were. ``seed`` fixes both those architectures and the values the quantisers' range
+    searches subsample, so the same call gives the same quantisers whatever torch's global generator holds.
     """
     space: JointSpace = net.space  # type: ignore[assignment]
     layers = quant_layers(net)
@@ -251,7 +254,7 @@ def calibrate(net: QuantSupernet, images: torch.Tensor, *, archs: Sequence[Joint
     runs = 0
     try:
         net.eval()
-        with calibration(net, steps=steps, max_samples=max_samples):
+        with calibration(net, steps=steps, max_samples=max_samples, generator=torch.Generator().manual_seed(seed)):
             # a fixed architecture never runs the other layers: one pass initialises all that can run
             while not all(bool(q.aq.initialized) for q in layers) and not (space.fixed_arch is not None and runs):
                 if not todo:

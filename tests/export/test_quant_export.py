@@ -14,9 +14,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from hw_profiles.ort_quant import int8_kernels
 from nas.export_subnet import export_arch
 from search_spaces import create_space
 from search_spaces.errors import NasError
+from supernets.quant.int8 import default_engine
 from tests.export.quant_supernet import EMBEDDED, make_quant_supernet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +59,9 @@ def test_onnx_int8_matches_fake_quant_top1_on_the_test_set(qnet: Path, tmp_path:
     x = np.random.default_rng(0).standard_normal((3, 1, 24, 24)).astype(np.float32)
     assert sess.run(None, {"input": x})[0].shape == (3, 10)  # any batch size
     assert "QuantizeLinear" in {n.op_type for n in __import__("onnx").load_from_string(blob).graph.node}
-    assert "onnx_int8 model model_int8.onnx: measured test top-1" in r.stdout
+    # the integer kernels this CPU computes exactly (u8u8 without VNNI), recorded and printed
+    assert (exp["kernels"], exp["kernels_why"]) == int8_kernels()
+    assert f"onnx_int8 model model_int8.onnx ({exp['kernels']} kernels): measured test top-1" in r.stdout
 
 
 def test_torch_int8_writes_a_torchscript_int8_module(qnet: Path, tmp_path: Path) -> None:
@@ -68,6 +72,7 @@ def test_torch_int8_writes_a_torchscript_int8_module(qnet: Path, tmp_path: Path)
     meta = json.loads((out / "metadata.json").read_text())
     exp = meta["quantization"]["export"]
     assert exp["format"] == "torch_int8" and abs(exp["measured_test_top1"] - meta["measured_test_top1"]) <= 2.0
+    assert exp["engine"] == default_engine() and f"engine = {default_engine()!r}" in exp["engine_why"]
     module = torch.jit.load(str(out / "model_int8.pt"))
     assert any("quantized" in str(n.kind()) for n in module.inlined_graph.nodes())  # real int8 kernels
     assert module(torch.zeros(2, 1, 24, 24)).shape == (2, 10)
@@ -95,6 +100,7 @@ def test_sub_8_bit_policy_refused_or_falls_back(qnet: Path, tmp_path: Path) -> N
     ("format", "format='int4'; allowed: ['fake_quant', 'onnx_int8', 'torch_int8']"),
     ("wrong_arch", "is not one for its architecture"),
     ("float_supernet", "is not quantised"),
+    ("kernels", "int8_kernels='s8s8'; allowed: ['auto', 'u8s8', 'u8u8']"),
 ])
 def test_bad_export_input_is_one_clear_error(qnet: Path, tmp_path: Path, case: str, message: str) -> None:
     """In process (the library raises a NasError naming the value); the CLI prints it as one line, as above."""
@@ -107,6 +113,8 @@ def test_bad_export_input_is_one_clear_error(qnet: Path, tmp_path: Path, case: s
         d = json.loads(arch)
         d["arch"] = SPACE.base.to_dict(SPACE.base.min_arch())  # the max arch's policy on another architecture
         arch = json.dumps(d)
+    if case == "kernels":
+        kw["int8_kernels"] = "s8s8"
     if case == "float_supernet":
         ckpt, arch = EMBEDDED, json.dumps(SPACE.base.to_dict(SPACE.base.min_arch()))
     with pytest.raises(NasError) as err:

@@ -97,7 +97,12 @@ def test_separate_process_times_subnets_against_the_saved_profile(tmp_path: Path
                                   repeats=3, group=3)
     assert slower["machine_speed"] > 2.0
     assert slower["calibrated"]["bias"] < -0.5  # its predictions read the machine as it was
-    assert slower["calibrated_at_speed"]["rmspe"] < slower["calibrated"]["rmspe"]
+    # scaled by that speed, the predictions are nearer the measured times: judged on |log(predicted / measured)|,
+    # since RMSPE caps an under-prediction's error at 1 (a table 1.4x off on a loaded CI VM read 0.645 both ways)
+    measured_s, predicted_s = np.array(slower["measured"]), np.array(slower["predicted"])
+    raw = np.median(np.abs(np.log(predicted_s / measured_s)))
+    at_speed = np.median(np.abs(np.log(predicted_s * slower["machine_speed"] / measured_s)))
+    assert at_speed < raw
     assert np.allclose(slower["predicted"], 0.25 * ours[:3])
 
 
