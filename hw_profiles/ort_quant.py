@@ -10,7 +10,7 @@ Which integer kernels follows the CPU (:func:`int8_kernels`): ``u8s8`` (int8 wei
 CPU has VNNI, whose dot products accumulate u8 x s8 exactly; ``u8u8`` elsewhere: every int8 tensor (weights, and
 activations of a symmetric policy) stored as uint8 plus 128 with zero point 128, the same grid and the same values,
 because ORT's int8 kernels on AVX2 without VNNI add pairs of products in saturating int16 (``vpmaddubsw``). On such
-a CPU (AMD Zen 3 here) one MobileNet block computed 16-34 % of its output range wrong with int8 weights (36-56 %
+a CPU (AMD Zen 3 here) one MobileNet block computed 11-34 % of its output range wrong with int8 weights (36-56 %
 with int8 activations too) and 1.4-1.6 % with u8u8, the quantisation's own error; ORT's documentation names U8U8
 as the fix.
 Bit-widths below 8 have no kernel of their own: their integers are held in int8 tensors and run through the same
