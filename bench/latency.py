@@ -406,7 +406,7 @@ def main() -> None:
     p.add_argument("--lut-warmup", type=int, default=5)
     p.add_argument("--lut-repeats", type=int, default=20)
     p.add_argument("--lut-passes", type=int, default=3, help="times every layer is measured (fresh shuffles)")
-    p.add_argument("--estimate", default="pooled", choices=ESTIMATES,
+    p.add_argument("--estimate", default="fastest", choices=ESTIMATES,
                    help="how the torch / ORT tables, their calibration and validation read their passes")
     p.add_argument("--net-warmup", type=int, default=3)
     p.add_argument("--net-repeats", type=int, default=20)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,14 @@ import torch
 
 YARDSTICKS = Path(__file__).resolve().parents[1].parent / "shared" / "yardsticks"
 
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: one OpenMP thread each, in this process and in every command a test
+    # starts, or two workers' thread pools fight over two cores (spinning OpenMP threads make that 10x slower).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 @pytest.fixture
