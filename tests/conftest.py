@@ -32,3 +32,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: modules that hold one pytest-xdist worker for a minute or more (CI's --durations list, 2-core VM, 2026-12-07):
+#: collected first, so that the workers start on them and finish on short modules instead of one worker running a
+#: long module alone at the end (loadscope hands out whole modules in collection order)
+LONG_MODULES = (
+    "tests/distributed/test_ddp_train.py",
+    "tests/search/test_verify.py",
+    "tests/search/test_eqnet_cli.py",
+    "tests/bench/test_cuda_smoke.py",
+    "tests/hw_profiles/test_validation.py",
+    "tests/export/test_export_cli.py",
+    "tests/export/test_quant_export.py",
+    "tests/search/test_readme_commands.py",
+    "tests/reliability/test_kill_commands.py",
+    "tests/train/test_shiftnas_generator.py",
+    "tests/hw_profiles/test_builder.py",
+)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parents[1]
+
+    def rank(item: pytest.Item) -> int:
+        rel = Path(str(item.path)).resolve().relative_to(root).as_posix()
+        return LONG_MODULES.index(rel) if rel in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order inside a module, and among the other modules, is kept
